@@ -1,0 +1,22 @@
+"""hrstream: HRNet pose estimation and semantic segmentation over video."""
+
+from __future__ import annotations
+
+from hrstream.errors import ConfigError, HrstreamError, InputError, StageError, WeightsError, WeightsUnavailableError
+from hrstream.types import Frame, FrameResult, Poses, SegMap
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConfigError",
+    "Frame",
+    "FrameResult",
+    "HrstreamError",
+    "InputError",
+    "Poses",
+    "SegMap",
+    "StageError",
+    "WeightsError",
+    "WeightsUnavailableError",
+    "__version__",
+]

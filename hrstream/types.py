@@ -1,0 +1,180 @@
+"""The data that flows through a pipeline: validated dataclasses of numpy arrays.
+
+Coordinate conventions, used everywhere in hrstream:
+
+* Images are ``uint8`` arrays of shape ``(H, W, 3)`` in **RGB** order.
+* Pixel coordinates are ``(x, y)`` in the frame's pixel grid, where the centre of the top-left pixel is
+  ``(0, 0)`` (the convention of the official HRNet code and of COCO keypoints).
+* Boxes are ``xyxy`` (left, top, right, bottom) in pixels unless a name says ``xywh``.
+* Times are seconds: ``pts_s`` from the stream's PTS x time_base; ``captured_at`` is wall-clock
+  (``time.time()``) for live sources.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Frame", "FrameResult", "Poses", "SegMap"]
+
+
+def _shape(a: np.ndarray) -> str:
+    return f"{a.dtype}{tuple(a.shape)}"
+
+
+@dataclass(eq=False)
+class Frame:
+    """One decoded video frame.
+
+    Attributes:
+        source_id: identifies the source within a run (for example the sanitised input name).
+        index: 0-based index of the frame in decode order within its source.
+        pts_s: presentation time in seconds (PTS x time_base); ``None`` only for still images.
+        image: ``uint8`` ``(H, W, 3)`` RGB, upright (rotation metadata already applied).
+        captured_at: wall-clock capture time for live sources, else ``None``.
+        pts: the raw PTS in ``time_base`` units (kept so writers can reproduce exact timestamps).
+        time_base: the stream's time base as a ``fractions.Fraction``-compatible object, or ``None``.
+    """
+
+    source_id: str
+    index: int
+    pts_s: float | None
+    image: np.ndarray
+    captured_at: float | None = None
+    pts: int | None = None
+    time_base: Any = None
+
+    def __post_init__(self) -> None:
+        img = self.image
+        if not isinstance(img, np.ndarray) or img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+            got = _shape(img) if isinstance(img, np.ndarray) else type(img).__name__
+            raise ValueError(f"Frame.image must be uint8 (H, W, 3) RGB, got {got}")
+
+    @property
+    def height(self) -> int:
+        return int(self.image.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.image.shape[1])
+
+    def __repr__(self) -> str:
+        return (
+            f"Frame(source_id={self.source_id!r}, index={self.index}, pts_s={self.pts_s}, "
+            f"image={_shape(self.image)})"
+        )
+
+
+@dataclass(eq=False)
+class Poses:
+    """The people of one frame, as parallel arrays (n people, K keypoints).
+
+    Attributes:
+        boxes: ``float32 (n, 4)`` xyxy pixels.
+        box_scores: ``float32 (n,)`` detector confidence in [0, 1].
+        keypoints: ``float32 (n, K, 2)`` (x, y) pixels; the smoothed estimate when a smoother ran.
+        keypoint_scores: ``float32 (n, K)`` heatmap maxima (official ``maxvals``).
+        track_ids: ``int64 (n,)`` identities from the tracker, or ``None`` before tracking.
+        raw_keypoints: ``float32 (n, K, 2)`` keypoints before smoothing, or ``None`` if not smoothed.
+    """
+
+    boxes: np.ndarray
+    box_scores: np.ndarray
+    keypoints: np.ndarray
+    keypoint_scores: np.ndarray
+    track_ids: np.ndarray | None = None
+    raw_keypoints: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        self.boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
+        n = len(self.boxes)
+        self.box_scores = np.asarray(self.box_scores, dtype=np.float32).reshape(n)
+        self.keypoints = np.asarray(self.keypoints, dtype=np.float32)
+        if self.keypoints.size == 0:
+            k = self.keypoints.shape[1] if self.keypoints.ndim == 3 else 0
+            self.keypoints = self.keypoints.reshape(n, k, 2)
+        if self.keypoints.ndim != 3 or self.keypoints.shape[0] != n or self.keypoints.shape[2] != 2:
+            raise ValueError(f"Poses.keypoints must be (n={n}, K, 2), got {self.keypoints.shape}")
+        k = self.keypoints.shape[1]
+        self.keypoint_scores = np.asarray(self.keypoint_scores, dtype=np.float32).reshape(n, k)
+        if self.track_ids is not None:
+            self.track_ids = np.asarray(self.track_ids, dtype=np.int64).reshape(n)
+        if self.raw_keypoints is not None:
+            self.raw_keypoints = np.asarray(self.raw_keypoints, dtype=np.float32).reshape(n, k, 2)
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+    @property
+    def num_keypoints(self) -> int:
+        return int(self.keypoints.shape[1])
+
+    @classmethod
+    def empty(cls, num_keypoints: int = 17) -> Poses:
+        """No people, ``num_keypoints`` keypoints each."""
+        return cls(
+            boxes=np.zeros((0, 4), np.float32),
+            box_scores=np.zeros((0,), np.float32),
+            keypoints=np.zeros((0, num_keypoints, 2), np.float32),
+            keypoint_scores=np.zeros((0, num_keypoints), np.float32),
+        )
+
+    def __getitem__(self, idx: Any) -> Poses:
+        """Select people by index, slice or boolean mask; returns a new ``Poses``."""
+        if isinstance(idx, (int, np.integer)):
+            idx = [int(idx)]
+        return Poses(
+            boxes=self.boxes[idx],
+            box_scores=self.box_scores[idx],
+            keypoints=self.keypoints[idx],
+            keypoint_scores=self.keypoint_scores[idx],
+            track_ids=None if self.track_ids is None else self.track_ids[idx],
+            raw_keypoints=None if self.raw_keypoints is None else self.raw_keypoints[idx],
+        )
+
+    def __repr__(self) -> str:
+        ids = None if self.track_ids is None else self.track_ids.tolist()
+        return f"Poses(n={len(self)}, K={self.num_keypoints}, track_ids={ids})"
+
+
+@dataclass(eq=False)
+class SegMap:
+    """A semantic label map for one frame.
+
+    Attributes:
+        labels: ``uint8 (H, W)`` class index per pixel, at the frame's resolution.
+        classes: class names, index = label value.
+        probs: optional ``float32 (C, H', W')`` class probabilities (any resolution), or ``None``.
+    """
+
+    labels: np.ndarray
+    classes: tuple[str, ...]
+    probs: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.labels.ndim != 2:
+            raise ValueError(f"SegMap.labels must be (H, W), got {self.labels.shape}")
+        self.classes = tuple(self.classes)
+
+    def __repr__(self) -> str:
+        return f"SegMap(labels={_shape(self.labels)}, classes={len(self.classes)})"
+
+
+@dataclass(eq=False)
+class FrameResult:
+    """What sinks receive: a frame and what the tasks found in it.
+
+    ``timings`` maps a stage name to seconds spent on this frame; ``dropped_before`` counts the live frames
+    dropped between the previous result of this source and this one.
+    """
+
+    frame: Frame
+    poses: Poses | None = None
+    seg: SegMap | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    dropped_before: int = 0
+
+    def __repr__(self) -> str:
+        return f"FrameResult({self.frame!r}, poses={self.poses!r}, seg={self.seg!r})"
