@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from hrstream.errors import ConfigError, HrstreamError, InputError, StageError, WeightsError, WeightsUnavailableError
+from hrstream.errors import (
+    ConfigError,
+    HrstreamError,
+    InputError,
+    StageError,
+    WeightsError,
+    WeightsUnavailableError,
+)
 from hrstream.types import Frame, FrameResult, Poses, SegMap
 
 __version__ = "0.1.0"

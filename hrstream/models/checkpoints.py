@@ -1,0 +1,220 @@
+"""Checkpoints in every published layout, loaded safely and strictly.
+
+Layouts recognised (by their key names), all mapped onto the official key names:
+
+========== =================================================================================================
+official   official pose (flat keys, ``final_layer.*``) or segmentation (``model.`` prefix, optional
+           ``state_dict`` wrapper, ``loss.*`` ignored, ``last_layer.*``)
+mmpose1    MMPose 1.x: ``state_dict`` with ``backbone.*``, ``head.final_layer.*``; ``data_preprocessor.*``
+           ignored
+mmpose0    MMPose 0.x: ``backbone.*``, ``keypoint_head.final_layer.*``
+mmseg      MMSegmentation FCN-HRNet: ``backbone.*``, ``decode_head.convs.0.conv`` (no bias: loaded with a zero
+           bias into ``last_layer.0``), ``decode_head.convs.0.bn`` -> ``last_layer.1``,
+           ``decode_head.conv_seg`` -> ``last_layer.3``
+timm       timm's ImageNet HRNet (``incre_modules``/``classifier``): backbone only; the task head and any
+           backbone module the classifier lacks stay at initialisation, and the loader says which
+========== =================================================================================================
+
+Files are read with ``torch.load(..., weights_only=True)`` (no pickle code runs) or safetensors.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from hrstream.errors import WeightsError
+
+__all__ = ["LoadReport", "convert_state_dict", "detect_layout", "load_weights", "read_checkpoint"]
+
+log = logging.getLogger(__name__)
+
+Layout = Literal["official", "mmpose1", "mmpose0", "mmseg", "timm"]
+_WRAPPERS = ("state_dict", "model", "module")
+_TASK_HEADS = ("final_layer.", "last_layer.")
+
+
+@dataclass
+class LoadReport:
+    """What :func:`load_weights` did: the layout it recognised and what it left at initialisation."""
+
+    layout: Layout
+    loaded: int
+    ignored: list[str] = field(default_factory=list)
+    left_at_init: list[str] = field(default_factory=list)
+
+
+def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a ``.pth``/``.pt`` (``weights_only=True``) or ``.safetensors`` file into a flat tensor dict.
+
+    Raises :class:`WeightsError` naming the file when it is missing, not a checkpoint, or holds anything but
+    tensors and plain containers (a pickle with code is refused without running it).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise WeightsError(f"{p}: checkpoint file not found")
+    if p.stat().st_size == 0:
+        raise WeightsError(f"{p}: checkpoint file is empty")
+    if p.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return dict(load_file(str(p)))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise WeightsError(f"{p}: not a valid safetensors file ({e})") from e
+    try:
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError, ... for bad files
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise WeightsError(
+            f"{p}: refused or unreadable as a weights-only checkpoint ({first}); "
+            "hrstream never runs pickled code: convert it to safetensors or a plain state dict"
+        ) from e
+    return unwrap(obj, str(p))
+
+
+def unwrap(obj: Any, src: str = "<state dict>") -> dict[str, torch.Tensor]:
+    """Find the state dict in a checkpoint object (``{'state_dict': ...}``, ``{'model': ...}`` or flat)."""
+    for _ in range(3):
+        if isinstance(obj, Mapping) and not _is_state_dict(obj):
+            inner = next((obj[k] for k in _WRAPPERS if k in obj and isinstance(obj[k], Mapping)), None)
+            if inner is None:
+                break
+            obj = inner
+    if not isinstance(obj, Mapping) or not _is_state_dict(obj):
+        raise WeightsError(f"{src}: no state dict of tensors found (top-level keys: {_head(obj)})")
+    return {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+
+
+def _is_state_dict(obj: Mapping[str, Any]) -> bool:
+    tensors = sum(isinstance(v, torch.Tensor) for v in obj.values())
+    return tensors > 0 and tensors >= len(obj) // 2
+
+
+def _head(obj: Any) -> str:
+    if isinstance(obj, Mapping):
+        keys = list(obj)[:6]
+        return ", ".join(map(str, keys)) + (" ..." if len(obj) > 6 else "")
+    return type(obj).__name__
+
+
+def detect_layout(sd: Mapping[str, Any]) -> Layout:
+    """Recognise a checkpoint's layout from its key names (see the module docstring)."""
+    keys = list(sd)
+    if any(k.startswith("incre_modules.") or k.startswith("classifier.") for k in keys):
+        return "timm"
+    if any(k.startswith("decode_head.") for k in keys):
+        return "mmseg"
+    if any(k.startswith("head.") for k in keys):
+        return "mmpose1"
+    if any(k.startswith("keypoint_head.") for k in keys):
+        return "mmpose0"
+    if any(k.startswith("backbone.") for k in keys):
+        raise WeightsError(
+            "checkpoint has backbone.* keys but no known head (head.*, keypoint_head.*, decode_head.*)"
+        )
+    return "official"
+
+
+def _strip(k: str, prefix: str) -> str:
+    return k[len(prefix) :] if k.startswith(prefix) else k
+
+
+def convert_state_dict(
+    sd: Mapping[str, torch.Tensor], layout: Layout, model: nn.Module
+) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Map a checkpoint's keys onto the official names. Returns ``(state_dict, ignored_keys)``."""
+    out: dict[str, torch.Tensor] = {}
+    ignored: list[str] = []
+    target = model.state_dict()
+    for k, v in sd.items():
+        new: str | None = k
+        if layout == "official":
+            if k.startswith("loss."):
+                new = None
+            else:
+                new = _strip(_strip(k, "module."), "model.")
+        elif layout in ("mmpose1", "mmpose0"):
+            if k.startswith("data_preprocessor."):
+                new = None
+            elif k.startswith("backbone."):
+                new = k[len("backbone.") :]
+            elif k.startswith("head.final_layer.") or k.startswith("keypoint_head.final_layer."):
+                new = "final_layer." + k.split("final_layer.", 1)[1]
+        elif layout == "mmseg":
+            if k.startswith("data_preprocessor.") or k.startswith("auxiliary_head."):
+                new = None
+            elif k.startswith("backbone."):
+                new = k[len("backbone.") :]
+            elif k.startswith("decode_head.convs.0.conv."):
+                new = "last_layer.0." + k.rsplit(".", 1)[1]
+            elif k.startswith("decode_head.convs.0.bn."):
+                new = "last_layer.1." + k.rsplit(".", 1)[1]
+            elif k.startswith("decode_head.conv_seg."):
+                new = "last_layer.3." + k.rsplit(".", 1)[1]
+        elif layout == "timm":
+            head = ("incre_modules.", "downsamp_modules.", "final_layer.", "classifier.")
+            new = None if k.startswith(head) or k not in target else k
+        if new is None:
+            ignored.append(k)
+        else:
+            out[new] = v
+    if layout == "mmseg" and "last_layer.0.weight" in out and "last_layer.0.bias" not in out:
+        # MMSeg's ConvModule has no bias before its BN; the official head has one: zero is the same function.
+        out["last_layer.0.bias"] = torch.zeros(out["last_layer.0.weight"].shape[0])
+    return out, ignored
+
+
+def _limit(names: list[str], n: int = 8) -> str:
+    return ", ".join(names[:n]) + (f" ... ({len(names)} in all)" if len(names) > n else "")
+
+
+def load_weights(model: nn.Module, source: str | Path | Mapping[str, Any]) -> LoadReport:
+    """Load a checkpoint (path or state dict, any layout above) into ``model`` strictly.
+
+    Raises :class:`WeightsError` naming missing, unexpected and mis-shaped keys. For the ``timm`` layout the
+    task head is expected to be missing: it stays at initialisation and the report (and the log) lists it.
+    """
+    src = str(source) if isinstance(source, (str, Path)) else "<state dict>"
+    sd = read_checkpoint(source) if isinstance(source, (str, Path)) else unwrap(source, src)
+    layout = detect_layout(sd)
+    converted, ignored = convert_state_dict(sd, layout, model)
+    target = model.state_dict()
+    missing = [k for k in target if k not in converted]
+    unexpected = [k for k in converted if k not in target]
+    shapes = [
+        f"{k} {tuple(converted[k].shape)} vs model {tuple(target[k].shape)}"
+        for k in converted
+        if k in target and converted[k].shape != target[k].shape
+    ]
+    left_at_init: list[str] = []
+    if layout == "timm":
+        # ImageNet weights carry no task head: only the head may stay at initialisation.
+        left_at_init = [k for k in missing if k.startswith(_TASK_HEADS)]
+        missing = [k for k in missing if not k.startswith(_TASK_HEADS)]
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {_limit(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {_limit(unexpected)}")
+    if shapes:
+        problems.append(f"mis-shaped keys: {_limit(shapes)}")
+    if problems:
+        raise WeightsError(
+            f"{src} ({layout} layout) does not fit {type(model).__name__}: " + "; ".join(problems)
+        )
+    model.load_state_dict(converted, strict=layout != "timm")
+    if left_at_init:
+        log.warning(
+            "%s: loaded the ImageNet backbone (timm layout); left at initialisation: %s",
+            src,
+            _limit(sorted({k.rsplit(".", 2)[0] for k in left_at_init})),
+        )
+    return LoadReport(layout=layout, loaded=len(converted), ignored=ignored, left_at_init=left_at_init)
