@@ -33,24 +33,33 @@ def seg_tiny() -> dict:
 
 
 def pose_cfg(channels: tuple[int, ...] = (4, 8, 16, 32), joints: int = 17) -> dict:
-    stage = lambda n, m: {  # noqa: E731
-        "NUM_MODULES": m,
-        "NUM_BRANCHES": n,
-        "BLOCK": "BASIC",
-        "NUM_BLOCKS": [4] * n,
-        "NUM_CHANNELS": list(channels[:n]),
-        "FUSE_METHOD": "SUM",
-    }
+    stage = (
+        lambda n, m: {  # noqa: E731
+            "NUM_MODULES": m,
+            "NUM_BRANCHES": n,
+            "BLOCK": "BASIC",
+            "NUM_BLOCKS": [4] * n,
+            "NUM_CHANNELS": list(channels[:n]),
+            "FUSE_METHOD": "SUM",
+        }
+    )
     return {
         "MODEL": {
             "NAME": "pose_hrnet",
             "NUM_JOINTS": joints,
-            "EXTRA": {"FINAL_CONV_KERNEL": 1, "STAGE2": stage(2, 1), "STAGE3": stage(3, 4), "STAGE4": stage(4, 3)},
+            "EXTRA": {
+                "FINAL_CONV_KERNEL": 1,
+                "STAGE2": stage(2, 1),
+                "STAGE3": stage(3, 4),
+                "STAGE4": stage(4, 3),
+            },
         }
     }
 
 
-def seg_cfg(channels: tuple[int, ...] = (4, 8, 16, 32), classes: int = 19, align_corners: bool = False) -> dict:
+def seg_cfg(
+    channels: tuple[int, ...] = (4, 8, 16, 32), classes: int = 19, align_corners: bool = False
+) -> dict:
     cfg = pose_cfg(channels)
     extra = cfg["MODEL"]["EXTRA"]
     extra["STAGE1"] = {
@@ -140,7 +149,10 @@ def test_tiny_seg_reproduces_official_output(seg_tiny: dict, layout: str) -> Non
     sd = seg_tiny["state_dict"]
     if layout == "official-prefixed":  # as released: model. prefix, state_dict wrapper, loss weights
         source: object = {
-            "state_dict": {**{f"model.{k}": v for k, v in sd.items()}, "loss.criterion.weight": torch.ones(19)}
+            "state_dict": {
+                **{f"model.{k}": v for k, v in sd.items()},
+                "loss.criterion.weight": torch.ones(19),
+            }
         }
     elif layout == "official-flat":
         source = dict(sd)
@@ -287,7 +299,9 @@ def test_v2p_pyramid_feeds_torchvision_detection() -> None:
     assert isinstance(feats, OrderedDict) and list(feats) == ["0", "1", "2", "3", "4"]
     assert [tuple(f.shape[-2:]) for f in feats.values()] == [(32, 40), (16, 20), (8, 10), (4, 5), (2, 2)]
     assert all(f.shape[1] == fpn.out_channels == 16 for f in feats.values())
-    anchors = AnchorGenerator(sizes=((16,), (32,), (64,), (128,), (256,)), aspect_ratios=((0.5, 1.0, 2.0),) * 5)
+    anchors = AnchorGenerator(
+        sizes=((16,), (32,), (64,), (128,), (256,)), aspect_ratios=((0.5, 1.0, 2.0),) * 5
+    )
     det = FasterRCNN(
         fpn,
         num_classes=2,

@@ -72,5 +72,7 @@ def build_hrfpn(cfg: str | Path | Mapping[str, Any], *, out_channels: int = 256,
     """V2p: an :class:`HRFPN` on the backbone of a config (any task: stage 4 is built multi-resolution)."""
     data, src = resolve_config(cfg)
     spec = parse_config(data, source=src)
-    backbone = HRNetBackbone(spec.stages, upsample="bilinear", align_corners=spec.align_corners, last_multi_scale=True)
+    backbone = HRNetBackbone(
+        spec.stages, upsample="bilinear", align_corners=spec.align_corners, last_multi_scale=True
+    )
     return HRFPN(backbone, out_channels=out_channels, num_outs=num_outs).eval()

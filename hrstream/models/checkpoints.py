@@ -137,10 +137,7 @@ def convert_state_dict(
     for k, v in sd.items():
         new: str | None = k
         if layout == "official":
-            if k.startswith("loss."):
-                new = None
-            else:
-                new = _strip(_strip(k, "module."), "model.")
+            new = None if k.startswith("loss.") else _strip(_strip(k, "module."), "model.")
         elif layout in ("mmpose1", "mmpose0"):
             if k.startswith("data_preprocessor."):
                 new = None

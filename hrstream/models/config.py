@@ -109,7 +109,9 @@ def _stage(d: Mapping[str, Any], key: str, src: str) -> StageSpec:
     s = _get(d, base, src)
     if not isinstance(s, Mapping):
         raise ConfigError(f"{src}: field {base} must be a mapping")
-    branches = s.get("NUM_BRANCHES", s.get("NUM_RANCHES"))  # the official seg YAMLs spell STAGE1's NUM_RANCHES
+    branches = s.get(
+        "NUM_BRANCHES", s.get("NUM_RANCHES")
+    )  # the official seg YAMLs spell STAGE1's NUM_RANCHES
     if branches is None:
         raise ConfigError(f"{src}: missing field {base}.NUM_BRANCHES")
     for f in ("NUM_MODULES", "BLOCK", "NUM_BLOCKS", "NUM_CHANNELS"):
@@ -159,7 +161,9 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<config>") -> ModelS
     stages = (_stage(data, "STAGE2", source), _stage(data, "STAGE3", source), _stage(data, "STAGE4", source))
     for prev, cur, key in zip((None, *stages[:-1]), stages, ("STAGE2", "STAGE3", "STAGE4"), strict=True):
         if prev is not None and cur.num_branches != prev.num_branches + 1:
-            raise ConfigError(f"{source}: field MODEL.EXTRA.{key}.NUM_BRANCHES must be one more than the stage before")
+            raise ConfigError(
+                f"{source}: field MODEL.EXTRA.{key}.NUM_BRANCHES must be one more than the stage before"
+            )
     fck = _get(data, "MODEL.EXTRA.FINAL_CONV_KERNEL", source, required=False, default=1)
     if fck not in (1, 3):
         raise ConfigError(f"{source}: field MODEL.EXTRA.FINAL_CONV_KERNEL must be 1 or 3, got {fck!r}")
@@ -175,7 +179,11 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<config>") -> ModelS
         field_name = "DATASET.NUM_CLASSES"
         image_size = _size(data, "TEST.IMAGE_SIZE", source)
         heatmap_size = None
-        stage1 = _stage(data, "STAGE1", source) if _get(data, "MODEL.EXTRA.STAGE1", source, required=False) else None
+        stage1 = (
+            _stage(data, "STAGE1", source)
+            if _get(data, "MODEL.EXTRA.STAGE1", source, required=False)
+            else None
+        )
         align = _get(data, "MODEL.ALIGN_CORNERS", source, required=False, default=True)
         if not isinstance(align, bool):
             raise ConfigError(f"{source}: field MODEL.ALIGN_CORNERS must be true or false, got {align!r}")

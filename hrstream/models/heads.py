@@ -117,14 +117,14 @@ class HRFPN(nn.Module):
         self.fpn_convs = nn.ModuleList(
             nn.Conv2d(out_channels, out_channels, kernel_size=3, padding=1) for _ in range(num_outs)
         )
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d) and m is not None and m not in backbone.modules():
-                nn.init.kaiming_normal_(m.weight, a=1)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+        for m in [self.reduction_conv, *self.fpn_convs]:
+            nn.init.kaiming_normal_(m.weight, a=1)
+            nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
         feats = self.backbone.forward_features(x)
         out = self.reduction_conv(concat_v2(feats, align_corners=False))
         levels = [out] + [F.avg_pool2d(out, kernel_size=2**i, stride=2**i) for i in range(1, self.num_outs)]
-        return OrderedDict((str(i), conv(level)) for i, (conv, level) in enumerate(zip(self.fpn_convs, levels)))
+        return OrderedDict(
+            (str(i), conv(level)) for i, (conv, level) in enumerate(zip(self.fpn_convs, levels, strict=True))
+        )

@@ -98,7 +98,9 @@ class StageSpec:
     fuse_method: str = "SUM"
 
 
-def _make_layer(block: type[nn.Module], inplanes: int, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
+def _make_layer(
+    block: type[nn.Module], inplanes: int, planes: int, blocks: int, stride: int = 1
+) -> nn.Sequential:
     downsample = None
     expansion = block.expansion  # type: ignore[attr-defined]
     if stride != 1 or inplanes != planes * expansion:
