@@ -1,1 +1,42 @@
-"""hrstream.io."""
+"""Video input and output: sources (files, folders, URLs, cameras, images), video writer, records."""
+
+from __future__ import annotations
+
+from hrstream.io.inputs import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, InputSpec, expand_inputs
+from hrstream.io.probe import DEFAULT_MAX_PIXELS
+from hrstream.io.records import (
+    JsonlWriter,
+    NumpyJSONEncoder,
+    output_path,
+    safe_name,
+    to_jsonable,
+    write_json_atomic,
+)
+from hrstream.io.sources import ImageSource, Source, SourceInfo, VideoSource, open_source
+from hrstream.io.urls import ALLOWED_SCHEMES, RedactingFilter, install_redaction, redact_text, redact_url
+from hrstream.io.video_writer import VideoWriter
+
+__all__ = [
+    "ALLOWED_SCHEMES",
+    "DEFAULT_MAX_PIXELS",
+    "IMAGE_EXTENSIONS",
+    "VIDEO_EXTENSIONS",
+    "ImageSource",
+    "InputSpec",
+    "JsonlWriter",
+    "NumpyJSONEncoder",
+    "RedactingFilter",
+    "Source",
+    "SourceInfo",
+    "VideoSource",
+    "VideoWriter",
+    "expand_inputs",
+    "install_redaction",
+    "open_source",
+    "output_path",
+    "redact_text",
+    "redact_url",
+    "safe_name",
+    "to_jsonable",
+    "write_json_atomic",
+]

@@ -1,1 +1,40 @@
-"""hrstream.runtime."""
+"""Threads, bounded queues, batching and the inference engine that pipelines are built from."""
+
+from __future__ import annotations
+
+from hrstream.runtime.batcher import Batcher
+from hrstream.runtime.engine import (
+    AmpMode,
+    InferenceEngine,
+    InferenceHandle,
+    amp_default,
+    configure_cpu_threads,
+    resolve_amp,
+    resolve_device,
+)
+from hrstream.runtime.infer_stage import PipelinedInfer
+from hrstream.runtime.queues import BoundedQueue, LeakyQueue, QueueAborted, QueueClosed, QueueStats
+from hrstream.runtime.signals import StopOnSignals, Stoppable
+from hrstream.runtime.stages import Pipeline, PipelineStats, StageStats
+
+__all__ = [
+    "AmpMode",
+    "Batcher",
+    "BoundedQueue",
+    "InferenceEngine",
+    "InferenceHandle",
+    "LeakyQueue",
+    "Pipeline",
+    "PipelinedInfer",
+    "PipelineStats",
+    "QueueAborted",
+    "QueueClosed",
+    "QueueStats",
+    "StageStats",
+    "StopOnSignals",
+    "Stoppable",
+    "amp_default",
+    "configure_cpu_threads",
+    "resolve_amp",
+    "resolve_device",
+]

@@ -1,1 +1,32 @@
-"""hrstream.track."""
+"""Multi-person tracking and temporal keypoint smoothing.
+
+* :class:`PoseTracker`: Kalman filter per person box + two-stage IoU/OKS assignment; integer IDs from 1,
+  never reused within a video (``reset()`` starts a new video and restarts the IDs).
+* :class:`KeypointSmoother` / :func:`make_smoother`: per-track One-Euro or Kalman smoothing of keypoints.
+* :func:`savgol_smooth_track`: offline Savitzky-Golay smoothing of a whole track (files).
+"""
+
+from __future__ import annotations
+
+from hrstream.track.box_kalman import BoxKalman
+from hrstream.track.geometry import COCO_SIGMAS, box_iou, oks_matrix
+from hrstream.track.point_filters import KalmanPointFilter, OneEuroFilter
+from hrstream.track.savgol import savgol_smooth_track, savgol_window_length
+from hrstream.track.smoothers import SMOOTHER_NAMES, KeypointSmoother, SmootherName, make_smoother
+from hrstream.track.tracker import PoseTracker
+
+__all__ = [
+    "COCO_SIGMAS",
+    "SMOOTHER_NAMES",
+    "BoxKalman",
+    "KalmanPointFilter",
+    "KeypointSmoother",
+    "OneEuroFilter",
+    "PoseTracker",
+    "SmootherName",
+    "box_iou",
+    "make_smoother",
+    "oks_matrix",
+    "savgol_smooth_track",
+    "savgol_window_length",
+]

@@ -1,0 +1,34 @@
+# Quick start: `make run` (the main job on a bundled clip) and `make test` (ruff + the test suite).
+# Each creates or reuses the virtual environment in .venv; nothing else has to be installed first.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.hrstream-installed
+OUT ?= runs/quickstart
+CLIP ?= tests/data/videos/two_people_1080p30.mp4
+
+.PHONY: venv run test lint bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/hrstream run $(CLIP) --task pose --out $(OUT)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: lint
+	$(VENV)/bin/pytest -q -ra
+
+bench: $(STAMP)
+	$(PY) benchmarks/pipeline_benchmark.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -1,0 +1,212 @@
+"""The ``hrstream`` command: parse, build, run. No logic lives here.
+
+Exit codes: 0 all done, 1 some inputs failed, 2 usage or configuration error (bad option, unknown model,
+weights unavailable), 130 interrupted by SIGINT (143 by SIGTERM).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from hrstream.errors import HrstreamError
+
+log = logging.getLogger("hrstream")
+
+
+def _setup_logging(quiet: bool, verbose: int) -> None:
+    from hrstream.io import install_redaction
+
+    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    install_redaction()  # credentials in URLs never reach a log line
+    for noisy in ("libav", "PIL", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+def _fail(e: HrstreamError) -> None:
+    click.echo(f"hrstream: error: {e}", err=True)
+    sys.exit(e.exit_code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="hrstream")
+def main() -> None:
+    """HRNet pose estimation and segmentation over video."""
+
+
+def _progress_factory(quiet: bool) -> Callable[[Any], tuple[Any, Callable[[], None]]]:
+    def make(source: Any) -> tuple[Any, Callable[[], None]]:
+        info = source.info
+        if quiet:
+            return None, lambda: None
+        if info.is_live:
+            state = {"t": time.monotonic(), "n": 0}
+
+            def status(n: int) -> None:
+                now = time.monotonic()
+                if now - state["t"] >= 5.0:
+                    fps = (n - state["n"]) / (now - state["t"])
+                    log.info("%s: %d frames, %.1f fps", info.name, n, fps)
+                    state.update(t=now, n=n)
+
+            return status, lambda: None
+        from tqdm import tqdm
+
+        bar = tqdm(total=info.num_frames, desc=info.name, unit="frame", file=sys.stderr, dynamic_ncols=True)
+
+        def update(n: int) -> None:
+            bar.update(n - bar.n)
+
+        return update, bar.close
+
+    return make
+
+
+@main.command()
+@click.argument("sources", nargs=-1, required=True)
+@click.option("--task", type=click.Choice(["pose", "seg"]), default="pose", show_default=True)
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="runs/out", show_default=True,
+              help="Output folder; every file lands inside it.")
+@click.option("--pipeline", "pipeline_path", type=click.Path(dir_okay=False), default=None,
+              help="A pipeline recipe YAML (default: pipelines/<task>.yaml); flags override its fields.")
+@click.option("--model", default=None, help="A registered config name or a config YAML in the official schema.")
+@click.option("--weights", default=None, help="A registered weights name or a checkpoint path.")
+@click.option("--device", default=None, help="auto | cpu | cuda | cuda:N")
+@click.option("--amp", type=click.Choice(["auto", "off", "fp16", "bf16"]), default=None)
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Person crops (pose) or frames (seg) per network call.")
+@click.option("--detector", default=None, help="fast | accurate | full-frame | file:PATH")
+@click.option("--detect-every", type=click.IntRange(min=1), default=None, help="Run the detector every N frames.")
+@click.option("--flip-test/--no-flip-test", default=None, help="Override the config's TEST.FLIP_TEST.")
+@click.option("--decoder", type=click.Choice(["msra", "dark", "udp"]), default=None)
+@click.option("--preset", default=None, help="libx264 preset of the annotated video (ultrafast ... medium).")
+@click.option("--no-video", is_flag=True, help="Do not write the annotated video.")
+@click.option("--open-timeout", type=float, default=10.0, show_default=True, help="Seconds to open a network source.")
+@click.option("--read-timeout", type=float, default=10.0, show_default=True, help="Seconds without data before a network source fails.")
+@click.option("--grace", type=float, default=10.0, show_default=True, help="Seconds to drain after SIGINT/SIGTERM.")
+@click.option("-q", "--quiet", is_flag=True)
+@click.option("-v", "--verbose", count=True)
+def run(sources: tuple[str, ...], task: str, out_dir: str, pipeline_path: str | None, **opts: Any) -> None:
+    """Run a task over files, folders, globs, URLs or cameras."""
+    quiet, verbose = opts.pop("quiet"), opts.pop("verbose")
+    _setup_logging(quiet, verbose)
+    from hrstream.tasks.jobs import prepare
+    from hrstream.tasks.recipe import load_recipe
+    from hrstream.tasks.runner import Runner, exit_code
+
+    overrides = {
+        "model": opts["model"],
+        "weights": opts["weights"],
+        "runtime.device": opts["device"],
+        "runtime.amp": opts["amp"],
+        "runtime.batch_size": opts["batch_size"],
+        "sinks.preset": opts["preset"],
+        "sinks.video": False if opts["no_video"] else None,
+    }
+    if task == "pose":
+        overrides.update({
+            "detector.name": opts["detector"],
+            "detector.every_n": opts["detect_every"],
+            "pose.flip_test": opts["flip_test"],
+            "pose.decoder": opts["decoder"],
+        })
+    try:
+        recipe = load_recipe(task, pipeline_path, overrides)
+        prepared = prepare(task, recipe, out_dir, progress=not quiet)
+        runner = Runner(
+            out_dir,
+            prepared.build,
+            recipe=recipe,
+            grace_s=opts["grace"],
+            source_options={"open_timeout_s": opts["open_timeout"], "read_timeout_s": opts["read_timeout"]},
+            make_progress=_progress_factory(quiet),
+        )
+        results, signum = runner.run(list(sources))
+    except HrstreamError as e:
+        _fail(e)
+        return
+    failed = [r for r in results if r.status == "failed"]
+    done = [r for r in results if r.status in ("ok", "skipped")]
+    if not quiet:
+        click.echo(f"hrstream: {len(done)} done, {len(failed)} failed -> {out_dir}", err=True)
+    sys.exit(exit_code(results, signum))
+
+
+@main.command()
+def models() -> None:
+    """List the registered weights and whether each is cached."""
+    from hrstream.models.hub import models_table
+
+    rows = models_table()
+    cols = ["name", "task", "config", "metric", "cached"]
+    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in cols}
+    click.echo("  ".join(c.upper().ljust(widths[c]) for c in cols))
+    for r in rows:
+        click.echo("  ".join(str(r.get(c, "")).ljust(widths[c]) for c in cols))
+
+
+@main.group()
+def weights() -> None:
+    """Download or add checkpoints to the cache."""
+
+
+@weights.command("fetch")
+@click.argument("name")
+def weights_fetch(name: str) -> None:
+    """Download the registered weights NAME into the cache (verified, then moved into place)."""
+    _setup_logging(False, 0)
+    from hrstream.models.hub import fetch
+    from hrstream.models.registry import get_weights
+
+    try:
+        path = fetch(get_weights(name))
+    except HrstreamError as e:
+        _fail(e)
+        return
+    click.echo(str(path))
+
+
+@weights.command("add")
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--name", required=True, help="The registry name the file belongs to.")
+def weights_add(path: str, name: str) -> None:
+    """Check a local checkpoint against the registry and place it in the cache."""
+    _setup_logging(False, 0)
+    from hrstream.models.hub import add_local
+
+    try:
+        dest = add_local(path, name)
+    except HrstreamError as e:
+        _fail(e)
+        return
+    click.echo(str(dest))
+
+
+@main.command("eval")
+@click.argument("results", type=click.Path(dir_okay=False))
+@click.option("--gt", "gt_path", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="COCO keypoint ground truth (person_keypoints_*.json).")
+def eval_cmd(results: str, gt_path: str) -> None:
+    """COCO keypoint AP of a results file (COCO results format) with pycocotools."""
+    from hrstream.pose import evaluate_coco_keypoints
+
+    try:
+        stats = evaluate_coco_keypoints(results, gt_path)
+    except HrstreamError as e:
+        _fail(e)
+        return
+    for k, v in stats.items():
+        click.echo(f"{k:10s} {v:.4f}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

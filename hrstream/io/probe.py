@@ -1,0 +1,143 @@
+"""Opening containers safely: PyAV errors mapped to one-line :class:`InputError`, pixel caps, rotation.
+
+Every message names the input (credentials redacted), says what is wrong and what to do.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from typing import Any
+
+import av
+import numpy as np
+
+from hrstream.errors import InputError
+from hrstream.io.urls import redact_text
+
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "check_file",
+    "check_pixels",
+    "limit_decoder",
+    "open_container",
+    "rotate_upright",
+]
+
+log = logging.getLogger(__name__)
+
+#: Largest frame accepted by default: 40 megapixels (8K UHD 7680x4320 is 33.2 MP). FFmpeg's own cap is INT_MAX.
+DEFAULT_MAX_PIXELS = 40_000_000
+
+
+def limit_decoder(codec_context: Any, max_pixels: int) -> None:
+    """Make FFmpeg's decoder itself refuse frames over ``max_pixels`` before it allocates them."""
+    opts = dict(codec_context.options or {})
+    opts["max_pixels"] = str(int(max_pixels))
+    codec_context.options = opts
+
+
+def check_pixels(display: str, width: int, height: int, max_pixels: int, *, header: bool = False) -> None:
+    """Raise :class:`InputError` when ``width * height`` exceeds ``max_pixels`` (a decompression bomb).
+
+    With ``header=True`` a size of 0 means "not known before decoding" and passes (the decoder and the
+    per-frame check still enforce the cap).
+    """
+    if header and (width == 0 or height == 0):
+        return
+    if width <= 0 or height <= 0:
+        raise InputError(f"{display}: frame size {width}x{height} is invalid; the file is damaged")
+    if width * height > max_pixels:
+        raise InputError(
+            f"{display}: frame size {width}x{height} ({width * height} pixels) exceeds the cap of {max_pixels} "
+            "pixels; refused as a possible decompression bomb (raise max_pixels if the input is trusted)"
+        )
+
+
+def rotate_upright(image: np.ndarray, rotation: float | int | None) -> tuple[np.ndarray, int]:
+    """Apply a display-matrix rotation so the image is upright.
+
+    Args:
+        image: ``(H, W, 3)`` array as decoded (stored orientation).
+        rotation: counter-clockwise degrees the frame must be turned for display (PyAV ``frame.rotation``,
+            FFmpeg's ``av_display_rotation_get``), e.g. ``90`` or ``-90``; ``None``/``0`` for none.
+
+    Returns:
+        ``(upright, applied)``: a C-contiguous array (``(W, H, 3)`` for quarter turns) and the applied
+        counter-clockwise angle in ``{0, 90, 180, 270}``. Angles that are not quarter turns are rounded.
+    """
+    if not rotation:
+        return image, 0
+    k = round(float(rotation) / 90.0) % 4
+    if k == 0:
+        return image, 0
+    return np.ascontiguousarray(np.rot90(image, k)), 90 * k
+
+
+def _describe(exc: BaseException) -> str:
+    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return redact_text(str(text))
+
+
+def open_container(
+    target: str,
+    *,
+    display: str,
+    fmt: str | None = None,
+    container_options: dict[str, str] | None = None,
+    timeout: tuple[float, float] | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> Any:
+    """``av.open(target)`` for reading, with every failure turned into one :class:`InputError` line.
+
+    ``display`` is the name used in messages (the redacted URL); ``timeout`` is ``(open_s, read_s)``;
+    ``max_pixels`` is passed to the decoders FFmpeg opens while probing, so a huge frame is never allocated.
+    """
+    kwargs: dict[str, Any] = {
+        "mode": "r",
+        "container_options": dict(container_options or {}),
+        "options": {"max_pixels": str(int(max_pixels))},
+    }
+    if fmt is not None:
+        kwargs["format"] = fmt
+    if timeout is not None:
+        kwargs["timeout"] = timeout
+    try:
+        return av.open(target, **kwargs)
+    except ConnectionRefusedError:
+        raise InputError(
+            f"{display}: connection refused; check the host and port and that the server is running"
+        ) from None
+    except av.error.ExitError:
+        limit = f" within {timeout[0]:g}s" if timeout else ""
+        raise InputError(
+            f"{display}: no answer{limit} (open timeout); check that the server is up and sends a stream"
+        ) from None
+    except TimeoutError:
+        raise InputError(f"{display}: timed out while opening; check the network and the server") from None
+    except av.error.InvalidDataError:
+        raise InputError(
+            f"{display}: not a media file FFmpeg can read (invalid data); it is damaged, truncated or not a "
+            "video: re-export or remove it"
+        ) from None
+    except FileNotFoundError:
+        raise InputError(f"{display}: not found (no such file, device or stream path); check it") from None
+    except PermissionError as exc:
+        if getattr(exc, "errno", None) == errno.EACCES:
+            raise InputError(f"{display}: permission denied; check read permissions") from None
+        raise InputError(f"{display}: refused ({_describe(exc)})") from None
+    except (av.error.FFmpegError, OSError) as exc:
+        raise InputError(
+            f"{display}: cannot be opened ({_describe(exc)}); check that it is a video"
+        ) from None
+
+
+def check_file(path: str) -> None:
+    """Probe a local file before decoding: it must exist, be a regular file and not be empty."""
+    if not os.path.exists(path):
+        raise InputError(f"{path}: no such file; check the path")
+    if not os.path.isfile(path):
+        raise InputError(f"{path}: not a regular file")
+    if os.path.getsize(path) == 0:
+        raise InputError(f"{path}: file is empty (0 bytes); re-copy or re-export it")

@@ -1,0 +1,189 @@
+"""Crash-safe records: per-frame JSON Lines, atomic whole-file JSON, and safe output names.
+
+* :class:`JsonlWriter` writes one JSON object per line and flushes after each line, so a killed process
+  leaves every complete line parseable (at most the last line is partial).
+* :func:`write_json_atomic` replaces a file via a temp file in the same directory + fsync + ``os.replace``,
+  so readers see the old or the new content, never a partial one.
+* :func:`safe_name` / :func:`output_path` turn any input spec (path, URL with credentials, ``../../x``)
+  into a name that stays inside the output directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import re
+import tempfile
+import unicodedata
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+from urllib.parse import unquote, urlsplit
+
+import numpy as np
+
+from hrstream.errors import InputError
+
+__all__ = ["JsonlWriter", "NumpyJSONEncoder", "output_path", "safe_name", "to_jsonable", "write_json_atomic"]
+
+MAX_NAME_LEN = 80
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Convert numpy scalars/arrays (and tuples, sets, Paths) into plain JSON types; NaN/inf become None."""
+    if isinstance(obj, np.ndarray):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        return to_jsonable(obj.item())
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Mapping):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+class NumpyJSONEncoder(json.JSONEncoder):
+    """``json.JSONEncoder`` that also writes numpy scalars and arrays (arrays as nested lists)."""
+
+    def default(self, o: Any) -> Any:
+        if isinstance(o, (np.ndarray, np.generic, Path, set, frozenset)):
+            return to_jsonable(o)
+        return super().default(o)
+
+
+def _dumps(obj: Any, **kwargs: Any) -> str:
+    return json.dumps(to_jsonable(obj), cls=NumpyJSONEncoder, allow_nan=False, **kwargs)
+
+
+class JsonlWriter:
+    """Append JSON objects to ``path``, one per line, flushed after every line; ``close()`` fsyncs.
+
+    The file is opened in append mode so a resumed run adds to it. Usable as a context manager.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh: IO[str] | None = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
+        self.lines_written = 0
+
+    def write(self, obj: Any) -> None:
+        """Write ``obj`` (a dict of JSON-able values, numpy allowed) as one line and flush it to the OS."""
+        if self._fh is None:
+            raise ValueError(f"JsonlWriter({self.path}) is closed")
+        line = _dumps(obj, separators=(",", ":"))
+        self._fh.write(line + "\n")
+        self._fh.flush()
+        self.lines_written += 1
+
+    def close(self) -> None:
+        """Flush, fsync and close; safe to call twice."""
+        if self._fh is None:
+            return
+        try:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+        finally:
+            self._fh.close()
+            self._fh = None
+
+    def __enter__(self) -> JsonlWriter:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # some platforms cannot open directories
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_json_atomic(path: str | os.PathLike[str], obj: Any, *, indent: int | None = 2) -> None:
+    """Write ``obj`` as JSON to ``path`` atomically: temp file in the same dir, flush, fsync, replace, fsync dir."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = _dumps(obj, indent=indent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_\-]+")
+
+
+def safe_name(spec: str, *, max_len: int = MAX_NAME_LEN) -> str:
+    """A file-name-safe id for an input: its basename without extension, or ``host_port_path`` for a URL.
+
+    The result has only ``[A-Za-z0-9_-]`` (no dots, so never ``.`` or ``..``; no path separators, no control
+    characters), at most ``max_len`` characters, never the credentials of a URL, and applying it again
+    returns the same name (so callers may pass either a raw spec or an already sanitised name).
+    Camera devices (``/dev/video0``) become ``video0``; a bare camera index ``0`` becomes ``camera0``.
+    """
+    spec = str(spec).strip()
+    if re.fullmatch(r"\d+", spec):
+        raw = f"camera{spec}"
+    elif re.match(r"^[A-Za-z][A-Za-z0-9+.\-]*://", spec):
+        parts = urlsplit(spec)
+        host = parts.hostname or "url"
+        port = f"_{parts.port}" if _safe_port(parts) else ""
+        path = unquote(parts.path).strip("/").replace("/", "_")
+        raw = f"{host}{port}" + (f"_{path}" if path else "")
+        raw = os.path.splitext(raw)[0] if "." in path else raw
+    else:
+        base = re.split(r"[\\/]+", spec.rstrip("/\\"))[-1]
+        stem, ext = os.path.splitext(base)
+        raw = stem if stem and ext and not stem.startswith(".") else base
+    raw = unicodedata.normalize("NFKC", raw)
+    raw = "".join(ch for ch in raw if unicodedata.category(ch)[0] != "C")
+    name = _UNSAFE.sub("_", raw).strip("_-")
+    name = name[:max_len].rstrip("_-")
+    return name or "input"
+
+
+def _safe_port(parts: Any) -> int | None:
+    try:
+        return parts.port
+    except ValueError:
+        return None
+
+
+def output_path(out_dir: str | os.PathLike[str], name: str, suffix: str) -> Path:
+    """``out_dir / (safe_name(name) + suffix)``, resolved, guaranteed to lie inside ``out_dir``.
+
+    Raises:
+        InputError: if the result would escape ``out_dir`` (it cannot after sanitising; this is a guard).
+    """
+    root = Path(out_dir).resolve()
+    if "/" in suffix or "\\" in suffix or ".." in suffix:
+        raise InputError(f"output suffix {suffix!r} must not contain path separators or '..'")
+    candidate = (root / f"{safe_name(name)}{suffix}").resolve()
+    if candidate.parent != root:
+        raise InputError(f"output name for {name!r} resolves outside {root}; rename the input")
+    return candidate

@@ -1,0 +1,227 @@
+"""Crash-safe H.264 MP4 writing that keeps the source's timestamps (and its audio).
+
+* H.264 (libx264), ``yuv420p``; odd widths/heights are padded to even by repeating the last column/row.
+* Every frame carries its source ``pts`` in the source ``time_base`` and the output stream uses that time
+  base, so variable frame rate and 29.97 fps timestamps survive exactly.
+* Fragmented MP4 (``frag_keyframe+empty_moov+default_base_moof``) **and** ``flush_packets=1``, with a
+  keyframe at least every ``gop_s`` seconds: a process killed with SIGKILL leaves a file that decodes up to
+  the last complete fragment (at most about one GOP is lost).
+* ``audio_source``: a file whose first audio stream is copied (no re-encode) up to the current video time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from fractions import Fraction
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import av
+import numpy as np
+
+from hrstream.errors import InputError
+from hrstream.io.urls import redact_text
+
+__all__ = ["VideoWriter"]
+
+log = logging.getLogger(__name__)
+
+_MOVFLAGS = "frag_keyframe+empty_moov+default_base_moof"
+
+
+def _as_fraction(value: Any, what: str) -> Fraction:
+    try:
+        frac = Fraction(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"VideoWriter: {what} must be a number or Fraction, got {value!r}") from None
+    if frac <= 0:
+        raise ValueError(f"VideoWriter: {what} must be > 0, got {value!r}")
+    return frac
+
+
+class VideoWriter:
+    """Write RGB frames to a crash-safe H.264 MP4, keeping the source timestamps.
+
+    Args:
+        path: output ``.mp4`` path (parent folders are created).
+        width, height: size of the images passed to :meth:`write`; the video is padded to even size.
+        time_base: the source stream's time base (``Fraction``); output PTS are in these units.
+        fps: average frame rate; used for the keyframe interval and for frames written without a PTS.
+        preset: libx264 preset (``ultrafast`` ... ``veryslow``).
+        crf: libx264 constant rate factor (0-51, lower is better quality).
+        audio_source: a media file whose first audio stream is copied into the output, or ``None``.
+        gop_s: seconds between keyframes at most (bounds what a crash loses); ``max_gop`` caps it in frames.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        width: int,
+        height: int,
+        time_base: Fraction | float | None,
+        fps: float | None,
+        preset: str = "veryfast",
+        crf: int = 23,
+        audio_source: str | None = None,
+        gop_s: float = 1.0,
+        max_gop: int = 60,
+    ) -> None:
+        if width <= 0 or height <= 0:
+            raise ValueError(f"VideoWriter: width and height must be > 0, got {width}x{height}")
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.width, self.height = int(width), int(height)
+        self.out_width, self.out_height = self.width + (self.width % 2), self.height + (self.height % 2)
+        fps_frac = _as_fraction(fps, "fps").limit_denominator(1_000_000) if fps else Fraction(30)
+        self.fps = fps_frac
+        self.time_base = (
+            _as_fraction(time_base, "time_base").limit_denominator(2**31 - 1) if time_base else 1 / fps_frac
+        )
+        self.frames_written = 0
+        self.frames_skipped = 0
+        self._last_pts: int | None = None
+        self._closed = False
+        gop = max(1, min(int(max_gop), round(float(fps_frac) * gop_s)))
+
+        self._container = av.open(
+            str(self.path),
+            mode="w",
+            format="mp4",
+            container_options={"movflags": _MOVFLAGS, "flush_packets": "1"},
+        )
+        try:
+            stream = self._container.add_stream("libx264", rate=fps_frac)
+            stream.width, stream.height = self.out_width, self.out_height
+            stream.pix_fmt = "yuv420p"
+            stream.time_base = self.time_base
+            stream.codec_context.time_base = self.time_base
+            stream.codec_context.gop_size = gop
+            stream.codec_context.max_b_frames = 0  # B-frames make the muxer shift timestamps (negative dts)
+            stream.options = {"preset": str(preset), "crf": str(int(crf)), "bf": "0"}
+            self._stream = stream
+            self._audio_in: Any = None
+            self._audio_out: Any = None
+            self._audio_packets: Any = None
+            self._audio_next: Any = None
+            if audio_source is not None:
+                self._open_audio(audio_source)
+        except BaseException:
+            self._container.close()
+            raise
+
+    # ---------------------------------------------------------------- audio
+    def _open_audio(self, audio_source: str) -> None:
+        try:
+            src = av.open(str(audio_source), mode="r", container_options={"protocol_whitelist": "file"})
+        except (av.error.FFmpegError, OSError) as exc:
+            raise InputError(f"{audio_source}: cannot open for audio ({redact_text(str(exc))})") from None
+        if not src.streams.audio:
+            src.close()
+            log.info("%s: no audio stream; writing video only", audio_source)
+            return
+        in_stream = src.streams.audio[0]
+        self._audio_in = src
+        self._audio_out = self._container.add_stream_from_template(in_stream)
+        self._audio_packets = src.demux(in_stream)
+        self._audio_next = None
+
+    def _mux_audio_until(self, t_s: float | None) -> None:
+        """Copy audio packets whose time is <= ``t_s`` seconds (all remaining when ``None``)."""
+        if self._audio_packets is None:
+            return
+        while True:
+            pkt = self._audio_next
+            if pkt is None:
+                try:
+                    pkt = next(self._audio_packets)
+                except (StopIteration, av.error.FFmpegError, EOFError):
+                    self._audio_packets = None
+                    return
+                if pkt.dts is None or pkt.pts is None:  # flush packets / no timing: skip
+                    continue
+            pkt_s = float(pkt.pts * pkt.time_base)
+            if t_s is not None and pkt_s > t_s:
+                self._audio_next = pkt
+                return
+            self._audio_next = None
+            pkt.stream = self._audio_out
+            self._container.mux(pkt)
+
+    # ---------------------------------------------------------------- video
+    def _prepare(self, image_rgb: np.ndarray) -> np.ndarray:
+        img = np.asarray(image_rgb)
+        if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+            raise ValueError(
+                f"VideoWriter.write: image must be uint8 (H, W, 3) RGB, got {img.dtype}{img.shape}"
+            )
+        if img.shape[:2] != (self.height, self.width):
+            raise ValueError(
+                f"VideoWriter.write: image is {img.shape[1]}x{img.shape[0]}, writer expects "
+                f"{self.width}x{self.height}"
+            )
+        pad_h, pad_w = self.out_height - self.height, self.out_width - self.width
+        if pad_h or pad_w:
+            img = np.pad(img, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+        return np.ascontiguousarray(img)
+
+    def write(self, image_rgb: np.ndarray, pts: int | None = None, time_base: Any = None) -> None:
+        """Encode one frame.
+
+        Args:
+            image_rgb: ``uint8 (height, width, 3)`` RGB.
+            pts: the frame's source PTS in ``time_base`` units; ``None`` continues one frame after the last.
+            time_base: the unit of ``pts``; ``None`` means the writer's ``time_base``. Other time bases are
+                rescaled (rounded) to the writer's.
+
+        Frames whose PTS is not after the previous frame's are skipped (counted in ``frames_skipped``).
+        """
+        if self._closed:
+            raise ValueError(f"VideoWriter({self.path}) is closed")
+        img = self._prepare(image_rgb)
+        if pts is None:
+            step = max(1, round(1 / (self.fps * self.time_base)))
+            out_pts = 0 if self._last_pts is None else self._last_pts + step
+        elif time_base is None or Fraction(time_base) == self.time_base:
+            out_pts = int(pts)
+        else:
+            out_pts = round(Fraction(int(pts)) * Fraction(time_base) / self.time_base)
+        if self._last_pts is not None and out_pts <= self._last_pts:
+            self.frames_skipped += 1
+            if self.frames_skipped == 1:
+                log.warning("%s: frame with non-increasing pts %d skipped", self.path.name, out_pts)
+            return
+        frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+        frame.pts = out_pts
+        frame.time_base = self.time_base
+        for packet in self._stream.encode(frame):
+            self._container.mux(packet)
+        self._last_pts = out_pts
+        self.frames_written += 1
+        self._mux_audio_until(float(out_pts * self.time_base))
+
+    def close(self) -> None:
+        """Flush the encoder, copy the audio up to the end of the video, and close the file; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            for packet in self._stream.encode(None):
+                self._container.mux(packet)
+            if self._last_pts is not None:
+                end_s = float((self._last_pts + 1 / (self.fps * self.time_base)) * self.time_base)
+                self._mux_audio_until(end_s)
+        finally:
+            self._container.close()
+            if self._audio_in is not None:
+                self._audio_in.close()
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

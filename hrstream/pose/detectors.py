@@ -1,0 +1,278 @@
+"""Person detectors for top-down pose: whole frame, a COCO detections file, or torchvision COCO models.
+
+Every detector has ``detect(frames) -> list[(boxes_xyxy float32 (n, 4), scores float32 (n,))]``, one
+pair per frame, boxes in the frame's pixels, sorted by decreasing score.
+
+Specs for :func:`make_detector`:
+
+* ``full-frame``: one box ``(0, 0, W, H)`` with score 1 per frame.
+* ``file:PATH``: COCO results-format JSON (``[{image_id, category_id, bbox: [x, y, w, h], score}]``);
+  ``image_id`` is the frame index; only ``category_id == 1`` (person) is kept.
+* ``fast``: torchvision ``ssdlite320_mobilenet_v3_large`` (COCO); ``accurate``:
+  ``fasterrcnn_resnet50_fpn_v2`` (COCO). Weights come from torchvision's weights API and torch's cache.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlparse
+
+import numpy as np
+import torch
+import torchvision
+from torchvision.models import detection as tvdet
+
+from hrstream.errors import ConfigError, InputError, WeightsUnavailableError
+from hrstream.types import Frame
+
+__all__ = [
+    "DETECTOR_SPECS",
+    "Detector",
+    "EveryNDetector",
+    "FileDetector",
+    "FullFrameDetector",
+    "TorchvisionDetector",
+    "filter_people",
+    "make_detector",
+    "torch_cache_path",
+]
+
+logger = logging.getLogger(__name__)
+
+Detections = tuple[np.ndarray, np.ndarray]
+DETECTOR_SPECS = ("full-frame", "file:PATH", "fast", "accurate")
+PERSON = 1
+
+_TORCHVISION: dict[str, tuple[str, Callable[..., torch.nn.Module], Any]] = {
+    "fast": (
+        "ssdlite320_mobilenet_v3_large",
+        tvdet.ssdlite320_mobilenet_v3_large,
+        tvdet.SSDLite320_MobileNet_V3_Large_Weights.DEFAULT,
+    ),
+    "accurate": (
+        "fasterrcnn_resnet50_fpn_v2",
+        tvdet.fasterrcnn_resnet50_fpn_v2,
+        tvdet.FasterRCNN_ResNet50_FPN_V2_Weights.DEFAULT,
+    ),
+}
+
+
+class Detector(Protocol):
+    def detect(self, frames: Sequence[Frame]) -> list[Detections]: ...
+
+
+def _empty() -> Detections:
+    return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32)
+
+
+def filter_people(
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    *,
+    score_thr: float,
+    nms_iou: float | None,
+    max_people: int | None,
+) -> Detections:
+    """Score threshold, torchvision NMS (when ``nms_iou`` is set), top ``max_people``; sorted by score."""
+    b = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    s = np.asarray(scores, dtype=np.float32).reshape(-1)
+    keep = s >= score_thr
+    b, s = b[keep], s[keep]
+    if len(b) and nms_iou is not None:
+        idx = torchvision.ops.nms(torch.from_numpy(b), torch.from_numpy(s), float(nms_iou)).numpy()
+    else:
+        idx = np.argsort(-s, kind="stable")
+    if max_people is not None:
+        idx = idx[:max_people]
+    return b[idx], s[idx]
+
+
+class FullFrameDetector:
+    """One person box covering the whole frame, ``(0, 0, W, H)``, score 1."""
+
+    def detect(self, frames: Sequence[Frame]) -> list[Detections]:
+        return [
+            (np.array([[0.0, 0.0, f.width, f.height]], np.float32), np.ones((1,), np.float32)) for f in frames
+        ]
+
+
+class FileDetector:
+    """Detections read from a COCO results-format JSON file; ``image_id`` is the frame index."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        score_thr: float = 0.5,
+        nms_iou: float | None = 0.5,
+        max_people: int | None = None,
+    ) -> None:
+        self.path = Path(path)
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError) as e:
+            raise InputError(f"detections file {self.path}: cannot read it as JSON ({e})") from e
+        if not isinstance(data, list):
+            raise InputError(f"detections file {self.path}: expected a list of COCO results, got {type(data).__name__}")
+        per_frame: dict[int, tuple[list[list[float]], list[float]]] = {}
+        for i, det in enumerate(data):
+            try:
+                if int(det.get("category_id", PERSON)) != PERSON:
+                    continue
+                x, y, w, h = (float(v) for v in det["bbox"])
+                entry = per_frame.setdefault(int(det["image_id"]), ([], []))
+                entry[0].append([x, y, x + w, y + h])
+                entry[1].append(float(det["score"]))
+            except (KeyError, TypeError, ValueError) as e:
+                raise InputError(
+                    f"detections file {self.path}: entry {i} needs image_id, bbox [x, y, w, h] and score ({e})"
+                ) from e
+        self._dets = {
+            k: filter_people(
+                np.asarray(v[0], np.float32),
+                np.asarray(v[1], np.float32),
+                score_thr=score_thr,
+                nms_iou=nms_iou,
+                max_people=max_people,
+            )
+            for k, v in per_frame.items()
+        }
+        logger.info("read detections for %d frames from %s", len(self._dets), self.path)
+
+    def detect(self, frames: Sequence[Frame]) -> list[Detections]:
+        return [self._dets.get(f.index, _empty()) for f in frames]
+
+
+class TorchvisionDetector:
+    """A torchvision COCO detection model (``model(list of (3, H, W) float in [0, 1]) -> dicts``)."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        *,
+        score_thr: float = 0.5,
+        nms_iou: float | None = 0.5,
+        max_people: int | None = None,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        self.device = torch.device(device)
+        self.model = model.eval().to(self.device)
+        self.score_thr = score_thr
+        self.nms_iou = nms_iou
+        self.max_people = max_people
+
+    @torch.inference_mode()
+    def detect(self, frames: Sequence[Frame]) -> list[Detections]:
+        if not frames:
+            return []
+        inputs = [
+            torch.from_numpy(np.ascontiguousarray(f.image)).to(self.device).permute(2, 0, 1).float() / 255.0
+            for f in frames
+        ]
+        outs = self.model(inputs)
+        result = []
+        for out in outs:
+            person = out["labels"] == PERSON
+            result.append(
+                filter_people(
+                    out["boxes"][person].float().cpu().numpy(),
+                    out["scores"][person].float().cpu().numpy(),
+                    score_thr=self.score_thr,
+                    nms_iou=self.nms_iou,
+                    max_people=self.max_people,
+                )
+            )
+        return result
+
+
+class EveryNDetector:
+    """Runs ``inner`` on frames whose index is a multiple of ``n``; other frames reuse the last result
+    of their source (or are detected when their source has none yet)."""
+
+    def __init__(self, inner: Detector, n: int) -> None:
+        self.inner = inner
+        self.n = n
+        self._last: dict[str, Detections] = {}
+
+    def detect(self, frames: Sequence[Frame]) -> list[Detections]:
+        result: list[Detections | None] = [None] * len(frames)
+        todo: list[int] = []
+        seen = set(self._last)
+        for i, f in enumerate(frames):
+            if f.index % self.n == 0 or f.source_id not in seen:
+                todo.append(i)
+                seen.add(f.source_id)
+        dets = self.inner.detect([frames[i] for i in todo]) if todo else []
+        fresh = dict(zip(todo, dets))
+        for i, f in enumerate(frames):
+            if i in fresh:
+                self._last[f.source_id] = fresh[i]
+            result[i] = self._last[f.source_id]
+        return [r if r is not None else _empty() for r in result]
+
+
+def torch_cache_path(url: str) -> Path:
+    """Where torch's hub cache keeps the file of ``url``: ``torch.hub.get_dir()/checkpoints/<name>``."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
+
+
+def _ensure_weights(spec: str, arch: str, weights: Any, timeout_s: float) -> None:
+    url = weights.url
+    path = torch_cache_path(url)
+    if path.is_file():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    hash_prefix = torch.hub.HASH_REGEX.search(path.name)
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(timeout_s)
+    try:
+        logger.info("downloading %s weights from %s", arch, url)
+        torch.hub.download_url_to_file(url, str(path), hash_prefix.group(1) if hash_prefix else None, progress=False)
+    except Exception as e:  # URLError, timeouts, HTTP errors, hash mismatch: all mean "not available"
+        raise WeightsUnavailableError(
+            f"detector '{spec}' ({arch}): cannot download weights from {url} "
+            f"({type(e).__name__}: {e}); put the file at {path}, or use --detector full-frame or "
+            f"--detector file:PATH, which work offline"
+        ) from e
+    finally:
+        socket.setdefaulttimeout(old)
+
+
+def make_detector(
+    spec: str,
+    *,
+    score_thr: float = 0.5,
+    nms_iou: float | None = 0.5,
+    max_people: int | None = None,
+    device: str | torch.device = "cpu",
+    every_n: int = 1,
+    download_timeout_s: float = 30.0,
+) -> Detector:
+    """Build a detector from a spec (``full-frame``, ``file:PATH``, ``fast``, ``accurate``).
+
+    Raises:
+        ConfigError: unknown spec or bad option.
+        InputError: the detections file cannot be read.
+        WeightsUnavailableError: torchvision weights are neither cached nor downloadable.
+    """
+    if every_n < 1:
+        raise ConfigError(f"detector every_n must be >= 1, got {every_n}")
+    det: Detector
+    if spec == "full-frame":
+        det = FullFrameDetector()
+    elif spec.startswith("file:"):
+        det = FileDetector(spec[5:], score_thr=score_thr, nms_iou=nms_iou, max_people=max_people)
+    elif spec in _TORCHVISION:
+        arch, builder, weights = _TORCHVISION[spec]
+        _ensure_weights(spec, arch, weights, download_timeout_s)
+        model = builder(weights=weights)
+        det = TorchvisionDetector(model, score_thr=score_thr, nms_iou=nms_iou, max_people=max_people, device=device)
+    else:
+        raise ConfigError(f"unknown detector {spec!r}; expected one of {', '.join(DETECTOR_SPECS)}")
+    return EveryNDetector(det, every_n) if every_n > 1 else det

@@ -1,0 +1,172 @@
+"""Top-down pose estimation: boxes of many frames -> crops -> ONE batched model call -> keypoints."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+
+from hrstream.pose.crops import IMAGENET_MEAN, IMAGENET_STD, box_to_center_scale, crop_batch
+from hrstream.pose.decode import DECODE_METHODS, DecodeMethod, decode_heatmaps, flip_test_merge
+from hrstream.pose.keypoints import COCO_FLIP_PAIRS
+from hrstream.pose.nms import oks_nms
+from hrstream.types import Poses
+
+__all__ = ["TopDownEstimator"]
+
+logger = logging.getLogger(__name__)
+
+
+class TopDownEstimator:
+    """Estimate keypoints for the given boxes of a batch of frames.
+
+    Args:
+        model_fn: maps normalised crops ``float32 (N, 3, h, w)`` on ``device`` to heatmaps ``(N, K, h', w')``.
+        input_size: model input ``(w, h)``, e.g. ``(192, 256)``.
+        heatmap_size: expected heatmap ``(w, h)``; checked against the model output when given.
+        mean, std: normalisation of ``pixel / 255`` (official: ImageNet statistics, RGB order).
+        flip_pairs: left/right joint pairs for the flip test.
+        flip_test: also run the horizontally flipped crops (appended to the same batch) and average.
+        shift_heatmap: the official ``TEST.SHIFT_HEATMAP`` (shift the flipped-back heatmaps one pixel right).
+        decoder: ``"msra"`` (official), ``"dark"`` or ``"udp"`` (crops then use the UDP affine).
+        device: where crops, the model call and decoding run.
+        max_batch: at most this many crops per ``model_fn`` call (flipped crops count), or ``None``.
+        padding: box enlargement before cropping (official 1.25).
+        oks_nms_thr: when set, per-frame OKS NMS (official ``oks_nms``) with this threshold.
+        num_keypoints: K, used for frames without people.
+        kernel: gaussian kernel of the ``"dark"`` / ``"udp"`` decoders.
+    """
+
+    def __init__(
+        self,
+        model_fn: Callable[[torch.Tensor], torch.Tensor],
+        *,
+        input_size: tuple[int, int] = (192, 256),
+        heatmap_size: tuple[int, int] | None = None,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        flip_pairs: Sequence[Sequence[int]] = COCO_FLIP_PAIRS,
+        flip_test: bool = False,
+        shift_heatmap: bool = True,
+        decoder: DecodeMethod = "msra",
+        device: str | torch.device = "cpu",
+        max_batch: int | None = None,
+        padding: float = 1.25,
+        oks_nms_thr: float | None = None,
+        num_keypoints: int = 17,
+        kernel: int = 11,
+    ) -> None:
+        if decoder not in DECODE_METHODS:
+            raise ValueError(f"decoder must be one of {DECODE_METHODS}, got {decoder!r}")
+        if max_batch is not None and max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1 or None, got {max_batch}")
+        self.model_fn = model_fn
+        self.input_size = (int(input_size[0]), int(input_size[1]))
+        self.heatmap_size = None if heatmap_size is None else (int(heatmap_size[0]), int(heatmap_size[1]))
+        self.mean = tuple(float(v) for v in mean)
+        self.std = tuple(float(v) for v in std)
+        self.flip_pairs = np.asarray(flip_pairs, dtype=np.int64).reshape(-1, 2)
+        self.flip_test = flip_test
+        self.shift_heatmap = shift_heatmap
+        self.decoder: DecodeMethod = decoder
+        self.device = torch.device(device)
+        self.max_batch = max_batch
+        self.padding = padding
+        self.oks_nms_thr = oks_nms_thr
+        self.num_keypoints = num_keypoints
+        self.kernel = kernel
+
+    @property
+    def aspect_ratio(self) -> float:
+        return self.input_size[0] / self.input_size[1]
+
+    def _run_model(self, batch: torch.Tensor) -> torch.Tensor:
+        step = self.max_batch or len(batch)
+        outs = [self.model_fn(batch[i : i + step]) for i in range(0, len(batch), step)]
+        out = torch.cat(outs, 0) if len(outs) > 1 else outs[0]
+        if out.ndim != 4 or out.shape[0] != len(batch):
+            raise ValueError(f"model_fn must return (N={len(batch)}, K, h, w) heatmaps, got {tuple(out.shape)}")
+        if self.heatmap_size is not None and (out.shape[3], out.shape[2]) != self.heatmap_size:
+            raise ValueError(
+                f"heatmaps are {out.shape[3]}x{out.shape[2]} (w x h), expected heatmap_size {self.heatmap_size}"
+            )
+        return out.float()
+
+    @torch.inference_mode()
+    def estimate(
+        self,
+        images: Sequence[np.ndarray],
+        boxes: Sequence[np.ndarray],
+        box_scores: Sequence[np.ndarray] | None = None,
+    ) -> list[Poses]:
+        """Keypoints of every box of every frame, all crops in one batch.
+
+        Args:
+            images: per frame ``uint8 (H, W, 3)`` RGB.
+            boxes: per frame ``(n_i, 4)`` xyxy pixels.
+            box_scores: per frame ``(n_i,)``; ones when ``None``.
+
+        Returns:
+            One :class:`~hrstream.types.Poses` per frame: keypoints ``(n_i, K, 2)`` image pixels (pixel
+            centres at integers) and their heatmap maxima.
+        """
+        if len(images) != len(boxes):
+            raise ValueError(f"got {len(images)} images but {len(boxes)} box arrays")
+        if box_scores is None:
+            box_scores = [np.ones(len(np.asarray(b).reshape(-1, 4)), np.float32) for b in boxes]
+        bxs = [np.asarray(b, dtype=np.float32).reshape(-1, 4) for b in boxes]
+        counts = [len(b) for b in bxs]
+        total = sum(counts)
+        if total == 0:
+            return [Poses.empty(self.num_keypoints) for _ in images]
+        frame_idx = np.repeat(np.arange(len(bxs)), counts)
+        all_boxes = np.concatenate(bxs, 0)
+        center, scale = box_to_center_scale(
+            all_boxes, aspect_ratio=self.aspect_ratio, box_format="xyxy", padding=self.padding
+        )
+        used = sorted(set(frame_idx.tolist()))
+        tensors: list[torch.Tensor] = []
+        for i, img in enumerate(images):
+            if i in used:
+                t = torch.from_numpy(np.ascontiguousarray(img)).to(self.device, non_blocking=True)
+                tensors.append(t.permute(2, 0, 1))
+            else:  # never sampled: a placeholder keeps indices aligned
+                tensors.append(torch.zeros((3, 1, 1), dtype=torch.uint8, device=self.device))
+        crops = crop_batch(
+            tensors,
+            frame_idx,
+            center,
+            scale,
+            self.input_size,
+            mean=self.mean,
+            std=self.std,
+            udp=self.decoder == "udp",
+        )
+        if self.flip_test:
+            out = self._run_model(torch.cat([crops, crops.flip(3)], 0))
+            heatmaps = flip_test_merge(out[:total], out[total:], self.flip_pairs, shift=self.shift_heatmap)
+        else:
+            heatmaps = self._run_model(crops)
+        c_t = torch.from_numpy(center).to(self.device)
+        s_t = torch.from_numpy(scale).to(self.device)
+        coords, maxvals = decode_heatmaps(heatmaps, c_t, s_t, self.decoder, kernel=self.kernel)
+        coords_np = coords.cpu().numpy()
+        scores_np = maxvals[..., 0].cpu().numpy()
+        logger.debug("estimated %d people in %d frames", total, len(images))
+        result: list[Poses] = []
+        start = 0
+        for i, n in enumerate(counts):
+            sl = slice(start, start + n)
+            start += n
+            poses = Poses(
+                boxes=bxs[i],
+                box_scores=np.asarray(box_scores[i], dtype=np.float32).reshape(n),
+                keypoints=coords_np[sl],
+                keypoint_scores=scores_np[sl],
+            )
+            if self.oks_nms_thr is not None:
+                poses = oks_nms(poses, self.oks_nms_thr, aspect_ratio=self.aspect_ratio, padding=self.padding)
+            result.append(poses)
+        return result

@@ -1,0 +1,360 @@
+"""The inference engine: device choice, normalisation on the device, AMP, and overlapped CUDA copies.
+
+:class:`InferenceEngine` wraps an ``nn.Module`` that takes a normalised ``float32 (N, C, H, W)`` batch.
+Callers hand it raw ``uint8 (N, H, W, C)`` batches (RGB, as decoded); the engine copies the bytes to the
+device (4x fewer bytes than float) and there divides by 255, subtracts ``mean``, divides by ``std`` and
+makes the layout NCHW (channels_last in memory when enabled). Outputs are always ``float32``.
+
+On CUDA, :meth:`InferenceEngine.submit` overlaps transfer and compute: each of (at most) two in-flight
+slots owns a pinned host input buffer, a device input buffer and pinned host output buffers, allocated
+once and grown only when a larger batch arrives. The host-to-device copy runs on a copy stream, the model
+on a compute stream that waits for the copy's event, and the device-to-host copy of the outputs is queued
+on the compute stream with an event that :meth:`InferenceHandle.result` waits on. On CPU, ``submit`` runs
+synchronously and returns a finished handle with the same API.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from hrstream.errors import ConfigError
+
+__all__ = [
+    "AmpMode",
+    "BatchInput",
+    "InferenceEngine",
+    "InferenceHandle",
+    "Output",
+    "amp_default",
+    "configure_cpu_threads",
+    "resolve_amp",
+    "resolve_device",
+]
+
+logger = logging.getLogger(__name__)
+
+AmpMode = Literal["auto", "off", "fp16", "bf16"]
+_AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+#: A model output: one tensor, or a tuple of tensors (for models with several heads).
+Output = torch.Tensor | tuple[torch.Tensor, ...]
+#: uint8 ``(N, H, W, C)`` as numpy or torch, or a sequence of ``(H, W, C)`` uint8 arrays of one shape.
+BatchInput = np.ndarray | torch.Tensor | Sequence[np.ndarray]
+
+
+def resolve_device(spec: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` (first CUDA device if any, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+
+    Raises:
+        ConfigError: unknown spelling, or CUDA requested where none (or not that index) exists.
+    """
+    s = str(spec).strip().lower()
+    if s == "auto":
+        return (
+            torch.device("cuda", torch.cuda.current_device())
+            if torch.cuda.is_available()
+            else torch.device("cpu")
+        )
+    if s == "cpu":
+        return torch.device("cpu")
+    if s == "cuda" or s.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"--device {s} requested but no CUDA device is available; use --device cpu or auto"
+            )
+        try:
+            dev = torch.device(s)
+        except RuntimeError as exc:
+            raise ConfigError(f"--device {spec!r} is not valid; use cpu, auto, cuda or cuda:N") from exc
+        index = 0 if dev.index is None else dev.index
+        count = torch.cuda.device_count()
+        if index >= count:
+            raise ConfigError(
+                f"--device {s} requested but only {count} CUDA device(s) exist; use cuda:0..{count - 1}"
+            )
+        return torch.device("cuda", index)
+    raise ConfigError(f"--device {spec!r} is not one of auto, cpu, cuda, cuda:N")
+
+
+def amp_default(device: torch.device | str) -> str:
+    """The precision ``amp="auto"`` picks: ``"off"`` on CPU, ``"fp16"`` on CUDA.
+
+    These defaults are the ones the accuracy checks in the engine's tests support (fp16 autocast of a
+    conv net stays within a small tolerance of fp32; bf16 on CPU is faster where the CPU has native bf16
+    but less exact, so it stays opt-in). A pipeline may override them with a measured rule.
+    """
+    return "fp16" if torch.device(device).type == "cuda" else "off"
+
+
+def resolve_amp(amp: str, device: torch.device) -> str:
+    """Turns ``amp`` (``auto``/``off``/``fp16``/``bf16``) into a concrete choice for ``device``.
+
+    Raises:
+        ConfigError: unknown value, or bf16 on a GPU without bf16 support.
+    """
+    a = str(amp).strip().lower()
+    if a == "auto":
+        return amp_default(device)
+    if a not in ("off", "fp16", "bf16"):
+        raise ConfigError(f"--amp {amp!r} is not one of auto, off, fp16, bf16")
+    if a == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ConfigError(f"--amp bf16 requested but {device} has no bf16 support; use --amp fp16 or off")
+    return a
+
+
+def configure_cpu_threads(reserved: int) -> int:
+    """Give torch all cores but ``reserved`` (at least 1) and return the number of threads set.
+
+    Video decoding and encoding run in their own threads (FFmpeg's too); if torch's intra-op pool takes
+    every core, the model and the codecs fight for them and the whole pipeline slows down.
+    """
+    n = max(1, (os.cpu_count() or 1) - int(reserved))
+    torch.set_num_threads(n)
+    logger.info("torch uses %d CPU thread(s) (%d reserved for decode/encode)", n, reserved)
+    return n
+
+
+def _as_tuple(out: Any) -> tuple[tuple[torch.Tensor, ...], bool]:
+    if isinstance(out, torch.Tensor):
+        return (out,), False
+    if isinstance(out, (tuple, list)) and all(isinstance(t, torch.Tensor) for t in out):
+        return tuple(out), True
+    raise TypeError(f"model output must be a tensor or a tuple of tensors, got {type(out).__name__}")
+
+
+def _pack(tensors: Sequence[torch.Tensor], many: bool) -> Output:
+    return tuple(tensors) if many else tensors[0]
+
+
+def _check_uint8(batch: BatchInput, channels: int) -> np.ndarray | torch.Tensor:
+    """Validates a raw batch; a sequence of frames is stacked into one ``(N, H, W, C)`` array."""
+    if isinstance(batch, (list, tuple)):
+        batch = np.stack(batch) if batch else np.zeros((0, 1, 1, channels), np.uint8)
+    if not isinstance(batch, (np.ndarray, torch.Tensor)):
+        raise TypeError(f"batch must be a numpy array or tensor, got {type(batch).__name__}")
+    if batch.dtype not in (np.uint8, torch.uint8) or batch.ndim != 4 or batch.shape[3] != channels:
+        raise ValueError(
+            f"expected a uint8 (N, H, W, {channels}) batch (or normalized=True with a float NCHW tensor), "
+            f"got {batch.dtype}{tuple(batch.shape)}"
+        )
+    return batch
+
+
+class InferenceHandle:
+    """The pending result of :meth:`InferenceEngine.submit`.
+
+    ``result()`` waits for the copy back and returns host ``float32`` tensors (the model's structure:
+    one tensor or a tuple), owned by the caller.
+    """
+
+    def __init__(self, outputs: Sequence[torch.Tensor], many: bool, event: Any = None) -> None:
+        self._outputs = list(outputs)
+        self._many = many
+        self._event = event
+        self._value: Output | None = None if event is not None else _pack(self._outputs, many)
+
+    def done(self) -> bool:
+        """True when ``result()`` will not block."""
+        return self._value is not None or bool(self._event.query())
+
+    def result(self) -> Output:
+        """Wait if needed; returns the outputs as float32 CPU tensors."""
+        if self._value is None:
+            self._event.synchronize()
+            # The pinned buffers belong to the engine's slot and are reused two submits later.
+            self._value = _pack([t.clone() for t in self._outputs], self._many)
+            self._outputs = []
+        return self._value
+
+
+class _Slot:
+    """Reusable buffers of one in-flight CUDA job."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.host_in = torch.empty(0, dtype=torch.uint8)
+        self.dev_in = torch.empty(0, dtype=torch.uint8, device=device)
+        self.host_out: list[torch.Tensor] = []
+        self.copied = torch.cuda.Event()
+        self.handle: InferenceHandle | None = None
+
+    def reclaim(self) -> None:
+        """Waits for this slot's previous job and hands its outputs to its handle."""
+        if self.handle is not None:
+            self.handle.result()
+            self.handle = None
+
+    def host_input(self, shape: tuple[int, ...]) -> torch.Tensor:
+        n = int(np.prod(shape))
+        if self.host_in.numel() < n:
+            logger.debug("growing pinned input buffer to %d bytes", n)
+            self.host_in = torch.empty(n, dtype=torch.uint8, pin_memory=True)
+            self.dev_in = torch.empty(n, dtype=torch.uint8, device=self.device)
+        return self.host_in[:n].view(shape)
+
+    def host_outputs(self, outs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        while len(self.host_out) < len(outs):
+            self.host_out.append(torch.empty(0, dtype=torch.float32))
+        views = []
+        for i, o in enumerate(outs):
+            if self.host_out[i].numel() < o.numel():
+                self.host_out[i] = torch.empty(o.numel(), dtype=torch.float32, pin_memory=True)
+            views.append(self.host_out[i][: o.numel()].view(o.shape))
+        return views
+
+
+class InferenceEngine:
+    """Runs ``model`` on batches with normalisation on the device, optional AMP and channels_last.
+
+    Args:
+        model: takes ``float32 (N, C, H, W)`` normalised input; returns a tensor or tuple of tensors.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (see :func:`resolve_device`).
+        amp: ``"auto"`` (see :func:`amp_default`), ``"off"``, ``"fp16"`` or ``"bf16"`` autocast.
+        channels_last: NHWC memory layout for model and input (faster convolutions on CPU and GPU).
+        compile: ``torch.compile`` the model; ``True`` for the default mode or a mode name string.
+        mean, std: per-channel normalisation of ``x / 255`` (ImageNet RGB by default).
+
+    Not thread-safe: call ``infer``/``submit`` from one thread (the pipeline's inference stage).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        device: str | torch.device = "auto",
+        amp: str = "auto",
+        channels_last: bool = True,
+        compile: bool | str = False,
+        mean: Sequence[float] = (0.485, 0.456, 0.406),
+        std: Sequence[float] = (0.229, 0.224, 0.225),
+    ) -> None:
+        if len(mean) != len(std):
+            raise ConfigError(f"mean has {len(mean)} values but std has {len(std)}; give one per channel")
+        self.device = resolve_device(device)
+        self.amp = resolve_amp(amp, self.device)
+        self.channels_last = channels_last
+        self.channels = len(mean)
+        model = model.eval().to(self.device)
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        self._forward: Any = model
+        if compile:
+            mode = compile if isinstance(compile, str) else None
+            self._forward = torch.compile(model, mode=mode)
+        shape = (1, self.channels, 1, 1)
+        self._mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(shape)
+        self._std = torch.tensor(std, dtype=torch.float32, device=self.device).view(shape)
+        self._slots: list[_Slot] = []
+        self._next = 0
+        if self.device.type == "cuda":
+            self._copy_stream = torch.cuda.Stream(self.device)
+            self._compute_stream = torch.cuda.Stream(self.device)
+            self._slots = [_Slot(self.device) for _ in range(2)]
+            torch.cuda.synchronize(self.device)
+        logger.info("inference engine on %s, amp=%s, channels_last=%s", self.device, self.amp, channels_last)
+
+    def __repr__(self) -> str:
+        return f"InferenceEngine(device={self.device}, amp={self.amp}, channels_last={self.channels_last})"
+
+    # -- steps ---------------------------------------------------------------------------------------
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """``uint8 (N, H, W, C)`` on the device -> normalised ``float32 (N, C, H, W)`` (channels_last
+        memory when enabled)."""
+        x = x.permute(0, 3, 1, 2)  # a view; for contiguous NHWC input this is channels_last memory
+        x = x.float() if self.channels_last else x.contiguous().float()
+        return x.div_(255.0).sub_(self._mean).div_(self._std)
+
+    def _run_model(self, x: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], bool]:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        ctx: Any = contextlib.nullcontext()
+        if self.amp != "off":
+            ctx = torch.autocast(device_type=self.device.type, dtype=_AMP_DTYPES[self.amp])
+        with torch.inference_mode(), ctx:
+            outs, many = _as_tuple(self._forward(x))
+            return tuple(o.float() for o in outs), many
+
+    def _check_normalized(self, batch: Any) -> torch.Tensor:
+        if not isinstance(batch, torch.Tensor) or not batch.is_floating_point() or batch.ndim != 4:
+            raise ValueError("normalized=True needs a float (N, C, H, W) tensor")
+        if batch.device != self.device:
+            raise ValueError(f"normalized input is on {batch.device}, the engine on {self.device}")
+        return batch
+
+    # -- public API ----------------------------------------------------------------------------------
+    def infer(self, batch: BatchInput | torch.Tensor, *, normalized: bool = False) -> Output:
+        """Synchronous inference; returns float32 output(s) on the engine's device.
+
+        Args:
+            batch: ``uint8 (N, H, W, C)`` RGB (numpy, a torch tensor on any device, or a list of
+                ``(H, W, C)`` arrays), or with ``normalized=True`` a normalised float ``(N, C, H, W)``
+                tensor already on the engine's device.
+        """
+        with torch.inference_mode():
+            if normalized:
+                x = self._check_normalized(batch)
+            else:
+                raw = _check_uint8(batch, self.channels)
+                t = torch.from_numpy(raw) if isinstance(raw, np.ndarray) else raw
+                x = self.normalize(t.to(self.device))
+            outs, many = self._run_model(x)
+        return _pack(outs, many)
+
+    def submit(self, batch: BatchInput | torch.Tensor, *, normalized: bool = False) -> InferenceHandle:
+        """Queue a batch; ``handle.result()`` returns float32 CPU output(s). At most two are in flight
+        on CUDA (a third submit first waits for the oldest); on CPU this runs synchronously."""
+        if self.device.type != "cuda":
+            outs, many = _as_tuple(self.infer(batch, normalized=normalized))
+            return InferenceHandle([o.cpu() for o in outs], many)
+        slot = self._slots[self._next]
+        self._next = (self._next + 1) % len(self._slots)
+        slot.reclaim()
+        current = torch.cuda.current_stream(self.device)
+        with torch.inference_mode():
+            if normalized:
+                x = self._check_normalized(batch)
+                self._compute_stream.wait_stream(current)
+                x.record_stream(self._compute_stream)
+                dev_in = None
+            else:
+                raw = _check_uint8(batch, self.channels)
+                if isinstance(raw, torch.Tensor) and raw.device == self.device:
+                    self._compute_stream.wait_stream(current)
+                    raw.record_stream(self._compute_stream)
+                    dev_in = raw
+                else:
+                    host = slot.host_input(tuple(raw.shape))
+                    host.copy_(torch.from_numpy(raw) if isinstance(raw, np.ndarray) else raw)
+                    dev_in = slot.dev_in[: host.numel()].view(host.shape)
+                    with torch.cuda.stream(self._copy_stream):
+                        dev_in.copy_(host, non_blocking=True)
+                        slot.copied.record(self._copy_stream)
+                    self._compute_stream.wait_event(slot.copied)
+            with torch.cuda.stream(self._compute_stream):
+                if dev_in is not None:
+                    x = self.normalize(dev_in)
+                outs, many = self._run_model(x)
+                host_out = slot.host_outputs(outs)
+                for h, o in zip(host_out, outs, strict=True):
+                    h.copy_(o, non_blocking=True)
+                done = torch.cuda.Event()
+                done.record(self._compute_stream)
+        slot.handle = InferenceHandle(host_out, many, done)
+        return slot.handle
+
+    def warmup(self, shape: tuple[int, int, int, int], iters: int = 2) -> None:
+        """Runs ``iters`` zero batches of uint8 ``(N, H, W, C)`` ``shape`` (allocations, cuDNN choice,
+        compilation) so the first real batch is not slow."""
+        zeros = np.zeros(shape, np.uint8)
+        for _ in range(iters):
+            self.submit(zeros).result()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)

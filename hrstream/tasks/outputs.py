@@ -1,0 +1,231 @@
+"""What a job writes: the annotated video, one JSONL record per frame, and (pose) a tracks document.
+
+Files of a job named ``NAME`` (the sanitised input name), all inside ``--out``:
+
+* ``NAME.mp4``: H.264 annotated video, fragmented MP4 flushed as written (plays up to its last fragment
+  after a crash), source timestamps kept;
+* ``NAME.jsonl``: one record per frame, flushed as written (schema ``hrstream/schemas/frame.schema.json``);
+* ``NAME.tracks.json``: pose tracks, written atomically at the end (schema ``tracks.schema.json``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hrstream.io import JsonlWriter, SourceInfo, output_path, write_json_atomic
+from hrstream.io.video_writer import VideoWriter
+from hrstream.track import savgol_smooth_track
+from hrstream.types import FrameResult
+
+__all__ = ["JobOutputs", "frame_record", "source_metadata"]
+
+log = logging.getLogger(__name__)
+SCHEMA_VERSION = 1
+
+
+def _r(x: np.ndarray, nd: int = 2) -> list:
+    return np.round(np.asarray(x, dtype=np.float64), nd).tolist()
+
+
+def source_metadata(info: SourceInfo) -> dict[str, Any]:
+    tb = info.time_base
+    return {
+        "name": info.name,
+        "input": info.path,
+        "width": info.width,
+        "height": info.height,
+        "fps": info.fps,
+        "time_base": None if tb is None else str(tb),
+        "duration_s": info.duration_s,
+        "num_frames": info.num_frames,
+        "rotation": info.rotation,
+        "is_live": info.is_live,
+        "codec": info.codec,
+    }
+
+
+def frame_record(result: FrameResult, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The JSONL record of one frame (pixels: x right, y down, pixel centres at integers)."""
+    f = result.frame
+    rec: dict[str, Any] = {
+        "source": f.source_id,
+        "frame": f.index,
+        "pts_s": f.pts_s,
+        "captured_at": f.captured_at,
+        "width": f.width,
+        "height": f.height,
+        "dropped_before": result.dropped_before,
+    }
+    p = result.poses
+    if p is not None:
+        people = []
+        for i in range(len(p)):
+            person: dict[str, Any] = {
+                "track_id": None if p.track_ids is None else int(p.track_ids[i]),
+                "box": _r(p.boxes[i]),
+                "box_score": round(float(p.box_scores[i]), 4),
+                "keypoints": [
+                    [*_r(p.keypoints[i, k]), round(float(p.keypoint_scores[i, k]), 4)] for k in range(p.num_keypoints)
+                ],
+            }
+            if p.raw_keypoints is not None:
+                person["raw_keypoints"] = _r(p.raw_keypoints[i])
+            people.append(person)
+        rec["people"] = people
+    if extra:
+        rec.update(extra)
+    return rec
+
+
+class _TrackLog:
+    """Per-track lists that become the tracks document."""
+
+    def __init__(self) -> None:
+        self.tracks: dict[int, dict[str, list]] = {}
+
+    def add(self, result: FrameResult) -> None:
+        p = result.poses
+        if p is None or p.track_ids is None:
+            return
+        t = result.frame.pts_s
+        for i, tid in enumerate(p.track_ids.tolist()):
+            tr = self.tracks.setdefault(
+                int(tid),
+                {k: [] for k in ("frames", "times", "boxes", "box_scores", "keypoints", "scores", "smoothed")},
+            )
+            raw = p.raw_keypoints[i] if p.raw_keypoints is not None else p.keypoints[i]
+            tr["frames"].append(result.frame.index)
+            tr["times"].append(t)
+            tr["boxes"].append(_r(p.boxes[i]))
+            tr["box_scores"].append(round(float(p.box_scores[i]), 4))
+            tr["keypoints"].append(_r(raw))
+            tr["scores"].append(np.round(p.keypoint_scores[i].astype(np.float64), 4).tolist())
+            tr["smoothed"].append(_r(p.keypoints[i]))
+
+    def document(self, savgol_window_s: float | None) -> list[dict[str, Any]]:
+        out = []
+        for tid in sorted(self.tracks):
+            tr = self.tracks[tid]
+            doc: dict[str, Any] = {"track_id": tid, **tr}
+            times = np.asarray([np.nan if t is None else t for t in tr["times"]], np.float64)
+            if savgol_window_s and len(times) >= 3 and np.all(np.isfinite(times)):
+                sg = savgol_smooth_track(
+                    times, np.asarray(tr["keypoints"], np.float32), np.asarray(tr["scores"], np.float32),
+                    window_s=savgol_window_s,
+                )
+                doc["smoothed_offline"] = _r(sg)
+            out.append(doc)
+        return out
+
+
+class JobOutputs:
+    """The sink of a job: ``write((result, annotated_image))`` per frame, ``close()`` at the end.
+
+    Args:
+        out_dir: the run's ``--out`` folder; every file lands inside it.
+        info: the source's metadata (size, time base, fps, audio).
+        model: what the output documents say about the model (name, weights, sha256).
+        meta: ``keypoint_names``/``skeleton`` for pose documents.
+        video, jsonl, tracks: which files to write; ``preset``: libx264 speed preset.
+        audio_source: a file whose audio is passed through into the video.
+        progress: a callable ``progress(n_frames_done)`` (the CLI's progress bar), or ``None``.
+    """
+
+    def __init__(
+        self,
+        out_dir: str | Path,
+        info: SourceInfo,
+        *,
+        model: dict[str, Any],
+        meta: dict[str, Any],
+        task: str,
+        video: bool = True,
+        jsonl: bool = True,
+        tracks: bool = True,
+        preset: str = "veryfast",
+        audio_source: str | None = None,
+        savgol_window_s: float | None = None,
+        record_extra: Any = None,
+        progress: Any = None,
+    ) -> None:
+        self.info = info
+        self.model = model
+        self.meta = meta
+        self.task = task
+        self.savgol_window_s = savgol_window_s
+        self.record_extra = record_extra
+        self.progress = progress
+        self.frames = 0
+        self.drops = 0
+        self.paths: dict[str, Path] = {}
+        self.closed = False
+        self.started = time.monotonic()
+        name = info.name
+        self._video: VideoWriter | None = None
+        if video:
+            self.paths["video"] = output_path(out_dir, name, ".mp4")
+            self._video = VideoWriter(
+                self.paths["video"],
+                width=info.width,
+                height=info.height,
+                time_base=info.time_base,
+                fps=info.fps,
+                preset=preset,
+                audio_source=audio_source,
+            )
+        self._jsonl: JsonlWriter | None = None
+        if jsonl:
+            self.paths["jsonl"] = output_path(out_dir, name, ".jsonl")
+            self._jsonl = JsonlWriter(self.paths["jsonl"])
+        self._tracks = _TrackLog() if (tracks and task == "pose") else None
+        if self._tracks is not None:
+            self.paths["tracks"] = output_path(out_dir, name, ".tracks.json")
+
+    def write(self, item: tuple[FrameResult, np.ndarray]) -> None:
+        result, image = item
+        f = result.frame
+        if self._video is not None:
+            self._video.write(image, f.pts, f.time_base)
+        if self._jsonl is not None:
+            extra = self.record_extra(result) if self.record_extra is not None else None
+            self._jsonl.write(frame_record(result, extra))
+        if self._tracks is not None:
+            self._tracks.add(result)
+        self.frames += 1
+        self.drops += result.dropped_before
+        if self.progress is not None:
+            self.progress(self.frames)
+
+    def close(self) -> None:
+        """Finish every file; safe to call twice. The tracks document is written atomically."""
+        if self.closed:
+            return
+        self.closed = True
+        errors: list[BaseException] = []
+        for closer in (self._video, self._jsonl):
+            if closer is None:
+                continue
+            try:
+                closer.close()
+            except Exception as e:  # close the others, then report
+                errors.append(e)
+        if self._tracks is not None:
+            doc = {
+                "format": "hrstream.tracks",
+                "version": SCHEMA_VERSION,
+                "video": source_metadata(self.info),
+                "model": self.model,
+                "keypoint_names": list(self.meta.get("keypoint_names", [])),
+                "skeleton": [list(p) for p in self.meta.get("skeleton", [])],
+                "num_frames": self.frames,
+                "dropped_frames": self.drops,
+                "tracks": self._tracks.document(self.savgol_window_s),
+            }
+            write_json_atomic(self.paths["tracks"], doc, indent=None)
+        if errors:
+            raise errors[0]

@@ -1,0 +1,196 @@
+"""The pose task as pipeline stages: detect -> batch -> top-down HRNet -> track + smooth -> draw -> write.
+
+Threads (one per stage, joined by bounded queues): ``decode`` (the source), ``detect`` (person boxes; on
+frames where the detector is skipped, boxes predicted by a box tracker), ``batch`` (frames grouped by their
+number of people, with a deadline), ``infer`` (all crops of the batch in one network call, decoded on the
+device), ``track`` (identities and keypoint smoothing; stateful, so on its own thread), ``draw`` (annotated
+copy of the frame) and ``write`` (video, JSONL, tracks document).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from hrstream.pose import TopDownEstimator, draw_poses, make_detector
+from hrstream.pose.detectors import Detector
+from hrstream.runtime import InferenceEngine
+from hrstream.track import KeypointSmoother, PoseTracker, make_smoother
+from hrstream.types import Frame, FrameResult, Poses
+
+__all__ = ["DetectStage", "PoseInferStage", "PoseWork", "TrackStage", "build_pose_estimator", "build_pose_detector"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class PoseWork:
+    """A frame in flight: its person boxes, then its poses. ``timings`` in seconds per stage."""
+
+    frame: Frame
+    boxes: np.ndarray  # (n, 4) xyxy
+    scores: np.ndarray  # (n,)
+    poses: Poses | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    dropped_before: int = 0
+
+
+def frame_time(frame: Frame) -> float:
+    """The time used by trackers and smoothers: PTS seconds, else wall clock, else index at 30 fps."""
+    if frame.pts_s is not None:
+        return float(frame.pts_s)
+    if frame.captured_at is not None:
+        return float(frame.captured_at)
+    return frame.index / 30.0
+
+
+def build_pose_detector(recipe: dict[str, Any], device: str) -> Detector:
+    det = recipe["detector"]
+    return make_detector(
+        str(det["name"]),
+        score_thr=float(det["score_thr"]),
+        nms_iou=det.get("nms_iou"),
+        max_people=det.get("max_people"),
+        device=device,
+    )
+
+
+class DetectStage:
+    """Person boxes per frame. With ``every_n > 1`` the detector runs on every n-th frame of a source and a
+    box tracker (Kalman, constant velocity) carries the boxes through the frames in between."""
+
+    def __init__(self, detector: Detector, *, every_n: int = 1, max_age_s: float = 1.0) -> None:
+        self.detector = detector
+        self.every_n = max(1, int(every_n))
+        self._carrier = PoseTracker(min_hits=1, max_age_s=max_age_s) if self.every_n > 1 else None
+        self._k = 17
+        self._last_index: int | None = None
+
+    def process(self, frame: Frame) -> Iterable[PoseWork]:
+        t0 = time.perf_counter()
+        # frames are indexed in decode order: a gap means a live queue dropped frames before this one
+        dropped = 0 if self._last_index is None else max(0, frame.index - self._last_index - 1)
+        self._last_index = frame.index
+        t = frame_time(frame)
+        if self._carrier is not None and frame.index % self.every_n != 0 and self._carrier.num_tracks > 0:
+            _, boxes = self._carrier.predict_boxes(t)
+            h, w = frame.height, frame.width
+            boxes = np.clip(boxes.astype(np.float32).reshape(-1, 4), 0, [w - 1, h - 1, w - 1, h - 1])
+            scores = np.ones(len(boxes), np.float32)
+        else:
+            boxes, scores = self.detector.detect([frame])[0]
+            boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+            scores = np.asarray(scores, np.float32).reshape(-1)
+            if self._carrier is not None:
+                n = len(boxes)
+                self._carrier.update(
+                    Poses(boxes, scores, np.zeros((n, self._k, 2)), np.zeros((n, self._k))), t=t
+                )
+        yield PoseWork(frame, boxes, scores, timings={"detect": time.perf_counter() - t0}, dropped_before=dropped)
+
+
+def build_pose_estimator(
+    engine: InferenceEngine, spec: Any, meta: dict[str, Any], recipe: dict[str, Any]
+) -> TopDownEstimator:
+    """A :class:`TopDownEstimator` whose network calls go through ``engine`` (crops made on its device).
+
+    Defaults come from the model config's ``TEST`` section (``FLIP_TEST``, ``SHIFT_HEATMAP``) and
+    ``HRSTREAM.DECODER``; the recipe's ``pose`` fields override them when set.
+    """
+    test = spec.test
+    pose = recipe["pose"]
+    flip = pose.get("flip_test")
+    flip = bool(test.get("FLIP_TEST", False)) if flip is None else bool(flip)
+    decoder = pose.get("decoder") or str(spec.extra.get("DECODER") or meta.get("decoder") or "msra").lower()
+    if not bool(test.get("POST_PROCESS", True)) and decoder == "msra":
+        log.info("config TEST.POST_PROCESS is false: the quarter-pixel shift is still applied (msra decoder)")
+    return TopDownEstimator(
+        lambda x: engine.infer(x, normalized=True),
+        input_size=tuple(spec.image_size or (192, 256)),
+        heatmap_size=tuple(spec.heatmap_size) if spec.heatmap_size else None,
+        mean=meta["mean"],
+        std=meta["std"],
+        flip_pairs=meta.get("flip_pairs") or [],
+        flip_test=flip,
+        shift_heatmap=bool(test.get("SHIFT_HEATMAP", True)),
+        decoder=decoder,
+        device=engine.device,
+        max_batch=int(recipe["runtime"]["batch_size"]) * (2 if flip else 1),
+        oks_nms_thr=0.9 if pose.get("oks_nms") else None,
+        num_keypoints=spec.num_outputs,
+    )
+
+
+class PoseInferStage:
+    """All people of a batch of frames through the network in one call (cross-frame batching)."""
+
+    def __init__(self, estimator: TopDownEstimator) -> None:
+        self.estimator = estimator
+
+    def process(self, batch: Sequence[PoseWork]) -> Iterable[PoseWork]:
+        t0 = time.perf_counter()
+        poses = self.estimator.estimate(
+            [w.frame.image for w in batch], [w.boxes for w in batch], [w.scores for w in batch]
+        )
+        dt = (time.perf_counter() - t0) / max(1, len(batch))
+        for w, p in zip(batch, poses, strict=True):
+            w.poses = p
+            w.timings["infer"] = dt
+        return batch
+
+
+class TrackStage:
+    """Identities (``PoseTracker``) and keypoint smoothing (``KeypointSmoother``) on one thread."""
+
+    def __init__(self, tracker: PoseTracker | None, smoother: KeypointSmoother | None) -> None:
+        self.tracker = tracker
+        self.smoother = smoother
+
+    @classmethod
+    def from_recipe(cls, recipe: dict[str, Any], *, live: bool) -> TrackStage:
+        tr = recipe["tracker"]
+        tracker = (
+            PoseTracker(max_age_s=float(tr["max_age_s"]), min_hits=int(tr["min_hits"])) if tr["enabled"] else None
+        )
+        sm = recipe["smoother"]
+        method = str(sm["live"] if live else sm["file"])
+        smoother = None
+        if tracker is not None and method != "none":
+            params = {"min_cutoff": float(sm["min_cutoff_hz"]), "beta": float(sm["beta"])} if method == "one_euro" else {}
+            smoother = make_smoother(method, **params)  # type: ignore[arg-type]
+        return cls(tracker, smoother)
+
+    def process(self, w: PoseWork) -> Iterable[FrameResult]:
+        t0 = time.perf_counter()
+        poses = w.poses if w.poses is not None else Poses.empty()
+        t = frame_time(w.frame)
+        if self.tracker is not None:
+            poses = self.tracker.update(poses, t=t)
+        if self.smoother is not None and poses.track_ids is not None:
+            poses = self.smoother.update(poses, t=t)
+        w.timings["track"] = time.perf_counter() - t0
+        yield FrameResult(w.frame, poses=poses, timings=w.timings, dropped_before=w.dropped_before)
+
+
+class DrawStage:
+    """An annotated copy of each frame (skeletons per identity, ID labels); the original stays untouched."""
+
+    def __init__(self, skeleton: Sequence[Sequence[int]], *, kpt_thr: float, draw_boxes: bool) -> None:
+        self.skeleton = [tuple(p) for p in skeleton]
+        self.kpt_thr = kpt_thr
+        self.draw_boxes = draw_boxes
+
+    def process(self, result: FrameResult) -> Iterable[tuple[FrameResult, np.ndarray]]:
+        t0 = time.perf_counter()
+        image = result.frame.image
+        if result.poses is not None and len(result.poses):
+            image = draw_poses(
+                image, result.poses, skeleton=self.skeleton, kpt_thr=self.kpt_thr, draw_boxes=self.draw_boxes
+            )
+        result.timings["draw"] = time.perf_counter() - t0
+        yield result, image

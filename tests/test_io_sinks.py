@@ -1,0 +1,232 @@
+"""VideoWriter, JSONL/JSON records and output names, with real encoders, decoders and a real SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from hrstream.errors import InputError
+from hrstream.io import (
+    JsonlWriter,
+    VideoWriter,
+    open_source,
+    output_path,
+    redact_url,
+    safe_name,
+    write_json_atomic,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+VIDEOS = ROOT / "tests" / "data" / "videos"
+
+
+def _copy_through(src: Path, dst: Path, *, max_frames: int | None = None, audio: bool = False) -> list[float]:
+    """Decode ``src`` and write it with VideoWriter keeping each frame's pts; return the source pts_s list."""
+    pts_s: list[float] = []
+    with open_source(str(src)) as s:
+        info = s.info
+        with VideoWriter(
+            dst,
+            width=info.width,
+            height=info.height,
+            time_base=info.time_base,
+            fps=info.fps,
+            preset="ultrafast",
+            audio_source=str(src) if audio else None,
+        ) as w:
+            for frame in s:
+                w.write(frame.image, frame.pts, frame.time_base)
+                pts_s.append(frame.pts_s)
+                if max_frames and len(pts_s) >= max_frames:
+                    break
+    return pts_s
+
+
+def _decode_pts_s(path: Path) -> list[float]:
+    with av.open(str(path)) as c:
+        st = c.streams.video[0]
+        return [float(f.pts * st.time_base) for f in c.decode(st)]
+
+
+@pytest.mark.parametrize(
+    "clip,max_frames",
+    [("basketball_426x240_2997.mp4", 120), ("gen_vfr_160x120.mp4", None)],
+)
+def test_writer_keeps_source_timestamps(tmp_path: Path, clip: str, max_frames: int | None) -> None:
+    out = tmp_path / "out.mp4"
+    src_pts = _copy_through(VIDEOS / clip, out, max_frames=max_frames)
+    got = _decode_pts_s(out)
+    assert len(got) == len(src_pts)
+    assert got == pytest.approx(src_pts, abs=1e-9)
+    steps = np.diff(src_pts)
+    if clip.startswith("gen_vfr"):
+        assert steps.max() / steps.min() > 3  # really variable, and it survived
+    else:
+        assert steps == pytest.approx(1001 / 30000, abs=1e-9)  # 29.97 fps, not rounded to 30
+
+
+def test_writer_pads_odd_size_to_even(tmp_path: Path) -> None:
+    out = tmp_path / "odd.mp4"
+    with open_source(str(VIDEOS / "gen_odd_321x241.mkv")) as s:
+        assert (s.info.width, s.info.height) == (321, 241)
+        frames = list(s)
+    with VideoWriter(out, width=321, height=241, time_base=frames[0].time_base, fps=25) as w:
+        for f in frames:
+            w.write(f.image, f.pts, f.time_base)
+    with open_source(str(out)) as s:
+        assert (s.info.width, s.info.height) == (322, 242)
+        assert s.info.codec == "h264"
+        decoded = list(s)
+    assert len(decoded) == len(frames)
+    diff = np.abs(decoded[0].image[:241, :321].astype(int) - frames[0].image.astype(int))
+    assert diff.mean() < 4.0  # same picture (lossy), padding at the right/bottom only
+
+
+def test_writer_passes_audio_through(tmp_path: Path) -> None:
+    src = VIDEOS / "gen_audio_64x48.mp4"
+    out = tmp_path / "with_audio.mp4"
+    _copy_through(src, out, audio=True)
+    with av.open(str(src)) as c:
+        src_audio = [p for p in c.demux(audio=0) if p.dts is not None]
+        src_codec = c.streams.audio[0].codec_context.name
+    with av.open(str(out)) as c:
+        assert len(c.streams.audio) == 1
+        assert c.streams.audio[0].codec_context.name == src_codec
+        out_audio = [p for p in c.demux(audio=0) if p.dts is not None]
+    assert len(out_audio) >= len(src_audio) - 2  # muxed up to the end of the video (1 s each)
+    with open_source(str(out)) as s:
+        assert s.info.has_audio
+
+
+def test_writer_without_audio_source_has_no_audio(tmp_path: Path) -> None:
+    out = tmp_path / "no_audio.mp4"
+    _copy_through(VIDEOS / "gen_audio_64x48.mp4", out, audio=False)
+    with av.open(str(out)) as c:
+        assert len(c.streams.audio) == 0
+
+
+def test_writer_rejects_wrong_image(tmp_path: Path) -> None:
+    with VideoWriter(tmp_path / "x.mp4", width=64, height=48, time_base=Fraction(1, 25), fps=25) as w:
+        with pytest.raises(ValueError, match="64x48"):
+            w.write(np.zeros((40, 64, 3), np.uint8), 0, Fraction(1, 25))
+        w.write(np.zeros((48, 64, 3), np.uint8), 0, Fraction(1, 25))
+        w.write(np.zeros((48, 64, 3), np.uint8), 0, Fraction(1, 25))  # same pts: skipped, not a crash
+        assert (w.frames_written, w.frames_skipped) == (1, 1)
+
+
+def test_sigkill_leaves_decodable_video_and_parseable_records(tmp_path: Path) -> None:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "tests" / "support" / "crash_writer.py"), str(tmp_path)],
+        stdout=subprocess.PIPE,
+        env=env,
+        text=True,
+    )
+    written = 0
+    deadline = time.monotonic() + 30
+    try:
+        assert proc.stdout is not None
+        while written < 150 and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            if line.startswith("WROTE "):
+                written = int(line.split()[1])
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    assert written >= 150, "the writer did not get going"
+    decoded = 0
+    with av.open(str(tmp_path / "video.mp4")) as c:
+        try:
+            for _ in c.decode(video=0):
+                decoded += 1
+        except av.error.FFmpegError:
+            pass  # the last fragment may be cut; everything before it must decode
+    # at most ~2 GOPs (1 s = 30 frames each) plus the encoder's lookahead may be lost
+    print(f"SIGKILL after {written} frames: {decoded} decodable")
+    assert decoded >= written - 75, (decoded, written)
+    lines = (tmp_path / "frames.jsonl").read_text().split("\n")
+    complete = lines[:-1]  # the text after the last newline may be a partial line
+    records = [json.loads(x) for x in complete]
+    assert len(records) >= written
+    assert [r["index"] for r in records] == list(range(len(records)))
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert state["frames"] >= written
+
+
+def test_jsonl_writer_flushes_each_line_and_encodes_numpy(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "r.jsonl"
+    w = JsonlWriter(path)
+    w.write({"a": np.float32(1.5), "b": np.arange(3), "c": float("nan"), "d": (1, 2)})
+    # readable by another reader before close: flushed
+    assert json.loads(path.read_text().splitlines()[0]) == {"a": 1.5, "b": [0, 1, 2], "c": None, "d": [1, 2]}
+    w.close()
+    w.close()
+    with pytest.raises(ValueError, match="closed"):
+        w.write({})
+
+
+def test_write_json_atomic_replaces_whole_file(tmp_path: Path) -> None:
+    path = tmp_path / "summary.json"
+    write_json_atomic(path, {"v": 1})
+    write_json_atomic(path, {"v": np.int64(2), "arr": np.eye(2)})
+    assert json.loads(path.read_text()) == {"v": 2, "arr": [[1.0, 0.0], [0.0, 1.0]]}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.json"]  # no temp files left
+    with pytest.raises(TypeError):
+        write_json_atomic(path, {"bad": object()})
+    assert json.loads(path.read_text())["v"] == 2  # failed write left the old content
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.json"]
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "../../x",
+        "../../../etc/passwd",
+        "/abs/path/video.mp4",
+        "..",
+        ".",
+        "",
+        "a/../../b.mp4",
+        "rtsp://admin:S3cr%21t@10.0.0.5:554/stream1",
+        "http://u:p@example.com/../../x.ts",
+        "evil\x00name\n.mp4",
+        "C:\\Users\\x\\..\\..\\clip.mp4",
+        "x" * 500 + ".mp4",
+        "0",
+        "/dev/video2",
+    ],
+)
+def test_output_paths_stay_inside_out_dir(tmp_path: Path, spec: str) -> None:
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    name = safe_name(spec)
+    assert name and len(name) <= 80
+    assert "/" not in name and "\\" not in name and ".." not in name
+    assert not any(ord(ch) < 32 for ch in name)
+    assert "S3cr" not in name and "admin" not in name and ":p@" not in name
+    assert safe_name(name) == name
+    p = output_path(out_dir, spec, ".jsonl")
+    assert p.parent == out_dir.resolve()
+    assert p.name.endswith(".jsonl")
+
+
+def test_output_path_rejects_bad_suffix(tmp_path: Path) -> None:
+    with pytest.raises(InputError):
+        output_path(tmp_path, "clip", "/../../x")
+
+
+def test_redact_url_keeps_host() -> None:
+    assert redact_url("rtsp://u:S3cr%21t@127.0.0.1:1/x") == "rtsp://***@127.0.0.1:1/x"
+    assert redact_url("http://host/p") == "http://host/p"

@@ -1,0 +1,419 @@
+"""Queues, batcher and the threaded pipeline: lossless and leaky modes, errors, stop, abort, signals."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import queue
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from hrstream.errors import StageError
+from hrstream.runtime import Batcher, BoundedQueue, LeakyQueue, Pipeline, QueueAborted, QueueClosed
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class RecordingSink:
+    """Keeps what it receives (with the time it arrived) and whether ``close`` ran."""
+
+    def __init__(self, delay_s: float = 0.0, fail_at: int | None = None) -> None:
+        self.items: list = []
+        self.times: list[float] = []
+        self.closed = False
+        self.delay_s = delay_s
+        self.fail_at = fail_at
+
+    def write(self, item) -> None:
+        if self.fail_at is not None and len(self.items) == self.fail_at:
+            raise OSError("disk full")
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        self.items.append(item)
+        self.times.append(time.monotonic())
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def pipeline_threads(name: str) -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith(f"{name}:")]
+
+
+# -- queues ------------------------------------------------------------------------------------------
+def test_bounded_queue_blocks_when_full_and_drains_after_close():
+    q = BoundedQueue(2, name="q")
+    q.put(1)
+    q.put(2)
+    with pytest.raises(queue.Full):
+        q.put(3, timeout=0.05)
+    q.close()
+    with pytest.raises(QueueClosed):
+        q.put(3)
+    assert [q.get(), q.get()] == [1, 2]
+    with pytest.raises(QueueClosed):
+        q.get()
+    assert q.stats().max_depth == 2 and q.drops == 0
+
+
+def test_abort_wakes_blocked_producer_and_consumer_promptly():
+    full, empty = BoundedQueue(1), BoundedQueue(1)
+    full.put("x")
+    raised: list[str] = []
+
+    def put() -> None:
+        try:
+            full.put("y")
+        except QueueAborted:
+            raised.append("put")
+
+    def get() -> None:
+        try:
+            empty.get()
+        except QueueAborted:
+            raised.append("get")
+
+    threads = [threading.Thread(target=put), threading.Thread(target=get)]
+    for t in threads:
+        t.start()
+    time.sleep(0.1)
+    t0 = time.monotonic()
+    full.abort()
+    empty.abort()
+    for t in threads:
+        t.join(1.0)
+    assert sorted(raised) == ["get", "put"]
+    assert time.monotonic() - t0 < 0.5
+
+
+def test_leaky_queue_drops_oldest_and_counts():
+    dropped: list[int] = []
+    q = LeakyQueue(3, on_drop=dropped.append)
+    for i in range(10):
+        q.put(i)
+    assert q.drops == 7 and dropped == list(range(7))
+    assert [q.get() for _ in range(3)] == [7, 8, 9]
+    assert q.stats().max_depth == 3
+
+
+# -- batcher -----------------------------------------------------------------------------------------
+def test_batcher_groups_by_weight_in_order():
+    b = Batcher(max_batch=4, max_wait_s=10.0, weight=lambda item: item[1])
+    out = []
+    for item in [("a", 1), ("b", 2), ("c", 2), ("d", 0), ("e", 9), ("f", 1), ("g", 3), ("h", 1)]:
+        out += b.add(item)
+    rest = b.flush()
+    names = [[n for n, _ in batch] for batch in [*out, rest]]
+    # a+b=3, +c would be 5 -> flush; c+d=2, e (9 > 4) alone; f+g=4 is full; h is the remainder.
+    assert names == [["a", "b"], ["c", "d"], ["e"], ["f", "g"], ["h"]]
+    assert b.flush() is None and b.deadline is None
+
+
+def test_batcher_deadline_counts_from_first_item():
+    now = [100.0]
+    b = Batcher(max_batch=8, max_wait_s=0.5, clock=lambda: now[0])
+    b.add(1)
+    now[0] = 100.4
+    b.add(2)
+    assert b.deadline == pytest.approx(100.5)
+    assert b.poll() is None
+    now[0] = 100.5
+    assert b.poll() == [1, 2]
+    assert b.poll() is None
+
+
+# -- pipeline: lossless and leaky ------------------------------------------------------------------
+def test_file_mode_is_lossless_and_ordered_with_slow_consumer():
+    n = 150
+    sink = RecordingSink(delay_s=0.002)
+    stats = (
+        Pipeline("lossless")
+        .source("src", range(n), queue_size=2)
+        .map("double", lambda x: 2 * x, queue_size=2)
+        .sink("sink", sink)
+        .run()
+    )
+    assert sink.items == [2 * i for i in range(n)]
+    assert sink.closed
+    assert stats.outcome == "completed" and stats.drops == 0
+    assert stats.stage("src").items_in == n and stats.stage("sink").items_in == n
+    for s in stats.stages[:-1]:
+        assert s.out_queue is not None and s.out_queue.max_depth <= s.out_queue.maxsize
+    assert stats.stage("sink").busy_s > 0
+    assert not pipeline_threads("lossless")
+
+
+def test_live_mode_drops_oldest_and_keeps_items_fresh():
+    n, bound = 400, 4
+
+    def live():
+        # A camera captures frame i at t0 + i ms whether or not anyone reads it; a reader that falls
+        # behind gets old frames (as from a socket buffer), unless the queue drops them.
+        t0 = time.monotonic()
+        for i in range(n):
+            captured = t0 + i * 0.001
+            time.sleep(max(0.0, captured - time.monotonic()))
+            yield (i, captured)
+
+    ages: list[float] = []
+
+    def write(item) -> None:
+        ages.append(time.monotonic() - item[1])
+        time.sleep(0.01)
+
+    sink = RecordingSink()
+    sink.write = lambda item: (write(item), sink.items.append(item[0]))
+    p = (
+        Pipeline("live")
+        .source("cam", live(), queue_size=bound, leaky=True)
+        .map("id", lambda x: x, queue_size=2)
+    )
+    stats = p.sink("sink", sink).run()
+
+    src_q = stats.stage("cam").out_queue
+    assert src_q is not None
+    assert src_q.drops > 0 and stats.drops == src_q.drops
+    assert src_q.max_depth <= bound
+    assert len(sink.items) + src_q.drops == n  # every frame either shown or counted as dropped
+    assert sink.items == sorted(sink.items)
+    # At most bound + 2 (map queue) + 2 (in hand) items of 10 ms can be ahead of any item: ~80 ms.
+    # Without dropping, the last items would be ~n * 10 ms = 4 s old.
+    assert max(ages) < 0.4, max(ages)
+
+
+# -- pipeline: failures, stop, abort ---------------------------------------------------------------
+def test_exception_in_middle_stage_raises_stage_error_and_stops_all_threads():
+    def boom(x: int) -> int:
+        if x == 30:
+            raise ZeroDivisionError("bad frame")
+        return x
+
+    sink = RecordingSink(delay_s=0.001)
+    p = (
+        Pipeline("failing")
+        .source("src", itertools.count(), queue_size=2)
+        .map("boom", boom)
+        .sink("sink", sink)
+    )
+    t0 = time.monotonic()
+    with pytest.raises(StageError) as info:
+        p.run()
+    assert time.monotonic() - t0 < 3.0
+    assert info.value.stage == "boom"
+    assert isinstance(info.value.cause, ZeroDivisionError)
+    assert "boom" in str(info.value)
+    assert sink.closed and sink.items == list(range(len(sink.items)))
+    assert not pipeline_threads("failing")
+
+
+@pytest.mark.parametrize("where", ["source", "sink"])
+def test_errors_at_the_ends_are_named(where: str):
+    def bad_source():
+        yield from range(5)
+        raise ValueError("corrupt packet")
+
+    source = bad_source() if where == "source" else itertools.count()
+    sink = RecordingSink(fail_at=3 if where == "sink" else None)
+    p = Pipeline(f"end-{where}").source("src", source).map("id", lambda x: x).sink("out", sink)
+    with pytest.raises(StageError) as info:
+        p.run()
+    assert info.value.stage == ("src" if where == "source" else "out")
+    assert sink.closed
+    assert not pipeline_threads(f"end-{where}")
+
+
+class Tagger:
+    """A stateful stage: numbers items, emits a summary at end of stream, records close."""
+
+    def __init__(self) -> None:
+        self.seen = 0
+        self.closed = False
+
+    def process(self, item):
+        self.seen += 1
+        yield item
+
+    def finish(self):
+        yield ("summary", self.seen)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_request_stop_drains_in_flight_items_and_closes_everything():
+    tagger = Tagger()
+    sink = RecordingSink(delay_s=0.005)
+    p = Pipeline("drain").source("src", itertools.count(), queue_size=4).map("tag", tagger).sink("sink", sink)
+
+    def stopper() -> None:
+        while len(sink.items) < 20:
+            time.sleep(0.005)
+        p.request_stop()
+
+    threading.Thread(target=stopper).start()
+    stats = p.run(grace_s=5.0)
+    assert stats.outcome == "stopped"
+    produced = stats.stage("src").items_in
+    assert sink.items[:-1] == list(range(produced))  # nothing read was lost
+    assert sink.items[-1] == ("summary", produced)  # finish() ran
+    assert tagger.closed and sink.closed
+    assert not pipeline_threads("drain")
+
+
+def test_grace_period_turns_a_slow_drain_into_an_abort():
+    sink = RecordingSink(delay_s=0.2)
+    p = Pipeline("grace").source("src", itertools.count(), queue_size=8).sink("sink", sink)
+    threading.Timer(0.3, p.request_stop).start()
+    t0 = time.monotonic()
+    stats = p.run(grace_s=0.2)
+    assert stats.outcome == "aborted"
+    assert time.monotonic() - t0 < 1.5
+    assert sink.closed
+    assert not pipeline_threads("grace")
+
+
+def test_abort_stops_a_blocked_pipeline_at_once():
+    gate = threading.Event()
+    p = (
+        Pipeline("abort")
+        .source("src", itertools.count(), queue_size=2)
+        .map("stuck", lambda x: gate.wait(0.05) or x)
+        .sink("sink", RecordingSink())
+    )
+    threading.Timer(0.2, p.abort).start()
+    t0 = time.monotonic()
+    stats = p.run()
+    assert stats.outcome == "aborted" and time.monotonic() - t0 < 1.0
+    assert not pipeline_threads("abort")
+
+
+# -- batch stage -------------------------------------------------------------------------------------
+def test_batch_stage_emits_partial_batch_at_deadline_and_keeps_order():
+    max_wait = 0.1
+    born: dict[int, float] = {}
+
+    def slow_source():
+        for i in range(7):
+            if i in (3, 5):
+                time.sleep(0.4)  # much longer than max_wait: the pending batch must go out alone
+            born[i] = time.monotonic()
+            yield i
+
+    sink = RecordingSink()
+    stats = (
+        Pipeline("batching")
+        .source("src", slow_source())
+        .batch("batch", max_batch=4, max_wait_s=max_wait)
+        .sink("sink", sink)
+        .run()
+    )
+    assert sink.items == [[0, 1, 2], [3, 4], [5, 6]]
+    for batch, emitted in zip(sink.items[:2], sink.times[:2], strict=True):
+        waited = emitted - born[batch[0]]
+        assert max_wait - 0.01 <= waited <= max_wait + 0.1, waited
+    assert stats.stage("batch").items_in == 7 and stats.stage("batch").items_out == 3
+
+
+def test_batch_stage_batches_by_weight_at_full_speed():
+    weights = [3, 1, 2, 2, 5, 0, 4, 1, 1, 1]
+    sink = RecordingSink()
+    Pipeline("weights").source("src", list(enumerate(weights))).batch(
+        "batch", max_batch=4, max_wait_s=5.0, weight=lambda item: item[1]
+    ).sink("sink", sink).run()
+    flat = [i for batch in sink.items for i, _ in batch]
+    assert flat == list(range(len(weights)))
+    for batch in sink.items:
+        total = sum(w for _, w in batch)
+        assert total <= 4 or len(batch) == 1
+
+
+# -- signals -----------------------------------------------------------------------------------------
+SCRIPT = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from hrstream.runtime import Pipeline, StopOnSignals
+
+    out = Path(sys.argv[1])
+    delay = float(sys.argv[2])
+
+    class Sink:
+        def __init__(self):
+            self.f = open(out / "items.txt", "w")
+        def write(self, i):
+            time.sleep(delay)
+            self.f.write(f"{i}\\n")
+            self.f.flush()
+            if i == 3:
+                print("ready", flush=True)
+        def close(self):
+            self.f.close()
+            (out / "closed").write_text("ok")
+
+    def frames():
+        i = 0
+        while True:
+            time.sleep(0.005)
+            yield i
+            i += 1
+
+    p = Pipeline("sig").source("src", frames()).map("id", lambda x: x).sink("sink", Sink())
+    with StopOnSignals(p) as sig:
+        stats = p.run(grace_s=30)
+    print(f"{stats.outcome} {stats.stage('src').items_in} {stats.stage('sink').items_in}", flush=True)
+    sys.exit(sig.exit_code or 0)
+    """
+)
+
+
+def run_and_signal(tmp_path: Path, signals: list[int], delay: float) -> tuple[int, str, str, float]:
+    """Runs SCRIPT, sends ``signals`` once it has written a few items; returns rc, stdout, stderr, seconds."""
+    script = tmp_path / "run_pipeline.py"
+    script.write_text(SCRIPT)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path), str(delay)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready"
+        t0 = time.monotonic()
+        for sig in signals:
+            os.kill(proc.pid, sig)
+            time.sleep(0.1)
+        out, err = proc.communicate(timeout=20)
+        return proc.returncode, out.strip(), err, time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+@pytest.mark.parametrize(
+    ("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"]
+)
+def test_signal_stops_cleanly_drains_and_closes_sink(tmp_path: Path, sig: int, code: int):
+    rc, out, err, _ = run_and_signal(tmp_path, [sig], delay=0.01)
+    assert rc == code, err
+    outcome, produced, written = out.split()
+    assert outcome == "stopped" and produced == written
+    assert (tmp_path / "closed").read_text() == "ok"
+    lines = (tmp_path / "items.txt").read_text().split()
+    assert lines == [str(i) for i in range(int(produced))]
+
+
+def test_second_sigint_aborts_a_slow_drain(tmp_path: Path):
+    rc, out, err, elapsed = run_and_signal(tmp_path, [signal.SIGINT, signal.SIGINT], delay=0.5)
+    assert rc == 130, err
+    assert out.split()[0] == "aborted"
+    assert elapsed < 3.0  # draining the ~14 queued items would take ~7 s at 0.5 s per item
+    assert (tmp_path / "closed").read_text() == "ok"
