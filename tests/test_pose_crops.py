@@ -123,8 +123,14 @@ def test_udp_crop_batch_matches_udp_crop_cpu(image):
     center = np.array([[330.0, 200.0]], np.float32)
     scale = np.array([[1.2, 1.6]], np.float32)
     out = crop_batch(
-        torch.from_numpy(image).permute(2, 0, 1)[None], [0], center, scale, (192, 256),
-        mean=(0, 0, 0), std=(1 / 255,) * 3, udp=True,
+        torch.from_numpy(image).permute(2, 0, 1)[None],
+        [0],
+        center,
+        scale,
+        (192, 256),
+        mean=(0, 0, 0),
+        std=(1 / 255,) * 3,
+        udp=True,
     )
     ref_crop = crop_cpu(image, center[0], scale[0], (192, 256), udp=True).astype(np.float64)
     std_crop = crop_cpu(image, center[0], scale[0], (192, 256)).astype(np.float64)

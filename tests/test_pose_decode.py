@@ -49,7 +49,9 @@ def test_msra_matches_official(ref, kind):
 
 def test_msra_without_post_process_is_integer_argmax(ref):
     coords, _ = decode_heatmaps(ref["heatmaps"], ref["center"], ref["scale"], post_process=False)
-    coords_t, _ = decode_heatmaps(torch.from_numpy(ref["heatmaps"]), ref["center"], ref["scale"], post_process=False)
+    coords_t, _ = decode_heatmaps(
+        torch.from_numpy(ref["heatmaps"]), ref["center"], ref["scale"], post_process=False
+    )
     np.testing.assert_allclose(coords_t.numpy(), coords, atol=1e-4)
     # Differs from the official post-processed output by quarter-pixel heatmap steps, never more.
     step = ref["scale"][:, 0] * 200 / ref["heatmaps"].shape[3]
@@ -171,7 +173,7 @@ def test_estimator_finds_blobs_in_one_batch(frames, decoder, tol):
     out = est.estimate(frames, boxes, scores)
     assert model.batches == [3]  # every person of every frame in one call
     assert [len(p) for p in out] == [2, 0, 1]
-    for (centers, b), poses, s in zip(FRAMES, out, scores):
+    for (centers, b), poses, s in zip(FRAMES, out, scores, strict=True):
         assert isinstance(poses, Poses) and poses.keypoints.shape == (len(b), 17, 2)
         np.testing.assert_array_equal(poses.boxes, b)
         np.testing.assert_array_equal(poses.box_scores, s)
@@ -187,12 +189,12 @@ def test_estimator_chunks_and_flip_test(frames):
     model = BlobModel()
     chunked = TopDownEstimator(model, max_batch=2).estimate(frames, boxes, None)
     assert model.batches == [2, 1]
-    for a, b in zip(whole, chunked):
+    for a, b in zip(whole, chunked, strict=True):
         np.testing.assert_array_equal(a.keypoints, b.keypoints)
     model = BlobModel()
     flipped = TopDownEstimator(model, flip_test=True).estimate(frames, boxes, None)
     assert model.batches == [6]  # flipped crops appended to the same batch
-    for (centers, _), poses in zip(FRAMES, flipped):
+    for (centers, _), poses in zip(FRAMES, flipped, strict=True):
         for i, (x, y) in enumerate(centers):
             assert np.abs(poses.keypoints[i] - np.array([x, y])).max() < 4.0
 

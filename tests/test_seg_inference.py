@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hrstream.errors import ConfigError
-from hrstream.seg import IMAGENET_MEAN, IMAGENET_STD, SegmentationEstimator
+from hrstream.seg import IMAGENET_MEAN, IMAGENET_STD, SegmentationEstimator, estimator_options_from_config
 
 DATA = Path(__file__).parent / "data"
 TINY = DATA / "hrnet_reference" / "official_seg_hrnet_w4_tiny.pt"
@@ -230,3 +230,29 @@ def test_wrong_class_count_and_bad_inputs_raise(frame):
     with pytest.raises(ConfigError, match="overlap"):
         SegmentationEstimator(model, num_classes=5, overlap=1.0)
     assert SegmentationEstimator(model, num_classes=5).predict([]) == []
+
+
+def test_options_from_official_config():
+    cfg = {**TINY_CONFIG, "TEST": {"FLIP_TEST": True, "MULTI_SCALE": True, "SCALE_LIST": [0.75, 1, 1.25]}}
+    opts = estimator_options_from_config(cfg)
+    assert opts == {
+        "num_classes": 19,
+        "align_corners": False,
+        "flip": True,
+        "output_index": -1,
+        "scales": (0.75, 1.0, 1.25),
+    }
+    assert estimator_options_from_config({"DATASET": {"NUM_CLASSES": 20}})["align_corners"] is True
+    with pytest.raises(ConfigError, match="NUM_CLASSES"):
+        estimator_options_from_config({"MODEL": {}})
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_matches_cpu(frame):
+    model = StrideFourNet().eval()
+    want = SegmentationEstimator(model, num_classes=5, flip=True, window=(96, 64)).predict_probs([frame])[0]
+    gpu = SegmentationEstimator(model.cuda(), num_classes=5, flip=True, window=(96, 64), device="cuda")
+    probs = gpu.predict_probs([frame, frame])
+    assert probs[0].device.type == "cuda"
+    torch.testing.assert_close(probs[1].cpu(), want, rtol=1e-2, atol=2e-3)  # TF32 convolutions on the GPU

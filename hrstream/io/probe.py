@@ -128,6 +128,11 @@ def open_container(
             raise InputError(f"{display}: permission denied; check read permissions") from None
         raise InputError(f"{display}: refused ({_describe(exc)})") from None
     except (av.error.FFmpegError, OSError) as exc:
+        if getattr(exc, "errno", None) == errno.EINVAL and "format_whitelist" in kwargs["container_options"]:
+            raise InputError(
+                f"{display}: cannot be opened ({_describe(exc)}); its format is not allowed for network input "
+                "(HLS/DASH playlists are refused) or an option is invalid"
+            ) from None
         raise InputError(
             f"{display}: cannot be opened ({_describe(exc)}); check that it is a video"
         ) from None

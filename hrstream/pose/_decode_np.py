@@ -126,13 +126,22 @@ def decode_udp_np(
             dxx = m[yp, xp + 1] - 2 * i_ + m[yp, xp - 1]
             dyy = m[yp + 1, xp] - 2 * i_ + m[yp - 1, xp]
             dxy = 0.5 * (
-                m[yp + 1, xp + 1] - m[yp, xp + 1] - m[yp + 1, xp] + 2 * i_
-                - m[yp, xp - 1] - m[yp - 1, xp] + m[yp - 1, xp - 1]
+                m[yp + 1, xp + 1]
+                - m[yp, xp + 1]
+                - m[yp + 1, xp]
+                + 2 * i_
+                - m[yp, xp - 1]
+                - m[yp - 1, xp]
+                + m[yp - 1, xp - 1]
             )
             hess = np.array([[dxx, dxy], [dxy, dyy]], dtype=np.float64) + eye_eps
             coords[i, j] -= np.linalg.inv(hess) @ np.array([dx, dy], dtype=np.float64)
     size = scale.astype(np.float64) * PIXEL_STD
     preds = np.empty(coords.shape, dtype=np.float32)
-    preds[..., 0] = coords[..., 0] * (size[:, None, 0] / (w - 1.0)) + center[:, None, 0] - size[:, None, 0] * 0.5
-    preds[..., 1] = coords[..., 1] * (size[:, None, 1] / (h - 1.0)) + center[:, None, 1] - size[:, None, 1] * 0.5
+    preds[..., 0] = (
+        coords[..., 0] * (size[:, None, 0] / (w - 1.0)) + center[:, None, 0] - size[:, None, 0] * 0.5
+    )
+    preds[..., 1] = (
+        coords[..., 1] * (size[:, None, 1] / (h - 1.0)) + center[:, None, 1] - size[:, None, 1] * 0.5
+    )
     return preds, maxvals

@@ -238,9 +238,13 @@ def crop_batch(
     # Crop pixel -> image pixel maps, then conjugated into grid_sample's normalised coordinates
     # (align_corners=False: x_norm = (2x + 1) / size - 1).
     inv = np.linalg.inv(
-        np.concatenate([_affines(center, scale, output_size, udp), np.tile([[[0.0, 0.0, 1.0]]], (n, 1, 1))], 1)
+        np.concatenate(
+            [_affines(center, scale, output_size, udp), np.tile([[[0.0, 0.0, 1.0]]], (n, 1, 1))], 1
+        )
     )
-    out_den = np.array([[2.0 / w_out, 0.0, 1.0 / w_out - 1.0], [0.0, 2.0 / h_out, 1.0 / h_out - 1.0], [0, 0, 1]])
+    out_den = np.array(
+        [[2.0 / w_out, 0.0, 1.0 / w_out - 1.0], [0.0, 2.0 / h_out, 1.0 / h_out - 1.0], [0, 0, 1]]
+    )
     out_den_inv = np.linalg.inv(out_den)
     result = torch.empty((n, 3, h_out, w_out), dtype=torch.float32, device=device)
     mean_t = torch.tensor(mean, dtype=torch.float32, device=device).view(1, 3, 1, 1) * 255.0
@@ -249,7 +253,9 @@ def crop_batch(
         sel = np.nonzero(fidx == b)[0]
         img = imgs[int(b)]
         h_in, w_in = int(img.shape[1]), int(img.shape[2])
-        in_norm = np.array([[2.0 / w_in, 0.0, 1.0 / w_in - 1.0], [0.0, 2.0 / h_in, 1.0 / h_in - 1.0], [0, 0, 1]])
+        in_norm = np.array(
+            [[2.0 / w_in, 0.0, 1.0 / w_in - 1.0], [0.0, 2.0 / h_in, 1.0 / h_in - 1.0], [0, 0, 1]]
+        )
         theta = (in_norm @ inv[sel] @ out_den_inv)[:, :2, :]
         theta_t = torch.as_tensor(theta, dtype=torch.float32, device=device)
         grid = F.affine_grid(theta_t, [len(sel), 3, h_out, w_out], align_corners=False)

@@ -105,7 +105,9 @@ def decode_heatmaps(
         raise ValueError(f"heatmaps must be (n, K, h, w), got {tuple(heatmaps.shape)}")
     if not isinstance(heatmaps, torch.Tensor):
         hm = np.asarray(heatmaps, dtype=np.float32)
-        c = np.asarray(center.cpu() if isinstance(center, torch.Tensor) else center, np.float32).reshape(-1, 2)
+        c = np.asarray(center.cpu() if isinstance(center, torch.Tensor) else center, np.float32).reshape(
+            -1, 2
+        )
         s = np.asarray(scale.cpu() if isinstance(scale, torch.Tensor) else scale, np.float32).reshape(-1, 2)
         if method == "msra":
             return decode_msra_np(hm, c, s, post_process=post_process)
@@ -188,10 +190,7 @@ def _decode_torch(
         x = torch.where(positive, ix, torch.full_like(ix, -1))
         y = torch.where(positive, iy, torch.full_like(iy, -1))
         coords = torch.stack([x, y], dim=2).to(wide)
-        if method == "dark":
-            offset = _dark_offsets(hm, x, y, kernel)
-        else:
-            offset = _udp_offsets(hm, x, y, kernel)
+        offset = _dark_offsets(hm, x, y, kernel) if method == "dark" else _udp_offsets(hm, x, y, kernel)
         coords = coords + offset.to(wide)
         if method == "dark":
             f = (s[:, 0] * PIXEL_STD / w).view(n, 1)

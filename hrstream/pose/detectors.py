@@ -119,7 +119,9 @@ class FileDetector:
         except (OSError, ValueError) as e:
             raise InputError(f"detections file {self.path}: cannot read it as JSON ({e})") from e
         if not isinstance(data, list):
-            raise InputError(f"detections file {self.path}: expected a list of COCO results, got {type(data).__name__}")
+            raise InputError(
+                f"detections file {self.path}: expected a list of COCO results, got {type(data).__name__}"
+            )
         per_frame: dict[int, tuple[list[list[float]], list[float]]] = {}
         for i, det in enumerate(data):
             try:
@@ -209,7 +211,7 @@ class EveryNDetector:
                 todo.append(i)
                 seen.add(f.source_id)
         dets = self.inner.detect([frames[i] for i in todo]) if todo else []
-        fresh = dict(zip(todo, dets))
+        fresh = dict(zip(todo, dets, strict=True))
         for i, f in enumerate(frames):
             if i in fresh:
                 self._last[f.source_id] = fresh[i]
@@ -233,7 +235,9 @@ def _ensure_weights(spec: str, arch: str, weights: Any, timeout_s: float) -> Non
     socket.setdefaulttimeout(timeout_s)
     try:
         logger.info("downloading %s weights from %s", arch, url)
-        torch.hub.download_url_to_file(url, str(path), hash_prefix.group(1) if hash_prefix else None, progress=False)
+        torch.hub.download_url_to_file(
+            url, str(path), hash_prefix.group(1) if hash_prefix else None, progress=False
+        )
     except Exception as e:  # URLError, timeouts, HTTP errors, hash mismatch: all mean "not available"
         raise WeightsUnavailableError(
             f"detector '{spec}' ({arch}): cannot download weights from {url} "
@@ -272,7 +276,9 @@ def make_detector(
         arch, builder, weights = _TORCHVISION[spec]
         _ensure_weights(spec, arch, weights, download_timeout_s)
         model = builder(weights=weights)
-        det = TorchvisionDetector(model, score_thr=score_thr, nms_iou=nms_iou, max_people=max_people, device=device)
+        det = TorchvisionDetector(
+            model, score_thr=score_thr, nms_iou=nms_iou, max_people=max_people, device=device
+        )
     else:
         raise ConfigError(f"unknown detector {spec!r}; expected one of {', '.join(DETECTOR_SPECS)}")
     return EveryNDetector(det, every_n) if every_n > 1 else det

@@ -72,7 +72,15 @@ def draw_poses(
         pts = np.round(np.nan_to_num(kp) * mult).astype(np.int64)
         for a, b in skeleton:
             if a < len(kp) and b < len(kp) and ok[a] and ok[b]:
-                cv2.line(out, tuple(map(int, pts[a])), tuple(map(int, pts[b])), color, thickness, cv2.LINE_AA, shift)
+                cv2.line(
+                    out,
+                    tuple(map(int, pts[a])),
+                    tuple(map(int, pts[b])),
+                    color,
+                    thickness,
+                    cv2.LINE_AA,
+                    shift,
+                )
         for j in np.nonzero(ok)[0]:
             cv2.circle(out, tuple(map(int, pts[j])), int(radius * mult), color, -1, cv2.LINE_AA, shift)
         x1, y1, x2, y2 = (int(round(float(v))) for v in poses.boxes[i])

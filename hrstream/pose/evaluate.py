@@ -56,7 +56,7 @@ def to_coco_results(
     if len(poses) != len(image_ids):
         raise ValueError(f"got {len(poses)} Poses but {len(image_ids)} image ids")
     out: list[dict[str, Any]] = []
-    for p, image_id in zip(poses, image_ids):
+    for p, image_id in zip(poses, image_ids, strict=True):
         if len(p) == 0:
             continue
         if rescore_official:
@@ -117,4 +117,4 @@ def evaluate_coco_keypoints(
         ev.accumulate()
         ev.summarize()
     logger.debug("pycocotools:\n%s", sink.getvalue())
-    return {name: float(v) for name, v in zip(COCO_KEYPOINT_METRICS, ev.stats)}
+    return {name: float(v) for name, v in zip(COCO_KEYPOINT_METRICS, ev.stats, strict=True)}

@@ -55,11 +55,22 @@ COCO_SKELETON: tuple[tuple[int, int], ...] = (
 )
 
 #: Left/right joint pairs swapped by a horizontal flip (the official ``flip_pairs``).
-COCO_FLIP_PAIRS: tuple[tuple[int, int], ...] = ((1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16))
+COCO_FLIP_PAIRS: tuple[tuple[int, int], ...] = (
+    (1, 2),
+    (3, 4),
+    (5, 6),
+    (7, 8),
+    (9, 10),
+    (11, 12),
+    (13, 14),
+    (15, 16),
+)
 
 #: Per-keypoint OKS sigmas of the COCO keypoint evaluation (``float64 (17,)``).
 COCO_SIGMAS: np.ndarray = (
-    np.array([0.26, 0.25, 0.25, 0.35, 0.35, 0.79, 0.79, 0.72, 0.72, 0.62, 0.62, 1.07, 1.07, 0.87, 0.87, 0.89, 0.89])
+    np.array(
+        [0.26, 0.25, 0.25, 0.35, 0.35, 0.79, 0.79, 0.72, 0.72, 0.62, 0.62, 1.07, 1.07, 0.87, 0.87, 0.89, 0.89]
+    )
     / 10.0
 )
 COCO_SIGMAS.setflags(write=False)

@@ -87,7 +87,9 @@ class TopDownEstimator:
         outs = [self.model_fn(batch[i : i + step]) for i in range(0, len(batch), step)]
         out = torch.cat(outs, 0) if len(outs) > 1 else outs[0]
         if out.ndim != 4 or out.shape[0] != len(batch):
-            raise ValueError(f"model_fn must return (N={len(batch)}, K, h, w) heatmaps, got {tuple(out.shape)}")
+            raise ValueError(
+                f"model_fn must return (N={len(batch)}, K, h, w) heatmaps, got {tuple(out.shape)}"
+            )
         if self.heatmap_size is not None and (out.shape[3], out.shape[2]) != self.heatmap_size:
             raise ValueError(
                 f"heatmaps are {out.shape[3]}x{out.shape[2]} (w x h), expected heatmap_size {self.heatmap_size}"

@@ -11,6 +11,7 @@ from hrstream.runtime.engine import (
     configure_cpu_threads,
     resolve_amp,
     resolve_device,
+    usable_cpu_count,
 )
 from hrstream.runtime.infer_stage import PipelinedInfer
 from hrstream.runtime.queues import BoundedQueue, LeakyQueue, QueueAborted, QueueClosed, QueueStats
@@ -37,4 +38,5 @@ __all__ = [
     "configure_cpu_threads",
     "resolve_amp",
     "resolve_device",
+    "usable_cpu_count",
 ]

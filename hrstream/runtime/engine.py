@@ -37,6 +37,7 @@ __all__ = [
     "configure_cpu_threads",
     "resolve_amp",
     "resolve_device",
+    "usable_cpu_count",
 ]
 
 logger = logging.getLogger(__name__)
@@ -109,13 +110,20 @@ def resolve_amp(amp: str, device: torch.device) -> str:
     return a
 
 
+def usable_cpu_count() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one, else ``os.cpu_count()``)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def configure_cpu_threads(reserved: int) -> int:
     """Give torch all cores but ``reserved`` (at least 1) and return the number of threads set.
 
     Video decoding and encoding run in their own threads (FFmpeg's too); if torch's intra-op pool takes
     every core, the model and the codecs fight for them and the whole pipeline slows down.
     """
-    n = max(1, (os.cpu_count() or 1) - int(reserved))
+    n = max(1, usable_cpu_count() - int(reserved))
     torch.set_num_threads(n)
     logger.info("torch uses %d CPU thread(s) (%d reserved for decode/encode)", n, reserved)
     return n

@@ -6,7 +6,12 @@ overlays, label-map outputs, and person boxes from a segmentation.
 
 from __future__ import annotations
 
-from hrstream.seg.inference import IMAGENET_MEAN, IMAGENET_STD, SegmentationEstimator
+from hrstream.seg.inference import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    SegmentationEstimator,
+    estimator_options_from_config,
+)
 from hrstream.seg.outputs import LabelMapWriter, class_fractions, masks_to_rle, read_label_map, rle_to_mask
 from hrstream.seg.overlay import colorize, overlay
 from hrstream.seg.palette import (
@@ -38,6 +43,7 @@ __all__ = [
     "boxes_from_segmentation",
     "class_fractions",
     "colorize",
+    "estimator_options_from_config",
     "get_palette",
     "indexed_palette",
     "masks_to_rle",

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from hrstream.errors import ConfigError
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "SegmentationEstimator"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "SegmentationEstimator", "estimator_options_from_config"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +61,29 @@ def window_starts(length: int, window: int, stride: int) -> list[int]:
         end = min(i * stride + window, length)
         starts.append(max(end - window, 0))
     return sorted(set(starts))
+
+
+def estimator_options_from_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """Keyword arguments of :class:`SegmentationEstimator` from a config in the official seg schema.
+
+    Reads ``DATASET.NUM_CLASSES``, ``MODEL.ALIGN_CORNERS`` (official default ``True``),
+    ``TEST.FLIP_TEST``, ``TEST.SCALE_LIST`` (only when ``TEST.MULTI_SCALE`` is true) and
+    ``TEST.OUTPUT_INDEX``. The input size is left native (``test_size=None``): the caller chooses it.
+    """
+    dataset = cfg.get("DATASET") or {}
+    model = cfg.get("MODEL") or {}
+    test = cfg.get("TEST") or {}
+    if "NUM_CLASSES" not in dataset:
+        raise ConfigError("segmentation config: missing field DATASET.NUM_CLASSES")
+    opts: dict[str, Any] = {
+        "num_classes": int(dataset["NUM_CLASSES"]),
+        "align_corners": bool(model.get("ALIGN_CORNERS", True)),
+        "flip": bool(test.get("FLIP_TEST", False)),
+        "output_index": int(test.get("OUTPUT_INDEX", -1)),
+    }
+    if test.get("MULTI_SCALE", False):
+        opts["scales"] = tuple(float(v) for v in test.get("SCALE_LIST", [1.0]))
+    return opts
 
 
 class SegmentationEstimator:
@@ -188,6 +211,8 @@ class SegmentationEstimator:
                             up = self._upsample(lg, sizes[job.frame])
                             if len(flips) > 1:
                                 up = up / len(flips)
+                            elif up is lg:
+                                up = up.clone()  # not a view of the batch output
                             sums[job.frame] = self._add(sums[job.frame], up)
             for i, (acc, count) in accs.items():
                 sums[i] = self._add(sums[i], self._upsample(acc / count, sizes[i]))
@@ -269,4 +294,5 @@ class SegmentationEstimator:
 
     @staticmethod
     def _add(total: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
-        return x.clone() if total is None else total.add_(x)
+        """``total + x`` in place; ``x`` itself (a tensor owned by the caller) when there is no total."""
+        return x if total is None else total.add_(x)

@@ -23,6 +23,7 @@ from hrstream.tasks.pose_task import (
     build_pose_detector,
     build_pose_estimator,
 )
+from hrstream.tasks.seg_task import SegDrawStage, SegInferStage, SegOutputs, build_seg_estimator
 
 __all__ = ["PreparedTask", "prepare"]
 
@@ -45,20 +46,28 @@ class PreparedTask:
         rt = self.recipe["runtime"]
         sinks = self.recipe["sinks"]
         live = info.is_live
-        outputs = JobOutputs(
-            self.out_dir,
-            info,
-            model=self.bundle.describe(),
-            meta=self.bundle.meta,
-            task=self.task,
-            video=bool(sinks["video"]),
-            jsonl=bool(sinks["jsonl"]),
-            tracks=bool(sinks.get("tracks", False)),
-            preset=str(sinks["preset"]),
-            audio_source=info.path if (info.has_audio and not live) else None,
-            savgol_window_s=None if live else self.recipe.get("smoother", {}).get("tracks_savgol_window_s"),
-            progress=progress,
-        )
+        common: dict[str, Any] = {
+            "model": self.bundle.describe(),
+            "meta": self.bundle.meta,
+            "video": bool(sinks["video"]),
+            "jsonl": bool(sinks["jsonl"]),
+            "preset": str(sinks["preset"]),
+            "audio_source": info.path if (info.has_audio and not live) else None,
+            "progress": progress,
+        }
+        outputs: JobOutputs
+        if self.task == "seg":
+            seg = self.recipe["seg"]
+            outputs = SegOutputs(
+                self.out_dir, info, label_maps=bool(seg["label_maps"]), rle=bool(seg["rle"]),
+                classes=self.bundle.meta["classes"], **common,
+            )
+        else:
+            outputs = JobOutputs(
+                self.out_dir, info, task=self.task, tracks=bool(sinks.get("tracks", False)),
+                savgol_window_s=None if live else self.recipe["smoother"].get("tracks_savgol_window_s"),
+                **common,
+            )
         p = Pipeline(f"{self.task}:{info.name}")
         p.source(
             "decode",
@@ -86,7 +95,12 @@ class PreparedTask:
                           draw_boxes=bool(sinks.get("draw_boxes", False))),
             )
         else:
-            raise NotImplementedError(self.task)
+            seg = self.recipe["seg"]
+            classes, palette = self.bundle.meta["classes"], self.bundle.meta["palette"]
+            estimator = build_seg_estimator(self.engine, self.bundle.spec, self.bundle.meta, self.recipe)
+            p.batch("batch", max_batch=int(rt["batch_size"]), max_wait_s=float(rt["max_wait_s"]))
+            p.map("infer", SegInferStage(estimator, classes, tau_s=seg.get("smoothing_tau_s")))
+            p.map("draw", SegDrawStage(palette, classes, opacity=float(seg["opacity"])))
         p.sink("write", outputs)
         return p, outputs
 

@@ -1,0 +1,143 @@
+"""Person detectors: full frame, COCO detections files, torchvision models and their offline error."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from hrstream.errors import ConfigError, InputError, WeightsUnavailableError
+from hrstream.pose import EveryNDetector, FileDetector, TorchvisionDetector, make_detector
+from hrstream.pose.detectors import torch_cache_path
+from hrstream.types import Frame
+
+COCO = Path(__file__).parent / "data" / "coco"
+
+
+def _frames(n: int, h: int = 120, w: int = 160, source: str = "s") -> list[Frame]:
+    return [Frame(source, i, i / 25, np.zeros((h, w, 3), np.uint8)) for i in range(n)]
+
+
+@pytest.fixture()
+def det_file(tmp_path: Path) -> tuple[Path, list[dict]]:
+    """The COCO detections with image ids remapped to frame indices 0..3, plus a non-person entry."""
+    dets = json.loads((COCO / "test_coco_det_AP_H_56.json").read_text())
+    ids = sorted({d["image_id"] for d in dets})
+    remapped = [{**d, "image_id": ids.index(d["image_id"])} for d in dets]
+    remapped.append({"image_id": 0, "category_id": 2, "bbox": [1, 2, 30, 40], "score": 0.99})
+    path = tmp_path / "dets.json"
+    path.write_text(json.dumps(remapped))
+    return path, remapped
+
+
+def test_full_frame():
+    frames = _frames(2, 90, 70)
+    out = make_detector("full-frame").detect(frames)
+    assert len(out) == 2
+    boxes, scores = out[0]
+    np.testing.assert_array_equal(boxes, [[0, 0, 70, 90]])
+    np.testing.assert_array_equal(scores, [1.0])
+
+
+@pytest.mark.parametrize("score_thr", [0.0, 0.5, 0.9])
+def test_file_detector_thresholds(det_file, score_thr):
+    path, raw = det_file
+    det = make_detector(f"file:{path}", score_thr=score_thr, nms_iou=None)
+    out = det.detect(_frames(5))
+    assert len(out) == 5
+    for idx, (boxes, scores) in enumerate(out):
+        mine = [d for d in raw if d["image_id"] == idx and d["category_id"] == 1 and d["score"] >= score_thr]
+        mine.sort(key=lambda d: -d["score"])
+        expected = np.array([[x, y, x + w, y + h] for x, y, w, h in (d["bbox"] for d in mine)], np.float32)
+        assert boxes.shape == (len(mine), 4) and scores.shape == (len(mine),)
+        np.testing.assert_allclose(boxes, expected.reshape(-1, 4), rtol=1e-6)
+        np.testing.assert_allclose(scores, [d["score"] for d in mine], rtol=1e-6)
+    assert len(out[4][0]) == 0  # no detections for that frame
+    if score_thr == 0.0:
+        assert sum(len(b) for b, _ in out) == sum(d["category_id"] == 1 for d in raw)
+
+
+def test_file_detector_nms_and_max_people(det_file):
+    path, raw = det_file
+    out = make_detector(f"file:{path}", score_thr=0.0, nms_iou=0.5).detect(_frames(4))
+    capped = make_detector(f"file:{path}", score_thr=0.0, nms_iou=0.5, max_people=2).detect(_frames(4))
+    total_suppressed = 0
+    for idx, (boxes, scores) in enumerate(out):
+        mine = [d for d in raw if d["image_id"] == idx and d["category_id"] == 1]
+        b = torch.tensor([[x, y, x + w, y + h] for x, y, w, h in (d["bbox"] for d in mine)], dtype=torch.float32)
+        s = torch.tensor([d["score"] for d in mine], dtype=torch.float32)
+        keep = torchvision.ops.nms(b, s, 0.5)
+        np.testing.assert_allclose(boxes, b[keep].numpy())
+        assert np.all(np.diff(scores) <= 0)
+        total_suppressed += len(mine) - len(keep)
+        np.testing.assert_array_equal(capped[idx][0], boxes[:2])
+    assert total_suppressed > 0  # the file has overlapping boxes, so NMS did something
+
+
+def test_every_n_reuses_detections(det_file):
+    path, _ = det_file
+    inner = FileDetector(path, score_thr=0.0, nms_iou=None)
+    det = make_detector(f"file:{path}", score_thr=0.0, nms_iou=None, every_n=2)
+    assert isinstance(det, EveryNDetector)
+    frames = _frames(4)
+    got = det.detect(frames[:3]) + det.detect(frames[3:])
+    direct = inner.detect(frames)
+    for i, j in [(0, 0), (1, 0), (2, 2), (3, 2)]:
+        np.testing.assert_array_equal(got[i][0], direct[j][0])
+    assert len(direct[1][0]) != len(direct[0][0]) or not np.array_equal(direct[1][0], direct[0][0])
+    # A new source starts with a detection even off the stride.
+    other = Frame("other", 3, 0.1, np.zeros((8, 8, 3), np.uint8))
+    np.testing.assert_array_equal(det.detect([other])[0][0], direct[3][0])
+
+
+def test_offline_weights_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    url = torchvision.models.detection.SSDLite320_MobileNet_V3_Large_Weights.DEFAULT.url
+    expected_path = tmp_path / "torch" / "hub" / "checkpoints" / Path(url).name
+    assert torch_cache_path(url) == expected_path
+    t0 = time.monotonic()
+    with pytest.raises(WeightsUnavailableError) as info:
+        make_detector("fast", download_timeout_s=10)
+    assert time.monotonic() - t0 < 30
+    msg = str(info.value)
+    assert "\n" not in msg
+    assert "'fast'" in msg and url in msg and str(expected_path) in msg
+    assert "full-frame" in msg and "file:" in msg
+    assert info.value.exit_code == 2
+    assert not expected_path.exists()
+
+
+def test_torchvision_detector_runs_a_real_model():
+    torch.manual_seed(0)
+    model = torchvision.models.detection.ssdlite320_mobilenet_v3_large(
+        weights=None, weights_backbone=None, num_classes=91
+    )
+    det = TorchvisionDetector(model, score_thr=0.0, nms_iou=0.5, max_people=3)
+    rng = np.random.default_rng(0)
+    frames = [Frame("s", i, None, rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)) for i in range(2)]
+    out = det.detect(frames)
+    assert len(out) == 2
+    for boxes, scores in out:
+        assert boxes.dtype == np.float32 and boxes.shape[1] == 4 and len(boxes) <= 3
+        assert len(scores) == len(boxes) and np.all(np.diff(scores) <= 0)
+        if len(boxes):
+            assert np.all(boxes[:, 2] >= boxes[:, 0]) and boxes[:, 2].max() <= 160 + 1e-3
+
+
+def test_bad_specs(tmp_path):
+    with pytest.raises(ConfigError, match="full-frame"):
+        make_detector("yolo")
+    with pytest.raises(ConfigError):
+        make_detector("full-frame", every_n=0)
+    with pytest.raises(InputError, match="missing.json"):
+        make_detector(f"file:{tmp_path / 'missing.json'}")
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([{"image_id": 0, "score": 0.5}]))
+    with pytest.raises(InputError, match="entry 0"):
+        make_detector(f"file:{bad}")
