@@ -138,3 +138,22 @@ def test_udp_crop_batch_matches_udp_crop_cpu(image):
     assert np.abs(got - ref_crop).mean() < 1.0
     # The UDP crop is a different sampling from the official one.
     assert np.abs(got - std_crop).mean() > 1.0
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_crop_batch_on_cuda_matches_official(ref, image):
+    t = torch.from_numpy(image).permute(2, 0, 1)[None].cuda()
+    n = len(ref["center"])
+    out = crop_batch(
+        t,
+        np.zeros(n, np.int64),
+        ref["center"],
+        ref["scale"],
+        ref["output_wh"],
+        mean=(0, 0, 0),
+        std=(1 / 255,) * 3,
+    )
+    assert out.device.type == "cuda"
+    diff = np.abs(out.permute(0, 2, 3, 1).cpu().numpy() - ref["crops"])
+    assert diff.mean() < 1.0

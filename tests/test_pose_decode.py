@@ -226,3 +226,20 @@ def test_oks_nms_drops_duplicates():
     d = np.stack([g, g + [3.0, 0.0, 0.0], g + [30.0, 0.0, 0.0]])
     ious = oks_iou(g, d, 1e4, np.full(3, 1e4))
     assert ious[0] == pytest.approx(1.0) and 1.0 > ious[1] > ious[2] > 0.0
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_paths_match_official(ref):
+    hm = torch.from_numpy(ref["heatmaps"]).cuda()
+    coords, scores = decode_heatmaps(hm, ref["center"], ref["scale"])
+    assert coords.device.type == "cuda"
+    positive = ref["maxvals"][..., 0] > 0
+    assert np.abs(coords.cpu().numpy() - ref["preds"])[positive].max() < 1e-4
+    merged = flip_test_merge(hm, hm.flip(0), ref["flip_pairs"])
+    expected = flip_test_merge(ref["heatmaps"], ref["heatmaps"][::-1], ref["flip_pairs"])
+    np.testing.assert_allclose(merged.cpu().numpy(), expected, atol=1e-6)
+    for method in ("dark", "udp"):
+        a, _ = decode_heatmaps(ref["heatmaps"], ref["center"], ref["scale"], method)
+        b, _ = decode_heatmaps(hm, ref["center"], ref["scale"], method)
+        assert np.abs(a - b.cpu().numpy())[positive].max() < 1e-3

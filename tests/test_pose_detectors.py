@@ -69,7 +69,9 @@ def test_file_detector_nms_and_max_people(det_file):
     total_suppressed = 0
     for idx, (boxes, scores) in enumerate(out):
         mine = [d for d in raw if d["image_id"] == idx and d["category_id"] == 1]
-        b = torch.tensor([[x, y, x + w, y + h] for x, y, w, h in (d["bbox"] for d in mine)], dtype=torch.float32)
+        b = torch.tensor(
+            [[x, y, x + w, y + h] for x, y, w, h in (d["bbox"] for d in mine)], dtype=torch.float32
+        )
         s = torch.tensor([d["score"] for d in mine], dtype=torch.float32)
         keep = torchvision.ops.nms(b, s, 0.5)
         np.testing.assert_allclose(boxes, b[keep].numpy())

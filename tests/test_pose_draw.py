@@ -10,14 +10,14 @@ from hrstream.types import Poses
 
 def _person(offset: float = 0.0, track: int | None = None, low: tuple[int, ...] = ()) -> Poses:
     kp = np.zeros((17, 2), np.float32)
-    kp[:, 0] = 40 + offset + np.arange(17) * 3
+    kp[:, 0] = 150 + offset + np.arange(17) * 3  # far from the (5, 7) limb below
     kp[:, 1] = 30 + np.arange(17) * 8
     kp[5] = (60 + offset, 60)  # left shoulder
     kp[7] = (60 + offset, 120)  # left elbow: limb (5, 7) is a vertical segment
     scores = np.full((17,), 0.9, np.float32)
     scores[list(low)] = 0.1
     return Poses(
-        boxes=np.array([[30 + offset, 20, 120 + offset, 180]], np.float32),
+        boxes=np.array([[30 + offset, 20, 220 + offset, 180]], np.float32),
         box_scores=np.ones(1),
         keypoints=kp[None],
         keypoint_scores=scores[None],

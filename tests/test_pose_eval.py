@@ -13,8 +13,14 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from hrstream.errors import InputError
-from hrstream.pose import COCO_KEYPOINT_METRICS, COCO_KEYPOINT_NAMES, COCO_SKELETON, COCO_FLIP_PAIRS
-from hrstream.pose import evaluate_coco_keypoints, to_coco_results
+from hrstream.pose import (
+    COCO_FLIP_PAIRS,
+    COCO_KEYPOINT_METRICS,
+    COCO_KEYPOINT_NAMES,
+    COCO_SKELETON,
+    evaluate_coco_keypoints,
+    to_coco_results,
+)
 from hrstream.types import Poses
 
 COCO_DIR = Path(__file__).parent / "data" / "coco"

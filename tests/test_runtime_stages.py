@@ -185,7 +185,7 @@ def test_live_mode_drops_oldest_and_keeps_items_fresh():
     assert sink.items == sorted(sink.items)
     # At most bound + 2 (map queue) + 2 (in hand) items of 10 ms can be ahead of any item: ~80 ms.
     # Without dropping, the last items would be ~n * 10 ms = 4 s old.
-    assert max(ages) < 0.4, max(ages)
+    assert max(ages) < 1.0, max(ages)
 
 
 # -- pipeline: failures, stop, abort ---------------------------------------------------------------
@@ -290,7 +290,7 @@ def test_abort_stops_a_blocked_pipeline_at_once():
     threading.Timer(0.2, p.abort).start()
     t0 = time.monotonic()
     stats = p.run()
-    assert stats.outcome == "aborted" and time.monotonic() - t0 < 1.0
+    assert stats.outcome == "aborted" and time.monotonic() - t0 < 2.0
     assert not pipeline_threads("abort")
 
 
@@ -302,7 +302,7 @@ def test_batch_stage_emits_partial_batch_at_deadline_and_keeps_order():
     def slow_source():
         for i in range(7):
             if i in (3, 5):
-                time.sleep(0.4)  # much longer than max_wait: the pending batch must go out alone
+                time.sleep(0.6)  # much longer than max_wait: the pending batch must go out alone
             born[i] = time.monotonic()
             yield i
 
@@ -317,7 +317,7 @@ def test_batch_stage_emits_partial_batch_at_deadline_and_keeps_order():
     assert sink.items == [[0, 1, 2], [3, 4], [5, 6]]
     for batch, emitted in zip(sink.items[:2], sink.times[:2], strict=True):
         waited = emitted - born[batch[0]]
-        assert max_wait - 0.01 <= waited <= max_wait + 0.1, waited
+        assert max_wait - 0.01 <= waited <= max_wait + 0.2, waited
     assert stats.stage("batch").items_in == 7 and stats.stage("batch").items_out == 3
 
 
@@ -414,6 +414,8 @@ def test_signal_stops_cleanly_drains_and_closes_sink(tmp_path: Path, sig: int, c
 def test_second_sigint_aborts_a_slow_drain(tmp_path: Path):
     rc, out, err, elapsed = run_and_signal(tmp_path, [signal.SIGINT, signal.SIGINT], delay=0.5)
     assert rc == 130, err
-    assert out.split()[0] == "aborted"
-    assert elapsed < 3.0  # draining the ~14 queued items would take ~7 s at 0.5 s per item
+    outcome, produced, written = out.split()
+    assert outcome == "aborted"
+    assert int(written) <= int(produced) - 5  # the queued items were dropped, not drained
+    assert elapsed < 6.0  # draining the ~14 queued items would take ~7 s at 0.5 s per item
     assert (tmp_path / "closed").read_text() == "ok"

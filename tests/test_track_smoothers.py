@@ -154,7 +154,9 @@ def _two_people(t: float, offset: float = 0.0) -> Poses:
     )
 
 
-@pytest.mark.parametrize(("method", "filter_cls"), [("one_euro", OneEuroFilter), ("kalman", KalmanPointFilter)])
+@pytest.mark.parametrize(
+    ("method", "filter_cls"), [("one_euro", OneEuroFilter), ("kalman", KalmanPointFilter)]
+)
 def test_keypoint_smoother_keeps_state_per_track(method, filter_cls):
     sm = make_smoother(method)
     alone = [filter_cls(), filter_cls()]  # what each person's own filter gives

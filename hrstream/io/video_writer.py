@@ -2,7 +2,9 @@
 
 * H.264 (libx264), ``yuv420p``; odd widths/heights are padded to even by repeating the last column/row.
 * Every frame carries its source ``pts`` in the source ``time_base`` and the output stream uses that time
-  base, so variable frame rate and 29.97 fps timestamps survive exactly.
+  base, so variable frame rate and 29.97 fps timestamps survive exactly. (The MP4 muxer starts the track at
+  0: a source whose first PTS is not 0 keeps its intervals, shifted by that constant.) No B-frames, so PTS
+  equal DTS and the muxer never shifts timestamps to avoid negative DTS.
 * Fragmented MP4 (``frag_keyframe+empty_moov+default_base_moof``) **and** ``flush_packets=1``, with a
   keyframe at least every ``gop_s`` seconds: a process killed with SIGKILL leaves a file that decodes up to
   the last complete fragment (at most about one GOP is lost).

@@ -29,7 +29,8 @@ class TopDownEstimator:
         mean, std: normalisation of ``pixel / 255`` (official: ImageNet statistics, RGB order).
         flip_pairs: left/right joint pairs for the flip test.
         flip_test: also run the horizontally flipped crops (appended to the same batch) and average.
-        shift_heatmap: the official ``TEST.SHIFT_HEATMAP`` (shift the flipped-back heatmaps one pixel right).
+        shift_heatmap: the official ``TEST.SHIFT_HEATMAP`` (shift the flipped-back heatmaps one pixel right);
+            UDP models are flipped without the shift (MMPose UDP configs), so pass ``False`` with ``"udp"``.
         decoder: ``"msra"`` (official), ``"dark"`` or ``"udp"`` (crops then use the UDP affine).
         device: where crops, the model call and decoding run.
         max_batch: at most this many crops per ``model_fn`` call (flipped crops count), or ``None``.

@@ -24,6 +24,7 @@ from typing import Any
 from hrstream.errors import HrstreamError, InputError, StageError
 from hrstream.io import InputSpec, expand_inputs, open_source, write_json_atomic
 from hrstream.io.base import Source
+from hrstream.io.reconnect import open_live_source
 from hrstream.runtime import Pipeline, StopOnSignals, configure_cpu_threads
 
 __all__ = ["JobResult", "RunControl", "Runner", "exit_code"]
@@ -168,7 +169,8 @@ class Runner:
     def _run_job(self, job: InputSpec) -> JobResult:
         t0 = time.monotonic()
         try:
-            source = open_source(job, **self.source_options)
+            opener = open_live_source if job.kind in ("url", "camera") else open_source
+            source = opener(job, **self.source_options)
         except InputError as e:
             log.error("%s", e)
             return JobResult(job.display, "failed", error=str(e))

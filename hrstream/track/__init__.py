@@ -11,7 +11,7 @@ from __future__ import annotations
 from hrstream.track.box_kalman import BoxKalman
 from hrstream.track.geometry import COCO_SIGMAS, box_iou, oks_matrix
 from hrstream.track.point_filters import KalmanPointFilter, OneEuroFilter
-from hrstream.track.savgol import savgol_smooth_track, savgol_window_length
+from hrstream.track.savgol import FixedLagSavgol, savgol_smooth_track, savgol_window_length
 from hrstream.track.smoothers import SMOOTHER_NAMES, KeypointSmoother, SmootherName, make_smoother
 from hrstream.track.tracker import PoseTracker
 
@@ -19,6 +19,7 @@ __all__ = [
     "COCO_SIGMAS",
     "SMOOTHER_NAMES",
     "BoxKalman",
+    "FixedLagSavgol",
     "KalmanPointFilter",
     "KeypointSmoother",
     "OneEuroFilter",

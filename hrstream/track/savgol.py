@@ -9,13 +9,15 @@ are treated as missing: they are linearly interpolated in time from the confiden
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import numpy as np
 from scipy.signal import savgol_filter
 
 from hrstream.errors import ConfigError
+from hrstream.types import Poses
 
-__all__ = ["savgol_smooth_track", "savgol_window_length"]
+__all__ = ["FixedLagSavgol", "savgol_smooth_track", "savgol_window_length"]
 
 logger = logging.getLogger(__name__)
 
@@ -90,3 +92,89 @@ def savgol_smooth_track(
     never = ~ok.any(axis=0)  # (K,) keypoints with no confident sample: leave raw
     smoothed[:, never] = kp[:, never]
     return smoothed.astype(np.float32)
+
+
+class FixedLagSavgol:
+    """Streaming Savitzky-Golay smoothing with a fixed delay of ``lag`` frames (half the window).
+
+    Each pushed frame comes back ``lag`` frames later, smoothed with :func:`savgol_smooth_track` over the
+    ``lag`` frames before and after it (per track ID; fewer at the start and on :meth:`flush`). The caller
+    passes an opaque ``item`` with each frame (for example its ``FrameResult``) and gets it back with the
+    smoothed poses, so it can emit results in order with the delay.
+
+    Args:
+        fps: nominal frame rate, fixes the delay: ``lag = window // 2`` with ``window`` the odd number of
+            frames in ``window_s`` at this rate.
+        window_s, polyorder, min_score: as in :func:`savgol_smooth_track`.
+    """
+
+    def __init__(
+        self, *, fps: float, window_s: float = 0.3, polyorder: int = 2, min_score: float = 0.3
+    ) -> None:
+        if fps <= 0 or window_s <= 0 or polyorder < 0:
+            raise ConfigError(
+                f"savgol: need fps > 0, window_s > 0, polyorder >= 0; got {fps=} {window_s=} {polyorder=}"
+            )
+        window = max(1, round(window_s * fps))
+        self.window = window if window % 2 else window + 1
+        self.lag = self.window // 2
+        self.window_s = float(window_s)
+        self.polyorder = int(polyorder)
+        self.min_score = float(min_score)
+        self.reset()
+
+    def reset(self) -> None:
+        """Drop the buffered frames (call :meth:`flush` first to get them)."""
+        self._buf: list[tuple[Any, Poses, float]] = []
+        self._next = 0  # index in the buffer of the next frame to emit
+
+    def _smooth(self, index: int) -> tuple[Any, Poses]:
+        item, poses, t = self._buf[index]
+        out = poses[np.arange(len(poses))]
+        out.raw_keypoints = poses.keypoints.copy()
+        if poses.track_ids is None or len(poses) == 0:
+            return item, out
+        lo, hi = max(0, index - self.lag), min(len(self._buf), index + self.lag + 1)
+        for i, tid in enumerate(poses.track_ids.tolist()):
+            times, kps, scs, row = [], [], [], 0
+            for j in range(lo, hi):
+                p = self._buf[j][1]
+                hit = np.flatnonzero(p.track_ids == tid) if p.track_ids is not None else []
+                if len(hit):
+                    if j == index:
+                        row = len(times)
+                    times.append(self._buf[j][2])
+                    kps.append(p.keypoints[hit[0]])
+                    scs.append(p.keypoint_scores[hit[0]])
+            sm = savgol_smooth_track(
+                np.array(times),
+                np.stack(kps),
+                np.stack(scs),
+                window_s=self.window_s,
+                polyorder=self.polyorder,
+                min_score=self.min_score,
+            )
+            out.keypoints[i] = sm[row]
+        return item, out
+
+    def push(self, item: Any, poses: Poses, *, t: float) -> list[tuple[Any, Poses]]:
+        """Add one frame; returns the frames now ``lag`` frames old (zero or one), smoothed."""
+        self._buf.append((item, poses, float(t)))
+        ready = []
+        while self._next < len(self._buf) and len(self._buf) - 1 - self._next >= self.lag:
+            ready.append(self._smooth(self._next))
+            self._next += 1
+        self._trim()
+        return ready
+
+    def flush(self) -> list[tuple[Any, Poses]]:
+        """Emit every frame still buffered (end of the video) and reset."""
+        ready = [self._smooth(i) for i in range(self._next, len(self._buf))]
+        self.reset()
+        return ready
+
+    def _trim(self) -> None:
+        drop = max(0, self._next - self.lag)
+        if drop:
+            del self._buf[:drop]
+            self._next -= drop

@@ -136,8 +136,6 @@ class PoseTracker:
             )
             mixed = self.iou_weight * (1.0 - iou) + (1.0 - self.iou_weight) * (1.0 - oks)
             cost = np.where(defined, mixed, cost)
-        pen = getattr(self, "_penalty", 0.0)
-        cost = cost + pen * np.array([tr.missed > 0 for tr in tracks])[:, None]
         return np.where(cost > self.match_thr, _INVALID, cost)
 
     def _assign(
@@ -190,17 +188,10 @@ class PoseTracker:
         low = np.flatnonzero((scores >= self.low_thr) & (scores < self.high_thr))
         # Stage 1: confident detections, first against the tracks seen on the previous frame, then against
         # the tracks in occlusion (so a predicted track cannot take a visible person's detection).
-        import os
-        if os.environ.get("CASCADE") == "1":
-            recent = [tr for tr in self._tracks if tr.missed == 0]
-            pairs, free_recent, free_high = self._assign(recent, poses, high)
-            lost = [tr for tr in self._tracks if tr.missed > 0]
-            pairs_lost, free_lost, free_high = self._assign(lost, poses, free_high)
-        else:
-            self._penalty = float(os.environ.get("PEN", "0.1"))
-            pairs, free_recent, free_high = self._assign(self._tracks, poses, high)
-            self._penalty = 0.0
-            pairs_lost, free_lost = [], []
+        recent = [tr for tr in self._tracks if tr.missed == 0]
+        pairs, free_recent, free_high = self._assign(recent, poses, high)
+        lost = [tr for tr in self._tracks if tr.missed > 0]
+        pairs_lost, free_lost, free_high = self._assign(lost, poses, free_high)
         # Stage 2: weak detections against the tracks still free.
         pairs_low, free_tracks, _ = self._assign(free_recent + free_lost, poses, low)
         pairs += pairs_lost + pairs_low
@@ -275,5 +266,7 @@ class PoseTracker:
         ]
         live.sort(key=lambda tr: tr.track_id)
         ids = np.array([tr.track_id for tr in live], dtype=np.int64)
-        boxes = np.array([tr.kalman.box_after(dt, hold_size=tr.missed > 0) for tr in live], dtype=np.float32).reshape(-1, 4)
+        boxes = np.array(
+            [tr.kalman.box_after(dt, hold_size=tr.missed > 0) for tr in live], dtype=np.float32
+        ).reshape(-1, 4)
         return ids, boxes

@@ -155,3 +155,13 @@ def noisy_track(
     noisy = truth + rng.normal(0, noise, truth.shape)
     scores = np.clip(0.85 + rng.normal(0, 0.05, truth.shape[:2]), 0, 1)
     return truth, noisy, scores
+
+
+def crossing_people(occlusion: tuple[float, float] = (1.75, 2.25)) -> list[PersonPath]:
+    """Three people over 4 s: 1 walks right and 2 walks left on nearly the same line, crossing at t = 2 s
+    while 2 is occluded for ``occlusion`` (about 0.5 s); 3 walks down and crosses 1's path near t = 1 s."""
+    return [
+        PersonPath(1, (100.0, 300.0), (100.0, 0.0), height=200.0),
+        PersonPath(2, (500.0, 310.0), (-100.0, 0.0), height=200.0, swing=(0.08, 0.8), occlusions=[occlusion]),
+        PersonPath(3, (200.0, 20.0), (0.0, 110.0), height=180.0, swing=(0.08, 1.2)),
+    ]

@@ -1,0 +1,123 @@
+"""Inputs of the runtime benchmark that cannot be downloaded here, made locally.
+
+* Random weights (speed only: a convolution costs the same whatever its weights) saved as safetensors.
+* Synthetic person boxes in the COCO results format (``image_id`` = frame index, ``bbox`` = ``[x, y, w, h]``
+  pixels), because no detector weights are available offline. The boxes are person-sized and drift
+  slowly so the tracker sees plausible motion; the benchmark measures speed, not accuracy.
+* The first N frames of a clip, remuxed without re-encoding (the same bytes the decoder would read).
+* A description of the machine (CPU model, cores, native bf16).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+__all__ = ["cpu_description", "synthetic_boxes", "trim_clip", "write_detections", "write_random_weights"]
+
+
+def write_random_weights(config: str, path: Path, *, seed: int = 0) -> Path:
+    """Save the randomly initialised network of a registered ``config`` to ``path`` (safetensors)."""
+    from safetensors.torch import save_file
+
+    from hrstream.models import from_config
+
+    torch.manual_seed(seed)
+    net = from_config(config)
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
+    return path
+
+
+def synthetic_boxes(index: int, people: int, width: int, height: int) -> np.ndarray:
+    """Person boxes of frame ``index``: ``float32 (people, 4)`` xyxy pixels, side by side, not overlapping.
+
+    Each box is about 55% of the frame height, 0.42 as wide as tall (narrower when many people share the
+    width), and sways sideways by a few percent of its slot with a period of about 3 s at 30 fps.
+    """
+    slot = width / max(1, people)
+    bh = 0.55 * height
+    bw = min(0.42 * bh, 0.8 * slot)
+    boxes = np.empty((people, 4), np.float32)
+    for i in range(people):
+        phase = 2.0 * math.pi * (index / 90.0 + i / max(1, people))
+        cx = (i + 0.5) * slot + 0.05 * slot * math.sin(phase)
+        cy = 0.55 * height + 0.01 * height * math.cos(phase)
+        boxes[i] = (cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2)
+    boxes[:, [0, 2]] = np.clip(boxes[:, [0, 2]], 0, width - 1)
+    boxes[:, [1, 3]] = np.clip(boxes[:, [1, 3]], 0, height - 1)
+    return boxes
+
+
+def write_detections(path: Path, frames: int, people: int, width: int, height: int) -> Path:
+    """Write :func:`synthetic_boxes` of ``frames`` frames as a COCO results-format JSON list."""
+    dets: list[dict[str, Any]] = []
+    for f in range(frames):
+        for x0, y0, x1, y1 in synthetic_boxes(f, people, width, height).tolist():
+            dets.append({"image_id": f, "category_id": 1, "bbox": [x0, y0, x1 - x0, y1 - y0], "score": 0.9})
+    path.write_text(json.dumps(dets))
+    return path
+
+
+def trim_clip(src: str | Path, dst: Path, frames: int) -> Path:
+    """Copy the first ``frames`` video packets (decode order) of ``src`` into ``dst``; no re-encoding.
+
+    Every packet only references packets decoded before it, so the result decodes to ``frames`` frames
+    (fewer when the clip is shorter). Audio is not copied.
+    """
+    with av.open(str(src)) as inp, av.open(str(dst), mode="w", format="mp4") as out:
+        stream = inp.streams.video[0]
+        ostream = out.add_stream_from_template(stream)
+        n = 0
+        for pkt in inp.demux(stream):
+            if pkt.dts is None:
+                continue
+            if n >= frames:
+                break
+            pkt.stream = ostream
+            out.mux(pkt)
+            n += 1
+    log.info("trimmed %s to %d packets -> %s", src, n, dst)
+    return dst
+
+
+def cpu_description() -> dict[str, Any]:
+    """CPU model name (``lscpu``), usable cores, native bf16 support and torch's CPU kernel level."""
+    model = platform.processor() or "unknown"
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10, check=False).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except (OSError, subprocess.SubprocessError):
+        pass
+    flags: set[str] = set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    native_bf16 = sorted(flags & {"avx512_bf16", "amx_bf16"})
+    return {
+        "model_name": model,
+        "usable_cores": cores,
+        "native_bf16": bool(native_bf16),
+        "bf16_flags": native_bf16,
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "load_avg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+    }

@@ -1,0 +1,314 @@
+"""Runtime benchmark of ``hrstream run --task pose``: each stage alone, the whole pipeline, a naive loop.
+
+In ONE run on ONE clip it measures decode alone, encode alone, the network alone at the pipeline's batch
+size and settings, the whole pipeline (the real ``prepare()`` + ``PreparedTask.build()`` + ``run()`` path
+with a ``file:`` detector), and a naive loop with the structure of the official HRNet demo; it prints a
+markdown table and the ratios pipeline / slowest stage and pipeline / naive loop (and writes JSON with
+``--json``). Comparison rows (the network on all cores, the other precision) are labelled ``info``.
+
+Inputs are made locally because nothing can be downloaded: random weights (speed does not depend on
+them) and synthetic, person-sized boxes (no detector weights offline). It measures speed, not accuracy.
+
+Usage::
+
+    python benchmarks/pipeline_benchmark.py                      # 1080p clip, 48 frames, fp32
+    python benchmarks/pipeline_benchmark.py --amp bf16 --json runs/bench_bf16.json
+    python benchmarks/pipeline_benchmark.py --clip tests/data/videos/basketball_426x240_2997.mp4 --frames 120
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from bench_fixtures import cpu_description, trim_clip, write_detections, write_random_weights
+from bench_stages import (
+    Row,
+    measure_decode,
+    measure_encode,
+    measure_naive,
+    measure_network,
+    measure_pipeline,
+    sample_crops,
+)
+
+from hrstream.models import from_config, load_weights
+from hrstream.runtime import InferenceEngine, PipelineStats, usable_cpu_count
+from hrstream.tasks.jobs import prepare
+from hrstream.tasks.recipe import load_recipe
+
+log = logging.getLogger("pipeline_benchmark")
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_CLIP = REPO / "tests" / "data" / "videos" / "two_people_1080p30.mp4"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--clip",
+        default=str(DEFAULT_CLIP),
+        help="video file (default: the 1080p two-people clip; the 426x240 basketball clip is faster)",
+    )
+    p.add_argument("--frames", type=int, default=48, help="frames of the clip to use (default 48)")
+    p.add_argument(
+        "--batch-size", type=int, default=None, help="person crops per network call (default: recipe)"
+    )
+    p.add_argument(
+        "--amp", choices=["off", "bf16"], default="off", help="precision of the pipeline and network"
+    )
+    p.add_argument("--people", type=int, default=4, help="synthetic person boxes per frame (default 4)")
+    p.add_argument("--model", default="pose_hrnet_w32_256x192", help="registered pose config name")
+    p.add_argument(
+        "--flip-test",
+        action="store_true",
+        help="run the flip test everywhere (off by default, like the official demo)",
+    )
+    p.add_argument("--preset", default=None, help="libx264 preset (default: the recipe's)")
+    p.add_argument("--queue-size", type=int, default=None, help="pipeline queue size (default: the recipe's)")
+    p.add_argument(
+        "--reserved-threads",
+        type=int,
+        default=1,
+        help="cores kept from torch in the pipeline, as the runner does (default 1)",
+    )
+    p.add_argument(
+        "--compare-batches",
+        type=int,
+        default=3,
+        help="network calls of each comparison row (other precision, all cores)",
+    )
+    p.add_argument("--json", dest="json_out", default=None, help="also write the results to this JSON file")
+    args = p.parse_args(argv)
+    if args.frames < 1 or args.people < 1:
+        p.error("--frames and --people must be >= 1")
+    return args
+
+
+def _stage_table(stats: PipelineStats) -> list[dict[str, Any]]:
+    rows = []
+    for s in stats.stages:
+        q = s.out_queue
+        rows.append(
+            {
+                "stage": s.name,
+                "items_in": s.items_in,
+                "items_out": s.items_out,
+                "busy_s": round(s.busy_s, 3),
+                "busy_frac": round(s.busy_s / stats.elapsed_s, 3) if stats.elapsed_s > 0 else None,
+                "queue_max_depth": None if q is None else q.max_depth,
+                "queue_size": None if q is None else q.maxsize,
+            }
+        )
+    return rows
+
+
+def render(
+    rows: list[Row], stages: list[dict[str, Any]], ratios: dict[str, Any], machine: dict[str, Any]
+) -> str:
+    """The markdown report printed to stdout."""
+    out = [
+        f"machine: {machine['model_name']}, {machine['usable_cores']} usable cores, torch {torch.__version__}, "
+        f"native bf16: {'yes' if machine['native_bf16'] else 'no'} (torch CPU kernels: "
+        f"{machine['torch_cpu_capability']}), load avg at start {machine['load_avg_1m']}",
+        "",
+        "| measurement | role | frames/s | crops/s | frames | crops | seconds | settings |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for r in rows:
+        crops_s = "" if r.crops_per_s is None else f"{r.crops_per_s:.2f}"
+        crops = "" if r.crops is None else str(r.crops)
+        settings = ", ".join(f"{k}={v}" for k, v in r.settings.items())
+        out.append(
+            f"| {r.name} | {r.role} | {r.frames_per_s:.2f} | {crops_s} | {r.frames} | {crops} "
+            f"| {r.seconds:.2f} | {settings} |"
+        )
+    out += [
+        "",
+        "pipeline stages (busy_s: time in the stage's own work; busy_frac: of the pipeline's wall time)",
+        "",
+        "| stage | in | out | busy_s | busy_frac | queue max / size |",
+        "| --- | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for s in stages:
+        q = "" if s["queue_size"] is None else f"{s['queue_max_depth']} / {s['queue_size']}"
+        out.append(
+            f"| {s['stage']} | {s['items_in']} | {s['items_out']} | {s['busy_s']:.2f} | {s['busy_frac']:.2f} | {q} |"
+        )
+    out += [
+        "",
+        f"slowest stage alone: {ratios['slowest_stage']} ({ratios['slowest_stage_fps']:.2f} frames/s)",
+        f"pipeline / slowest stage = {ratios['pipeline_over_slowest']:.2f}",
+        f"pipeline / naive loop    = {ratios['pipeline_over_naive']:.2f}",
+        f"busiest pipeline stage: {ratios['busiest_stage']} (busy {ratios['busiest_busy_frac']:.0%} of wall time)",
+    ]
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for noisy in ("libav", "hrstream"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    machine = cpu_description()
+    cores = usable_cpu_count()
+    pipe_threads = max(1, cores - int(args.reserved_threads))
+    flip_factor = 2 if args.flip_test else 1
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="hrstream-bench-") as tmp_s:
+        tmp = Path(tmp_s)
+        clip = str(trim_clip(args.clip, tmp / "clip.mp4", args.frames))
+        weights = write_random_weights(args.model, tmp / f"{args.model}.random.safetensors")
+
+        log.info("decode alone")
+        row, frames = measure_decode(clip)
+        rows.append(row)
+        n_frames = len(frames)
+        first = frames[0]
+        width, height = first.width, first.height
+        det_path = write_detections(tmp / "detections.json", n_frames, args.people, width, height)
+        overrides = {
+            "model": args.model,
+            "weights": str(weights),
+            "runtime.device": "cpu",
+            "runtime.amp": args.amp,
+            "runtime.batch_size": args.batch_size,
+            "runtime.queue_size": args.queue_size,
+            "detector.name": f"file:{det_path}",
+            "pose.flip_test": args.flip_test,
+            "sinks.preset": args.preset,
+        }
+        recipe = load_recipe("pose", None, overrides)
+        preset = str(recipe["sinks"]["preset"])
+        batch_size = int(recipe["runtime"]["batch_size"])
+
+        log.info("encode alone")
+        rows.append(measure_encode(frames, tmp / "encode.mp4", preset=preset, fps=None))
+        del frames
+
+        prepared = prepare("pose", recipe, tmp / "out", progress=False)
+        meta = prepared.bundle.meta
+        spec = prepared.bundle.spec
+        input_size = tuple(spec.image_size or (192, 256))
+        pool = sample_crops(first, args.people, input_size, meta["mean"], meta["std"])
+        if args.flip_test:
+            pool = torch.cat([pool, pool.flip(3)], 0)
+        per_frame = args.people * flip_factor
+        net = {"pool": pool, "batch_size": batch_size, "crops_per_frame": per_frame}
+
+        log.info("network alone, amp=%s, %d thread(s)", args.amp, pipe_threads)
+        rows.append(
+            measure_network(
+                prepared.engine,
+                total_crops=n_frames * per_frame,
+                threads=pipe_threads,
+                name=f"network alone ({args.amp}, as in the pipeline)",
+                role="stage",
+                **net,
+            )
+        )
+        compare = min(n_frames * per_frame, args.compare_batches * batch_size)
+        if cores > pipe_threads:
+            log.info("network alone on all %d cores", cores)
+            rows.append(
+                measure_network(
+                    prepared.engine,
+                    total_crops=compare,
+                    threads=cores,
+                    role="info",
+                    name=f"network alone ({args.amp}, all {cores} cores)",
+                    **net,
+                )
+            )
+        other = "bf16" if args.amp == "off" else "off"
+        log.info("network alone, amp=%s (comparison)", other)
+        other_engine = InferenceEngine(
+            prepared.bundle.model,
+            device="cpu",
+            amp=other,
+            channels_last=True,
+            mean=meta["mean"],
+            std=meta["std"],
+        )
+        label = "bf16 autocast" if other == "bf16" else "fp32"
+        rows.append(
+            measure_network(
+                other_engine,
+                total_crops=compare,
+                threads=pipe_threads,
+                role="info",
+                name=f"network alone ({label}, comparison)",
+                **net,
+            )
+        )
+
+        log.info("whole pipeline, torch on %d thread(s)", pipe_threads)
+        torch.set_num_threads(pipe_threads)
+        prepared.engine.warmup((batch_size, input_size[1], input_size[0], 3), iters=1)
+        row, stats = measure_pipeline(prepared, clip, threads=pipe_threads)
+        rows.append(row)
+
+        log.info("naive loop, torch on %d thread(s)", cores)
+        naive_model = from_config(args.model)
+        load_weights(naive_model, weights)
+        rows.append(
+            measure_naive(
+                clip,
+                naive_model,
+                tmp / "naive.mp4",
+                people=args.people,
+                input_size=input_size,
+                meta=meta,
+                preset=preset,
+                flip_test=args.flip_test,
+                threads=cores,
+            )
+        )
+
+    stage_rows = [r for r in rows if r.role == "stage"]
+    slowest = min(stage_rows, key=lambda r: r.frames_per_s)
+    pipe = next(r for r in rows if r.role == "pipeline")
+    naive = next(r for r in rows if r.role == "naive")
+    stages = _stage_table(stats)
+    busiest = max(stages, key=lambda s: s["busy_s"])
+    ratios = {
+        "slowest_stage": slowest.name,
+        "slowest_stage_fps": slowest.frames_per_s,
+        "pipeline_over_slowest": pipe.frames_per_s / slowest.frames_per_s,
+        "pipeline_over_naive": pipe.frames_per_s / naive.frames_per_s,
+        "busiest_stage": busiest["stage"],
+        "busiest_busy_frac": busiest["busy_frac"],
+    }
+    sys.stdout.write(render(rows, stages, ratios, machine) + "\n")
+    if ratios["pipeline_over_slowest"] < 0.9 or ratios["pipeline_over_naive"] < 3.0:
+        log.warning(
+            "pipeline below 0.9x its slowest stage or 3x the naive loop: see the stage table "
+            "(the busiest stage is the bottleneck)"
+        )
+    if args.json_out:
+        doc = {
+            "command": " ".join([Path(sys.executable).name, *sys.argv]),
+            "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "machine": machine,
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "args": vars(args),
+            "rows": [r.to_json() for r in rows],
+            "pipeline_stages": stages,
+            "ratios": ratios,
+        }
+        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json_out).write_text(json.dumps(doc, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,183 @@
+"""PoseTracker on synthetic scenes with known identities, scored with motmetrics (CLEAR MOT and IDF1).
+
+Ground truth and tracker boxes are matched at IoU >= 0.5; IoU comes from pycocotools, not from the code
+under test.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import motmetrics as mm
+import numpy as np
+import pytest
+from pycocotools import mask as mask_utils
+from support.trajectories import PersonPath, crossing_people, frame_times, make_scene
+
+from hrstream.errors import ConfigError
+from hrstream.track import PoseTracker
+from hrstream.types import Poses
+
+log = logging.getLogger(__name__)
+
+
+def _xywh(b: np.ndarray) -> np.ndarray:
+    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
+    return np.concatenate([b[:, :2], b[:, 2:] - b[:, :2]], axis=1)
+
+
+def _distances(gt: np.ndarray, hyp: np.ndarray) -> np.ndarray:
+    """motmetrics distance ``1 - IoU`` (NaN below IoU 0.5), ``(len(gt), len(hyp))``."""
+    if len(gt) == 0 or len(hyp) == 0:
+        return np.empty((len(gt), len(hyp)))
+    iou = np.asarray(mask_utils.iou(_xywh(hyp), _xywh(gt), [0] * len(gt))).T
+    return np.where(iou >= 0.5, 1.0 - iou, np.nan)
+
+
+def run_scene(frames, tracker: PoseTracker) -> tuple[dict[str, float], list[int]]:
+    acc = mm.MOTAccumulator(auto_id=True)
+    ids_seen: list[int] = []
+    for f in frames:
+        out = tracker.update(f.poses, t=f.t)
+        assert out.track_ids is not None
+        assert list(out.track_ids) == sorted(out.track_ids)  # stable order: by ID
+        ids_seen += [i for i in out.track_ids.tolist() if i not in ids_seen]
+        acc.update(f.gt_ids.tolist(), out.track_ids.tolist(), _distances(f.gt_boxes, out.boxes))
+    summary = mm.metrics.create().compute(acc, metrics=["mota", "idf1", "num_switches"], name="scene")
+    return summary.to_dict("records")[0], ids_seen
+
+
+@pytest.mark.parametrize("fps", [5.0, 30.0, 60.0])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_crossing_and_occlusion_keep_identities(fps, seed):
+    # frame times jitter by up to half a frame: the frame rate varies
+    times = frame_times(4.0, fps, jitter=0.5, seed=seed)
+    frames = make_scene(crossing_people(), times, keypoint_noise=4.0, box_noise=4.0, seed=seed)
+    m, ids = run_scene(frames, PoseTracker())
+    log.info(
+        "fps %.0f seed %d: MOTA %.3f IDF1 %.3f switches %d ids %s",
+        fps,
+        seed,
+        m["mota"],
+        m["idf1"],
+        m["num_switches"],
+        ids,
+    )
+    assert m["num_switches"] == 0
+    assert sorted(ids) == [1, 2, 3]  # the same three tracks at every frame rate, IDs from 1
+    assert m["idf1"] >= 0.9
+    assert m["mota"] >= 0.85  # the only misses are the frames before a track is confirmed
+
+
+def test_occluded_person_gets_its_id_back():
+    frames = make_scene(crossing_people(), frame_times(4.0, 30.0), seed=3)
+    tracker = PoseTracker()
+    ids_of_2 = set()
+    for f in frames:
+        out = tracker.update(f.poses, t=f.t)
+        for gid, box in zip(f.gt_ids, f.gt_boxes, strict=True):
+            d = _distances(box[None], out.boxes)[0]
+            if gid == 2 and np.any(np.isfinite(d)):
+                ids_of_2.add(int(out.track_ids[np.nanargmin(d)]))
+        if 1.8 < f.t < 2.2:
+            assert 2 not in f.gt_ids.tolist()
+    assert ids_of_2 == {2}
+
+
+def test_removed_track_id_is_never_reused():
+    # person 1 leaves at 1.0 s; after max_age_s another person stands at the same place
+    people = [
+        PersonPath(1, (200.0, 300.0), (0.0, 0.0), t_end=1.0),
+        PersonPath(2, (200.0, 300.0), (0.0, 0.0), t_start=2.5, t_end=4.0),
+        PersonPath(3, (205.0, 300.0), (0.0, 0.0), t_start=5.5),
+    ]
+    frames = make_scene(people, frame_times(7.0, 30.0), seed=1)
+    tracker = PoseTracker(max_age_s=1.0)
+    m, ids = run_scene(frames, tracker)
+    assert ids == [1, 2, 3]
+    assert m["num_switches"] == 0
+    assert tracker.num_tracks == 1
+
+
+def test_reset_starts_a_new_video_with_ids_from_one():
+    frames = make_scene(crossing_people(), frame_times(1.0, 30.0), seed=2)
+    tracker = PoseTracker()
+    for f in frames:
+        tracker.update(f.poses, t=f.t)
+    assert tracker.num_tracks == 3
+    tracker.reset()
+    assert tracker.num_tracks == 0
+    for f in frames:
+        out = tracker.update(f.poses, t=f.t)
+    assert sorted(out.track_ids.tolist()) == [1, 2, 3]
+
+
+def _one(box, score, t=0.0) -> Poses:
+    person = PersonPath(0, ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2), (0.0, 0.0))
+    return Poses(
+        boxes=np.array([box], np.float32),
+        box_scores=np.array([score]),
+        keypoints=person.keypoints(t)[None],
+        keypoint_scores=np.full((1, 17), 0.9),
+    )
+
+
+def test_confirmation_after_min_hits_and_two_stage_thresholds():
+    box = [100.0, 100.0, 180.0, 320.0]
+    tracker = PoseTracker(min_hits=3)
+    outs = [tracker.update(_one(box, 0.9), t=i / 30) for i in range(3)]
+    assert [len(o) for o in outs] == [0, 0, 1]  # the confirming detection is returned
+    assert outs[2].track_ids.tolist() == [1]
+    # a weak detection (between low_thr and high_thr) keeps the confirmed track matched
+    weak = tracker.update(_one(box, 0.3), t=3 / 30)
+    assert weak.track_ids.tolist() == [1]
+    # below low_thr: ignored
+    assert len(tracker.update(_one(box, 0.05), t=4 / 30)) == 0
+    # weak or mid-score detections never start tracks
+    lone = PoseTracker(min_hits=1)
+    assert len(lone.update(_one(box, 0.3), t=0.0)) == 0
+    assert len(lone.update(_one(box, 0.55), t=0.1)) == 0  # >= high_thr but < new_track_thr
+    assert lone.num_tracks == 0
+    assert lone.update(_one(box, 0.7), t=0.2).track_ids.tolist() == [1]
+
+
+def test_flicker_does_not_consume_an_id():
+    tracker = PoseTracker(min_hits=3)
+    far = [500.0, 100.0, 580.0, 320.0]
+    tracker.update(_one(far, 0.9), t=0.0)
+    tracker.update(_one(far, 0.9), t=0.033)  # two hits, then gone: dropped while tentative
+    tracker.update(Poses.empty(), t=0.066)
+    assert tracker.num_tracks == 0
+    box = [100.0, 100.0, 180.0, 320.0]
+    out = [tracker.update(_one(box, 0.9), t=0.1 + i / 30) for i in range(3)][-1]
+    assert out.track_ids.tolist() == [1]
+
+
+def test_predict_boxes_follow_the_motion_without_changing_state():
+    person = PersonPath(1, (100.0, 300.0), (120.0, 30.0), sway=(0.0, 1.0), swing=(0.0, 1.0))
+    times = frame_times(1.0, 30.0)
+    tracker = PoseTracker()
+    for f in make_scene([person], times, keypoint_noise=1.0, box_noise=1.0):
+        tracker.update(f.poses, t=f.t)
+    t_next = float(times[-1]) + 0.2  # detector skipped for 0.2 s
+    ids, boxes = tracker.predict_boxes(t_next)
+    ids2, boxes2 = tracker.predict_boxes(t_next)
+    assert ids.tolist() == [1] and boxes.dtype == np.float32 and boxes.shape == (1, 4)
+    np.testing.assert_array_equal(boxes, boxes2)
+    iou_pred = mask_utils.iou(_xywh(boxes), _xywh(person.box(t_next)[None]), [0])[0, 0]
+    iou_still = mask_utils.iou(
+        _xywh(person.box(float(times[-1]))[None]), _xywh(person.box(t_next)[None]), [0]
+    )
+    assert iou_pred > 0.85 and iou_pred > iou_still[0, 0] + 0.1
+    # the pose from the crop, with a box score, goes back into update and keeps the identity
+    crop = _one(boxes[0], 0.8, t=t_next)
+    assert tracker.update(crop, t=t_next).track_ids.tolist() == [1]
+
+
+def test_bad_parameters_raise_config_error():
+    with pytest.raises(ConfigError, match="low_thr"):
+        PoseTracker(low_thr=0.7, high_thr=0.5)
+    with pytest.raises(ConfigError, match="min_hits"):
+        PoseTracker(min_hits=0)
+    with pytest.raises(ValueError, match="finite"):
+        PoseTracker().update(Poses.empty(), t=float("nan"))
