@@ -16,6 +16,7 @@ from support.trajectories import PersonPath, frame_times, noisy_track
 
 from hrstream.errors import ConfigError
 from hrstream.track import (
+    FixedLagSavgol,
     KalmanPointFilter,
     KeypointSmoother,
     OneEuroFilter,
@@ -131,6 +132,33 @@ def test_savgol_interpolates_low_score_keypoints(walk):
     out = savgol_smooth_track(times, noisy, scores, window_s=0.3, polyorder=2, min_score=0.3)
     assert out.shape == noisy.shape and out.dtype == np.float32
     assert rmse(out[60:70, 5], truth[60:70, 5]) < 8.0
+
+
+def test_fixed_lag_savgol_streams_with_a_fixed_delay(walk):
+    times, truth, noisy, scores = walk
+    sm = FixedLagSavgol(fps=FPS, window_s=0.3, polyorder=2)
+    assert (sm.window, sm.lag) == (9, 4)
+    got = []
+    for i, t in enumerate(times):
+        frame = Poses(
+            boxes=np.zeros((1, 4)),
+            box_scores=np.ones(1),
+            keypoints=noisy[i][None],
+            keypoint_scores=scores[i][None],
+            track_ids=np.array([7]),
+        )
+        ready = sm.push(i, frame, t=float(t))
+        assert [item for item, _ in ready] == ([i - sm.lag] if i >= sm.lag else [])
+        got += ready
+    got += sm.flush()
+    assert [item for item, _ in got] == list(range(len(times)))
+    out = np.stack([p.keypoints[0] for _, p in got])
+    np.testing.assert_array_equal(np.stack([p.raw_keypoints[0] for _, p in got]), noisy.astype(np.float32))
+    before, after = rmse(noisy, truth), rmse(out, truth)
+    log.info("fixed-lag savgol (lag %d frames): RMSE %.2f -> %.2f px", sm.lag, before, after)
+    assert after <= 0.7 * before
+    offline = savgol_smooth_track(times, noisy, scores, window_s=0.3, polyorder=2)
+    np.testing.assert_allclose(out[sm.lag : -sm.lag], offline[sm.lag : -sm.lag], atol=1e-3)
 
 
 def test_savgol_window_from_seconds():

@@ -1,16 +1,407 @@
-"""Live sources that survive outages: stall watchdog, reconnection with capped backoff (placeholder)."""
+"""Live sources that survive outages: a stall watchdog and reconnection with capped, jittered backoff.
+
+:func:`open_live_source` wraps :func:`hrstream.io.open_source` for URLs and cameras. Frames are decoded
+in a reader thread (one per connection) and handed over through a small queue, so the consumer can
+always be interrupted (:meth:`LiveSource.interrupt`) and can notice a stall even while the reader is
+stuck inside FFmpeg. A read error, the end of the stream (a server that went away) or no frame for
+``stall_s`` seconds closes the connection and reopens it; the open itself is retried up to
+``max_attempts`` times with exponential backoff (capped, with jitter), also for the very first open.
+
+Timestamps across reconnects (the choice made here): the first connection keeps the stream's own
+``pts_s``; every later connection is shifted so that its first frame lands after the last frame
+delivered by exactly the wall-clock time that passed between the two (``captured_at`` difference).
+The timeline therefore keeps real time across a gap, ``pts_s`` and ``index`` stay strictly increasing,
+and a gap shows up as a jump in ``pts_s``, never as invented frames. ``pts`` is rewritten in the first
+connection's ``time_base`` so that ``pts_s == pts * time_base`` still holds.
+"""
 
 from __future__ import annotations
 
+import logging
+import queue
+import random
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from fractions import Fraction
 from typing import Any
 
+from hrstream.errors import InputError
 from hrstream.io.base import Source
-from hrstream.io.inputs import InputSpec
+from hrstream.io.inputs import InputSpec, expand_inputs
 from hrstream.io.sources import open_source
+from hrstream.io.urls import redact_text
+from hrstream.types import Frame
 
-__all__ = ["open_live_source"]
+__all__ = ["LiveSource", "backoff_delay", "open_live_source"]
+
+log = logging.getLogger(__name__)
+
+_POLL_S = 0.05
 
 
-def open_live_source(spec: str | InputSpec, **options: Any) -> Source:
-    """Open a URL or camera; see :func:`hrstream.io.open_source`."""
-    return open_source(spec, **options)
+def backoff_delay(attempt: int, base_s: float, max_s: float, rng: random.Random | None = None) -> float:
+    """Seconds to wait before retry number ``attempt`` (1 = first retry): ``min(max_s, base_s * 2**(attempt-1))``
+    with "equal jitter" (a uniform draw in the upper half of that value), so clients do not retry in lockstep."""
+    cap = min(max_s, base_s * 2.0 ** max(0, attempt - 1))
+    return cap / 2 + (rng or random).uniform(0.0, cap / 2)
+
+
+class _End:
+    """Queue marker: the connection ended (``error`` is ``None`` at the end of the stream)."""
+
+    def __init__(self, error: InputError | None) -> None:
+        self.error = error
+
+
+class _Reader(threading.Thread):
+    """Reads one connection's frames into a small queue; owns the inner source and closes it at the end."""
+
+    def __init__(self, source: Source, name: str) -> None:
+        super().__init__(name=name, daemon=True)
+        self.source = source
+        self.frames: queue.Queue[Frame | _End] = queue.Queue(maxsize=2)
+        self.cancel = threading.Event()
+        self.last_activity = time.monotonic()
+
+    def _put(self, item: Frame | _End) -> bool:
+        while not self.cancel.is_set():
+            try:
+                self.frames.put(item, timeout=_POLL_S)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run(self) -> None:
+        end = _End(None)
+        try:
+            for frame in self.source:
+                self.last_activity = time.monotonic()
+                if not self._put(frame):
+                    return
+                self.last_activity = time.monotonic()  # time blocked on a slow consumer is not a stall
+        except InputError as exc:
+            end = _End(exc)
+        except Exception as exc:  # any decoder failure of a live stream is an outage, not a crash
+            end = _End(InputError(redact_text(f"read failed ({type(exc).__name__}: {exc})")))
+        finally:
+            self.source.close()
+        self._put(end)
+
+
+class _Attempt:
+    """One open in a helper thread, so that waiting for it can be interrupted; an abandoned result is closed."""
+
+    def __init__(self, opener: Callable[[], Source]) -> None:
+        self._opener = opener
+        self._lock = threading.Lock()
+        self.done = threading.Event()
+        self.abandoned = False
+        self.source: Source | None = None
+        self.error: BaseException | None = None
+        threading.Thread(target=self._run, name="hrstream-open", daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            src = self._opener()
+        except BaseException as exc:
+            self.error = exc
+        else:
+            with self._lock:
+                if self.abandoned:
+                    src.close()
+                else:
+                    self.source = src
+        self.done.set()
+
+    def abandon(self) -> None:
+        with self._lock:
+            self.abandoned = True
+            if self.source is not None:
+                self.source.close()
+                self.source = None
+
+
+class _Interrupted(Exception):
+    pass
+
+
+@contextmanager
+def _interrupt_on_signals(event: threading.Event) -> Iterator[None]:
+    """While opening in the main thread, let SIGINT/SIGTERM set ``event`` too; previous handlers still run."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old: dict[int, Any] = {}
+
+    def handler(signum: int, frame: Any) -> None:
+        event.set()
+        prev = old.get(signum)
+        if callable(prev):
+            prev(signum, frame)
+        elif prev == signal.SIG_DFL:
+            signal.signal(signum, signal.SIG_DFL)
+            signal.raise_signal(signum)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        prev = signal.getsignal(sig)
+        if prev != signal.SIG_IGN and prev is not None:
+            old[sig] = prev
+            signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, prev in old.items():
+            signal.signal(sig, prev)
+
+
+class LiveSource(Source):
+    """A URL or camera that reconnects on failure; see the module docstring and :func:`open_live_source`.
+
+    Attributes:
+        gaps: ``(t_lost, t_back)`` wall-clock pairs (``time.time()`` seconds): the capture time of the last
+            frame before each outage and of the first frame after it.
+        reconnects: how many times the stream was reopened after a loss.
+    """
+
+    def __init__(
+        self,
+        job: InputSpec,
+        *,
+        stall_s: float | None,
+        max_attempts: int,
+        backoff_s: float,
+        backoff_max_s: float,
+        reconnect_on_eof: bool,
+        open_options: dict[str, Any],
+    ) -> None:
+        super().__init__()
+        self._job = job
+        self._display = job.display
+        self._stall_s = stall_s
+        self._max_attempts = max(1, int(max_attempts))
+        self._backoff = (float(backoff_s), float(backoff_max_s))
+        self._reconnect_on_eof = reconnect_on_eof
+        self._options = open_options
+        self._stop = threading.Event()
+        self._closed = False
+        self.gaps: list[tuple[float, float]] = []
+        self.reconnects = 0
+        self._last_pts_s: float | None = None
+        self._last_pts: int | None = None
+        self._last_captured: float | None = None
+        self._segment_start = True
+        self._offset_ticks = 0
+        self._offset_s = 0.0
+        self._lost: tuple[float, str] | None = None
+        with _interrupt_on_signals(self._stop):
+            first = self._connect("open")
+        self.info = first.info
+        self._time_base: Fraction | None = first.info.time_base
+        self._reader: _Reader | None = self._start_reader(first)
+
+    # -- connecting ----------------------------------------------------------------------------------
+    def _start_reader(self, src: Source) -> _Reader:
+        reader = _Reader(src, name=f"hrstream-read:{src.info.name}")
+        reader.start()
+        return reader
+
+    def _open_once(self) -> Source:
+        attempt = _Attempt(lambda: open_source(self._job, **self._options))
+        while not attempt.done.wait(_POLL_S):
+            if self._stop.is_set():
+                attempt.abandon()
+                raise _Interrupted
+        if attempt.error is not None:
+            raise attempt.error
+        assert attempt.source is not None
+        return attempt.source
+
+    def _connect(self, what: str) -> Source:
+        """Open with retries; raises InputError when attempts run out or when interrupted."""
+        t0 = time.monotonic()
+        last = ""
+        for n in range(1, self._max_attempts + 1):
+            if n > 1:
+                delay = backoff_delay(n - 1, *self._backoff)
+                log.warning(
+                    "%s: %s attempt %d of %d failed (%s); retrying in %.2f s",
+                    self._display, what, n - 1, self._max_attempts, last, delay,
+                )
+                if self._stop.wait(delay):
+                    break
+            try:
+                return self._open_once()
+            except _Interrupted:
+                break
+            except InputError as exc:
+                last = redact_text(str(exc))
+        elapsed = time.monotonic() - t0
+        if self._stop.is_set():
+            raise InputError(f"{self._display}: interrupted while connecting ({what}, {elapsed:.1f} s)")
+        raise InputError(
+            f"{self._display}: gave up after {self._max_attempts} {what} attempt(s) in {elapsed:.1f} s "
+            f"(last error: {last}); check that the server or camera is up and the URL is right"
+        )
+
+    def _lose(self, reason: str) -> None:
+        assert self._reader is not None
+        self._reader.cancel.set()  # the reader closes its own connection once its read returns
+        self._reader = None
+        t_lost = self._last_captured if self._last_captured is not None else time.time()
+        self._lost = (t_lost, reason)
+        log.warning("%s: stream lost (%s); reconnecting", self._display, redact_text(reason))
+
+    def _reconnect(self) -> None:
+        src = self._connect("reconnect")
+        if (src.info.width, src.info.height) != (self.info.width, self.info.height):
+            src.close()
+            raise InputError(
+                f"{self._display}: frame size changed from {self.info.width}x{self.info.height} to "
+                f"{src.info.width}x{src.info.height} after reconnecting; restart the run for the new size"
+            )
+        self.reconnects += 1
+        self._segment_start = True
+        self._reader = self._start_reader(src)
+
+    # -- reading -------------------------------------------------------------------------------------
+    def __next__(self) -> Frame:
+        while True:
+            if self._stop.is_set() or self._closed:
+                raise StopIteration
+            if self._reader is None:
+                try:
+                    self._reconnect()
+                except InputError:
+                    if self._stop.is_set():
+                        raise StopIteration from None
+                    raise
+                continue
+            reader = self._reader
+            try:
+                item = reader.frames.get(timeout=_POLL_S)
+            except queue.Empty:
+                idle = time.monotonic() - reader.last_activity
+                if self._stall_s is not None and idle >= self._stall_s:
+                    self._lose(f"no frame for {idle:.1f} s")
+                continue
+            if isinstance(item, _End):
+                if item.error is None and not self._reconnect_on_eof:
+                    raise StopIteration
+                self._lose(str(item.error) if item.error is not None else "the stream ended")
+                continue
+            return self._emit(item)
+
+    def _emit(self, f: Frame) -> Frame:
+        captured = f.captured_at if f.captured_at is not None else time.time()
+        pts_s_in = float(f.pts_s) if f.pts_s is not None else 0.0
+        if self._segment_start:
+            self._segment_start = False
+            if self._last_pts_s is not None and self._last_captured is not None:
+                target = self._last_pts_s + max(1e-3, captured - self._last_captured)
+                self._offset_s = target - pts_s_in
+                tb = self._time_base
+                self._offset_ticks = round(self._offset_s / tb) if tb else 0
+            if self._lost is not None:
+                t_lost, reason = self._lost
+                self._lost = None
+                self.gaps.append((t_lost, captured))
+                log.warning(
+                    "%s: gap in the stream: no frames for %.2f s (%s); resumed after reconnect %d",
+                    self._display, captured - t_lost, redact_text(reason), self.reconnects,
+                )
+        pts, tb = None, self._time_base
+        if f.pts is not None and tb and f.time_base:
+            pts = round(f.pts * Fraction(f.time_base) / tb) + self._offset_ticks
+            if self._last_pts is not None and pts <= self._last_pts:
+                pts = self._last_pts + 1
+            pts_s = float(pts * tb)
+        else:
+            pts_s = pts_s_in + self._offset_s
+        if self._last_pts_s is not None and pts_s <= self._last_pts_s:
+            pts_s = self._last_pts_s + 1e-6
+        out = Frame(
+            source_id=self.info.name,
+            index=self.frames_yielded,
+            pts_s=pts_s,
+            image=f.image,
+            captured_at=captured,
+            pts=pts,
+            time_base=tb if pts is not None else None,
+        )
+        self.frames_yielded += 1
+        self._last_pts_s, self._last_pts, self._last_captured = pts_s, pts, captured
+        return out
+
+    # -- stopping ------------------------------------------------------------------------------------
+    def interrupt(self) -> None:
+        """Make a blocked ``next()`` (waiting for a frame, a backoff or an open) return promptly."""
+        self._stop.set()
+
+    def close(self) -> None:
+        """Stop reading and release the connection (the reader closes it when its current read returns)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.cancel.set()
+            reader.join(timeout=1.0)
+
+
+def open_live_source(
+    spec: str | InputSpec,
+    *,
+    open_timeout_s: float = 10.0,
+    read_timeout_s: float = 10.0,
+    stall_s: float | None = None,
+    max_attempts: int = 5,
+    backoff_s: float = 0.5,
+    backoff_max_s: float = 8.0,
+    reconnect_on_eof: bool = True,
+    **open_source_options: Any,
+) -> LiveSource:
+    """Open a URL or camera that reconnects after outages; the first frame is decoded before this returns.
+
+    Args:
+        spec: a URL or camera, or an :class:`InputSpec` of kind ``"url"``/``"camera"``.
+        open_timeout_s, read_timeout_s: deadlines of each open and read (see :func:`open_source`).
+        stall_s: reopen when no frame arrives for this many seconds; ``None``: ``2 * read_timeout_s``.
+        max_attempts: opens tried per outage (and for the first open) before giving up.
+        backoff_s, backoff_max_s: the wait before retry ``k`` is ``min(backoff_max_s, backoff_s * 2**(k-1))``
+            with jitter (half of it fixed, half random); the first attempt after a loss is immediate.
+        reconnect_on_eof: treat the end of the stream as an outage (a live server that went away ends the
+            stream cleanly); ``False`` ends the iteration there instead.
+        open_source_options: passed to :func:`open_source` (``rtsp_transport``, ``max_pixels``, ``name`` ...).
+
+    Returns:
+        A :class:`LiveSource`: frames with strictly increasing ``index`` and ``pts_s`` across reconnects,
+        ``gaps`` of ``(t_lost, t_back)`` and ``interrupt()`` for the pipeline's stop.
+
+    Raises:
+        InputError: the input is invalid, or ``max_attempts`` opens failed (the message names the input,
+            credentials redacted, and the number of attempts), or the open was interrupted.
+    """
+    if isinstance(spec, InputSpec):
+        job = spec
+    else:
+        jobs = expand_inputs([spec])
+        if len(jobs) != 1:
+            raise InputError(f"{redact_text(str(spec))}: names {len(jobs)} inputs; give one URL or camera")
+        job = jobs[0]
+    if job.error is not None:
+        raise job.error
+    options = dict(open_source_options, open_timeout_s=open_timeout_s, read_timeout_s=read_timeout_s)
+    return LiveSource(
+        job,
+        stall_s=2.0 * read_timeout_s if stall_s is None else stall_s,
+        max_attempts=max_attempts,
+        backoff_s=backoff_s,
+        backoff_max_s=backoff_max_s,
+        reconnect_on_eof=reconnect_on_eof,
+        open_options=options,
+    )

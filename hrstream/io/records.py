@@ -143,7 +143,8 @@ def safe_name(spec: str, *, max_len: int = MAX_NAME_LEN) -> str:
 
     The result has only ``[A-Za-z0-9_-]`` (no dots, so never ``.`` or ``..``; no path separators, no control
     characters), at most ``max_len`` characters, never the credentials of a URL, and applying it again
-    returns the same name (so callers may pass either a raw spec or an already sanitised name).
+    returns the same name, except that a bare number names a camera (``0`` -> ``camera0``);
+    :func:`output_path` keeps an already sanitised name as it is.
     Camera devices (``/dev/video0``) become ``video0``; a bare camera index ``0`` becomes ``camera0``.
     """
     spec = str(spec).strip()
@@ -183,7 +184,9 @@ def output_path(out_dir: str | os.PathLike[str], name: str, suffix: str) -> Path
     root = Path(out_dir).resolve()
     if "/" in suffix or "\\" in suffix or ".." in suffix:
         raise InputError(f"output suffix {suffix!r} must not contain path separators or '..'")
-    candidate = (root / f"{safe_name(name)}{suffix}").resolve()
+    # an already sanitised name is kept as is (a bare number would otherwise read as a camera index)
+    safe = name if re.fullmatch(r"[A-Za-z0-9_-]{1,%d}" % MAX_NAME_LEN, name) else safe_name(name)
+    candidate = (root / f"{safe}{suffix}").resolve()
     if candidate.parent != root:
         raise InputError(f"output name for {name!r} resolves outside {root}; rename the input")
     return candidate

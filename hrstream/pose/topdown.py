@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from hrstream.pose.crops import IMAGENET_MEAN, IMAGENET_STD, box_to_center_scale, crop_batch
+from hrstream.pose.crops import IMAGENET_MEAN, IMAGENET_STD, box_to_center_scale, crop_batch, crop_cpu
 from hrstream.pose.decode import DECODE_METHODS, DecodeMethod, decode_heatmaps, flip_test_merge
 from hrstream.pose.keypoints import COCO_FLIP_PAIRS
 from hrstream.pose.nms import oks_nms
@@ -97,6 +97,38 @@ class TopDownEstimator:
             )
         return out.float()
 
+    def _crops(
+        self, images: Sequence[np.ndarray], frame_idx: np.ndarray, center: np.ndarray, scale: np.ndarray
+    ) -> torch.Tensor:
+        """Normalised crops ``float32 (n, 3, h, w)`` on the device.
+
+        On the CPU: the official ``cv2.warpAffine`` crop of each box (bit-exact with the official code). On
+        other devices: one ``grid_sample`` over the frames on the device (within 0.5 grey levels of it).
+        """
+        udp = self.decoder == "udp"
+        if self.device.type == "cpu":
+            crops = np.stack(
+                [
+                    crop_cpu(images[f], center[i], scale[i], self.input_size, udp=udp)
+                    for i, f in enumerate(frame_idx)
+                ]
+            )
+            x = torch.from_numpy(crops).permute(0, 3, 1, 2).float().div_(255.0)
+            mean = torch.tensor(self.mean).view(1, 3, 1, 1)
+            std = torch.tensor(self.std).view(1, 3, 1, 1)
+            return x.sub_(mean).div_(std).contiguous(memory_format=torch.channels_last)
+        used = set(frame_idx.tolist())
+        tensors: list[torch.Tensor] = []
+        for i, img in enumerate(images):
+            if i in used:
+                t = torch.from_numpy(np.ascontiguousarray(img)).to(self.device, non_blocking=True)
+                tensors.append(t.permute(2, 0, 1))
+            else:  # never sampled: a placeholder keeps indices aligned
+                tensors.append(torch.zeros((3, 1, 1), dtype=torch.uint8, device=self.device))
+        return crop_batch(
+            tensors, frame_idx, center, scale, self.input_size, mean=self.mean, std=self.std, udp=udp
+        )
+
     @torch.inference_mode()
     def estimate(
         self,
@@ -129,24 +161,7 @@ class TopDownEstimator:
         center, scale = box_to_center_scale(
             all_boxes, aspect_ratio=self.aspect_ratio, box_format="xyxy", padding=self.padding
         )
-        used = sorted(set(frame_idx.tolist()))
-        tensors: list[torch.Tensor] = []
-        for i, img in enumerate(images):
-            if i in used:
-                t = torch.from_numpy(np.ascontiguousarray(img)).to(self.device, non_blocking=True)
-                tensors.append(t.permute(2, 0, 1))
-            else:  # never sampled: a placeholder keeps indices aligned
-                tensors.append(torch.zeros((3, 1, 1), dtype=torch.uint8, device=self.device))
-        crops = crop_batch(
-            tensors,
-            frame_idx,
-            center,
-            scale,
-            self.input_size,
-            mean=self.mean,
-            std=self.std,
-            udp=self.decoder == "udp",
-        )
+        crops = self._crops(images, frame_idx, center, scale)
         if self.flip_test:
             out = self._run_model(torch.cat([crops, crops.flip(3)], 0))
             heatmaps = flip_test_merge(out[:total], out[total:], self.flip_pairs, shift=self.shift_heatmap)

@@ -84,7 +84,7 @@ def _check_tracks(doc: dict[str, Any], label: str) -> None:
         for key in ("times", "boxes", "box_scores", "keypoints", "scores", "smoothed", "smoothed_offline"):
             if key in tr and len(tr[key]) != n:
                 raise _fail(label, "tracks", f"{where}.{key}", f"{len(tr[key])} entries for {n} frames")
-        if any(b <= a for a, b in zip(tr["frames"], tr["frames"][1:])):
+        if any(b <= a for a, b in zip(tr["frames"], tr["frames"][1:], strict=False)):
             raise _fail(label, "tracks", f"{where}.frames", "frame indices must increase")
         for key in ("keypoints", "scores", "smoothed", "smoothed_offline"):
             for j, pose in enumerate(tr.get(key, [])):

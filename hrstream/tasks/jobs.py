@@ -59,12 +59,19 @@ class PreparedTask:
         if self.task == "seg":
             seg = self.recipe["seg"]
             outputs = SegOutputs(
-                self.out_dir, info, label_maps=bool(seg["label_maps"]), rle=bool(seg["rle"]),
-                classes=self.bundle.meta["classes"], **common,
+                self.out_dir,
+                info,
+                label_maps=bool(seg["label_maps"]),
+                rle=bool(seg["rle"]),
+                classes=self.bundle.meta["classes"],
+                **common,
             )
         else:
             outputs = JobOutputs(
-                self.out_dir, info, task=self.task, tracks=bool(sinks.get("tracks", False)),
+                self.out_dir,
+                info,
+                task=self.task,
+                tracks=bool(sinks.get("tracks", False)),
                 savgol_window_s=None if live else self.recipe["smoother"].get("tracks_savgol_window_s"),
                 **common,
             )
@@ -91,8 +98,11 @@ class PreparedTask:
             pose = self.recipe["pose"]
             p.map(
                 "draw",
-                DrawStage(self.bundle.meta.get("skeleton", []), kpt_thr=float(pose["kpt_thr"]),
-                          draw_boxes=bool(sinks.get("draw_boxes", False))),
+                DrawStage(
+                    self.bundle.meta.get("skeleton", []),
+                    kpt_thr=float(pose["kpt_thr"]),
+                    draw_boxes=bool(sinks.get("draw_boxes", False)),
+                ),
             )
         else:
             seg = self.recipe["seg"]

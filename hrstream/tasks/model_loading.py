@@ -95,7 +95,9 @@ def load_model_bundle(model: str, weights: str | None, *, task: str, progress: b
     data, src = resolve_config(model)
     spec = parse_config(data, source=src)
     if spec.task != task:
-        raise ConfigError(f"--model {model} is a {spec.task} network ({spec.name}); --task {task} needs a {task} one")
+        raise ConfigError(
+            f"--model {model} is a {spec.task} network ({spec.name}); --task {task} needs a {task} one"
+        )
     entry: WeightsEntry | None = None
     if weights is None:
         config_name = Path(src).stem
@@ -105,7 +107,9 @@ def load_model_bundle(model: str, weights: str | None, *, task: str, progress: b
             entry = None
         default = (spec.extra.get("WEIGHTS") if entry is None else entry.name) or None
         if default is None:
-            raise ConfigError(f"--model {model}: the config names no default weights; pass --weights NAME|PATH")
+            raise ConfigError(
+                f"--model {model}: the config names no default weights; pass --weights NAME|PATH"
+            )
         weights = str(default)
     path, found = resolve_weights(weights, progress=progress)
     entry = found or entry

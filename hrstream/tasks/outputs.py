@@ -66,11 +66,12 @@ def frame_record(result: FrameResult, extra: dict[str, Any] | None = None) -> di
         people = []
         for i in range(len(p)):
             person: dict[str, Any] = {
-                "track_id": None if p.track_ids is None else int(p.track_ids[i]),
+                "track_id": None if p.track_ids is None or p.track_ids[i] < 0 else int(p.track_ids[i]),
                 "box": _r(p.boxes[i]),
                 "box_score": round(float(p.box_scores[i]), 4),
                 "keypoints": [
-                    [*_r(p.keypoints[i, k]), round(float(p.keypoint_scores[i, k]), 4)] for k in range(p.num_keypoints)
+                    [*_r(p.keypoints[i, k]), round(float(p.keypoint_scores[i, k]), 4)]
+                    for k in range(p.num_keypoints)
                 ],
             }
             if p.raw_keypoints is not None:
@@ -94,9 +95,14 @@ class _TrackLog:
             return
         t = result.frame.pts_s
         for i, tid in enumerate(p.track_ids.tolist()):
+            if tid < 0:  # not (yet) a confirmed track
+                continue
             tr = self.tracks.setdefault(
                 int(tid),
-                {k: [] for k in ("frames", "times", "boxes", "box_scores", "keypoints", "scores", "smoothed")},
+                {
+                    k: []
+                    for k in ("frames", "times", "boxes", "box_scores", "keypoints", "scores", "smoothed")
+                },
             )
             raw = p.raw_keypoints[i] if p.raw_keypoints is not None else p.keypoints[i]
             tr["frames"].append(result.frame.index)
@@ -115,7 +121,9 @@ class _TrackLog:
             times = np.asarray([np.nan if t is None else t for t in tr["times"]], np.float64)
             if savgol_window_s and len(times) >= 3 and np.all(np.isfinite(times)):
                 sg = savgol_smooth_track(
-                    times, np.asarray(tr["keypoints"], np.float32), np.asarray(tr["scores"], np.float32),
+                    times,
+                    np.asarray(tr["keypoints"], np.float32),
+                    np.asarray(tr["scores"], np.float32),
                     window_s=savgol_window_s,
                 )
                 doc["smoothed_offline"] = _r(sg)

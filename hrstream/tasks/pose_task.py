@@ -23,7 +23,14 @@ from hrstream.runtime import InferenceEngine
 from hrstream.track import KeypointSmoother, PoseTracker, make_smoother
 from hrstream.types import Frame, FrameResult, Poses
 
-__all__ = ["DetectStage", "PoseInferStage", "PoseWork", "TrackStage", "build_pose_estimator", "build_pose_detector"]
+__all__ = [
+    "DetectStage",
+    "PoseInferStage",
+    "PoseWork",
+    "TrackStage",
+    "build_pose_estimator",
+    "build_pose_detector",
+]
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +98,9 @@ class DetectStage:
                 self._carrier.update(
                     Poses(boxes, scores, np.zeros((n, self._k, 2)), np.zeros((n, self._k))), t=t
                 )
-        yield PoseWork(frame, boxes, scores, timings={"detect": time.perf_counter() - t0}, dropped_before=dropped)
+        yield PoseWork(
+            frame, boxes, scores, timings={"detect": time.perf_counter() - t0}, dropped_before=dropped
+        )
 
 
 def build_pose_estimator(
@@ -155,13 +164,19 @@ class TrackStage:
     def from_recipe(cls, recipe: dict[str, Any], *, live: bool) -> TrackStage:
         tr = recipe["tracker"]
         tracker = (
-            PoseTracker(max_age_s=float(tr["max_age_s"]), min_hits=int(tr["min_hits"])) if tr["enabled"] else None
+            PoseTracker(max_age_s=float(tr["max_age_s"]), min_hits=int(tr["min_hits"]))
+            if tr["enabled"]
+            else None
         )
         sm = recipe["smoother"]
         method = str(sm["live"] if live else sm["file"])
         smoother = None
         if tracker is not None and method != "none":
-            params = {"min_cutoff": float(sm["min_cutoff_hz"]), "beta": float(sm["beta"])} if method == "one_euro" else {}
+            params = (
+                {"min_cutoff": float(sm["min_cutoff_hz"]), "beta": float(sm["beta"])}
+                if method == "one_euro"
+                else {}
+            )
             smoother = make_smoother(method, **params)  # type: ignore[arg-type]
         return cls(tracker, smoother)
 
@@ -170,11 +185,34 @@ class TrackStage:
         poses = w.poses if w.poses is not None else Poses.empty()
         t = frame_time(w.frame)
         if self.tracker is not None:
-            poses = self.tracker.update(poses, t=t)
-        if self.smoother is not None and poses.track_ids is not None:
-            poses = self.smoother.update(poses, t=t)
+            tracked = self.tracker.update(poses, t=t)
+            if self.smoother is not None:
+                tracked = self.smoother.update(tracked, t=t)
+            poses = _with_untracked(tracked, poses)
         w.timings["track"] = time.perf_counter() - t0
         yield FrameResult(w.frame, poses=poses, timings=w.timings, dropped_before=w.dropped_before)
+
+
+def _with_untracked(tracked: Poses, detected: Poses) -> Poses:
+    """``tracked`` (confirmed tracks, by ID) followed by the detections no confirmed track holds yet
+    (tentative tracks, weak detections) with ``track_id`` -1, so every detected person is reported."""
+    taken = np.zeros(len(detected), bool)
+    for box in tracked.boxes:
+        hit = np.flatnonzero(np.all(detected.boxes == box, axis=1) & ~taken)
+        if len(hit):
+            taken[hit[0]] = True
+    rest = detected[~taken]
+    if len(rest) == 0:
+        return tracked
+    raw_tracked = tracked.raw_keypoints if tracked.raw_keypoints is not None else tracked.keypoints
+    return Poses(
+        boxes=np.concatenate([tracked.boxes, rest.boxes]),
+        box_scores=np.concatenate([tracked.box_scores, rest.box_scores]),
+        keypoints=np.concatenate([tracked.keypoints, rest.keypoints]),
+        keypoint_scores=np.concatenate([tracked.keypoint_scores, rest.keypoint_scores]),
+        track_ids=np.concatenate([tracked.track_ids, np.full(len(rest), -1)]),
+        raw_keypoints=np.concatenate([raw_tracked, rest.keypoints]),
+    )
 
 
 class DrawStage:

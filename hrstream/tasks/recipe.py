@@ -68,7 +68,9 @@ def apply_overrides(recipe: Mapping[str, Any], overrides: Mapping[str, Any], *, 
     return out
 
 
-def load_recipe(task: str, path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def load_recipe(
+    task: str, path: str | Path | None = None, overrides: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """The recipe for ``task`` (default file, or ``path``) with ``overrides`` applied.
 
     A custom recipe is merged over the task's default one, so it may give only the fields it changes.

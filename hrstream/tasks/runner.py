@@ -123,7 +123,9 @@ class Runner:
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.build = build
-        self.recipe_hash = hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        self.recipe_hash = hashlib.sha256(
+            json.dumps(recipe, sort_keys=True, default=str).encode()
+        ).hexdigest()[:16]
         self.grace_s = grace_s
         self.source_options = dict(source_options or {})
         self.make_progress = make_progress
@@ -142,7 +144,12 @@ class Runner:
     def _save_manifest(self, state: str) -> None:
         write_json_atomic(
             self.manifest_path,
-            {"format": "hrstream.manifest", "version": 1, "state": state, "jobs": [asdict(r) for r in self.results]},
+            {
+                "format": "hrstream.manifest",
+                "version": 1,
+                "state": state,
+                "jobs": [asdict(r) for r in self.results],
+            },
         )
 
     def run(self, specs: list[str]) -> tuple[list[JobResult], int | None]:
@@ -155,9 +162,16 @@ class Runner:
                     break
                 fp = _fingerprint(job, self.recipe_hash)
                 prev = previous.get(job.display)
-                if prev and prev.get("status") == "ok" and prev.get("fingerprint") == fp and job.kind in ("video", "image"):
+                if (
+                    prev
+                    and prev.get("status") == "ok"
+                    and prev.get("fingerprint") == fp
+                    and job.kind in ("video", "image")
+                ):
                     log.info("%s: already done with this recipe (manifest); skipped", job.display)
-                    self.results.append(JobResult(job.display, "skipped", fingerprint=fp, outputs=prev.get("outputs", {})))
+                    self.results.append(
+                        JobResult(job.display, "skipped", fingerprint=fp, outputs=prev.get("outputs", {}))
+                    )
                     continue
                 result = self._run_job(job)
                 result.fingerprint = fp
@@ -189,8 +203,14 @@ class Runner:
                 raise cause from e  # configuration/weights problems end the run (exit 2)
             msg = f"{job.display}: {cause}" if isinstance(cause, InputError) else f"{job.display}: {e}"
             log.error("%s", msg)
-            return JobResult(job.display, "failed", frames=getattr(outputs, "frames", 0), error=msg,
-                             outputs=_paths(outputs), elapsed_s=time.monotonic() - t0)
+            return JobResult(
+                job.display,
+                "failed",
+                frames=getattr(outputs, "frames", 0),
+                error=msg,
+                outputs=_paths(outputs),
+                elapsed_s=time.monotonic() - t0,
+            )
         finally:
             self.control.attach(None)
             finish()
@@ -200,12 +220,24 @@ class Runner:
         truncated = bool(getattr(source, "truncated", False))
         status = "interrupted" if stats.outcome != "completed" else "ok"
         result = JobResult(
-            job.display, status, frames=outputs.frames, drops=stats.drops, truncated=truncated,
-            outputs=_paths(outputs), elapsed_s=time.monotonic() - t0,
+            job.display,
+            status,
+            frames=outputs.frames,
+            drops=stats.drops,
+            truncated=truncated,
+            outputs=_paths(outputs),
+            elapsed_s=time.monotonic() - t0,
         )
         if truncated:
             result.error = f"{job.display}: file ended early; decoded {outputs.frames} frames"
-        log.info("%s: %s, %d frames in %.1f s (%d dropped)", job.display, status, result.frames, result.elapsed_s, result.drops)
+        log.info(
+            "%s: %s, %d frames in %.1f s (%d dropped)",
+            job.display,
+            status,
+            result.frames,
+            result.elapsed_s,
+            result.drops,
+        )
         return result
 
 

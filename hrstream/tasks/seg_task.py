@@ -17,7 +17,14 @@ import torch
 
 from hrstream.io import output_path
 from hrstream.runtime import InferenceEngine
-from hrstream.seg import LabelMapWriter, ProbabilitySmoother, SegmentationEstimator, class_fractions, masks_to_rle, overlay
+from hrstream.seg import (
+    LabelMapWriter,
+    ProbabilitySmoother,
+    SegmentationEstimator,
+    class_fractions,
+    masks_to_rle,
+    overlay,
+)
 from hrstream.tasks.outputs import JobOutputs
 from hrstream.tasks.pose_task import frame_time
 from hrstream.types import Frame, FrameResult, SegMap
@@ -25,7 +32,9 @@ from hrstream.types import Frame, FrameResult, SegMap
 __all__ = ["SegDrawStage", "SegInferStage", "SegOutputs", "build_seg_estimator"]
 
 
-def build_seg_estimator(engine: InferenceEngine, spec: Any, meta: dict[str, Any], recipe: dict[str, Any]) -> SegmentationEstimator:
+def build_seg_estimator(
+    engine: InferenceEngine, spec: Any, meta: dict[str, Any], recipe: dict[str, Any]
+) -> SegmentationEstimator:
     """Whole-frame inference at the config's test size (``TEST.IMAGE_SIZE``, aspect kept) unless the recipe
     gives ``seg.test_size``; bilinear upsampling with the config's ``ALIGN_CORNERS``; argmax on the device."""
     seg = recipe["seg"]
@@ -47,7 +56,9 @@ def build_seg_estimator(engine: InferenceEngine, spec: Any, meta: dict[str, Any]
 class SegInferStage:
     """A batch of frames through the network in one call; optional EMA of probabilities (reset at cuts)."""
 
-    def __init__(self, estimator: SegmentationEstimator, classes: Sequence[str], *, tau_s: float | None) -> None:
+    def __init__(
+        self, estimator: SegmentationEstimator, classes: Sequence[str], *, tau_s: float | None
+    ) -> None:
         self.estimator = estimator
         self.classes = tuple(classes)
         self.smoother = ProbabilitySmoother(tau_s) if tau_s else None
@@ -63,7 +74,10 @@ class SegInferStage:
                 smoothed = self.smoother.update(probs, t=frame_time(f), image=f.image)
                 labels.append(torch.argmax(smoothed, dim=0).to(torch.uint8).cpu().numpy())
         dt = (time.perf_counter() - t0) / max(1, len(batch))
-        return [FrameResult(f, seg=SegMap(lab, self.classes), timings={"infer": dt}) for f, lab in zip(batch, labels, strict=True)]
+        return [
+            FrameResult(f, seg=SegMap(lab, self.classes), timings={"infer": dt})
+            for f, lab in zip(batch, labels, strict=True)
+        ]
 
 
 class SegDrawStage:
@@ -76,14 +90,25 @@ class SegDrawStage:
 
     def process(self, result: FrameResult) -> Iterable[tuple[FrameResult, np.ndarray]]:
         assert result.seg is not None
-        image = overlay(result.frame.image, result.seg.labels, self.palette, opacity=self.opacity, classes=self.classes)
+        image = overlay(
+            result.frame.image, result.seg.labels, self.palette, opacity=self.opacity, classes=self.classes
+        )
         yield result, image
 
 
 class SegOutputs(JobOutputs):
     """:class:`JobOutputs` plus lossless label maps and per-class fractions (and optional RLE) in the JSONL."""
 
-    def __init__(self, out_dir: str | Path, info: Any, *, label_maps: bool, rle: bool, classes: Sequence[str], **kw: Any) -> None:
+    def __init__(
+        self,
+        out_dir: str | Path,
+        info: Any,
+        *,
+        label_maps: bool,
+        rle: bool,
+        classes: Sequence[str],
+        **kw: Any,
+    ) -> None:
         self.classes = list(classes)
         self.rle = rle
         super().__init__(out_dir, info, task="seg", tracks=False, record_extra=self._extra, **kw)
@@ -94,7 +119,9 @@ class SegOutputs(JobOutputs):
 
     def _extra(self, result: FrameResult) -> dict[str, Any]:
         assert result.seg is not None
-        rec: dict[str, Any] = {"classes": {k: round(v, 6) for k, v in class_fractions(result.seg.labels, self.classes).items()}}
+        rec: dict[str, Any] = {
+            "classes": {k: round(v, 6) for k, v in class_fractions(result.seg.labels, self.classes).items()}
+        }
         if self.rle:
             present = [int(c) for c in np.unique(result.seg.labels)]
             rec["rle"] = masks_to_rle(result.seg.labels, present, classes=self.classes)

@@ -3,7 +3,8 @@
 * :class:`PoseTracker`: Kalman filter per person box + two-stage IoU/OKS assignment; integer IDs from 1,
   never reused within a video (``reset()`` starts a new video and restarts the IDs).
 * :class:`KeypointSmoother` / :func:`make_smoother`: per-track One-Euro or Kalman smoothing of keypoints.
-* :func:`savgol_smooth_track`: offline Savitzky-Golay smoothing of a whole track (files).
+* :func:`savgol_smooth_track`: offline Savitzky-Golay smoothing of a whole track (files);
+  :class:`FixedLagSavgol`: the same while streaming, with a delay of half the window.
 """
 
 from __future__ import annotations

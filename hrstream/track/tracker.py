@@ -45,6 +45,10 @@ class _Track:
 class PoseTracker:
     """Track people across frames: ``update(poses, *, t) -> poses`` with ``track_ids`` set.
 
+    Association per frame: confident detections go first to the tracks matched on the previous frame,
+    then to the tracks in occlusion (which are predicted with their size held); weak detections then go
+    to the tracks still free. Each step is an optimal assignment (``scipy.optimize.linear_sum_assignment``).
+
     Args:
         high_thr: detections scoring at least this are matched first, against all tracks.
         low_thr: detections in ``[low_thr, high_thr)`` are matched second, against the tracks still free;

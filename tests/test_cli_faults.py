@@ -1,0 +1,223 @@
+"""``hrstream run`` under faults: bad inputs beside a good one, SIGINT, a second SIGINT, SIGKILL.
+
+Every run here is a child process (real signals, real stderr), with the tiny official-architecture network
+so that the clips are processed at tens of frames per second on a CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from support.cli_checks import (
+    ROOT,
+    VIDEOS,
+    cli_env,
+    jsonl_lines,
+    manifest_jobs,
+    read_jsonl,
+    run_cli,
+    video_facts,
+)
+from support.tiny_models import TinyModel, tiny_pose_model
+
+LONG_CLIP = VIDEOS / "basketball_426x240_2997.mp4"  # 300 frames
+GOOD_CLIP = VIDEOS / "street_960x540_5fps.mp4"
+
+
+@pytest.fixture(scope="module")
+def tiny_pose(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
+    return tiny_pose_model(tmp_path_factory.mktemp("tiny_pose"))
+
+
+def _audio_only(path: Path) -> None:
+    """One second of a 440 Hz tone, AAC in MP4, no video stream."""
+    rate = 16000
+    t = np.arange(rate) / rate
+    with av.open(str(path), "w") as c:
+        stream = c.add_stream("aac", rate=rate)
+        stream.layout = "mono"
+        for i in range(0, rate, 1024):
+            chunk = (0.3 * np.sin(2 * np.pi * 440 * t[i : i + 1024])).astype(np.float32)[None]
+            frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="mono")
+            frame.sample_rate, frame.pts, frame.time_base = rate, i, Fraction(1, rate)
+            for packet in stream.encode(frame):
+                c.mux(packet)
+        for packet in stream.encode(None):
+            c.mux(packet)
+
+
+def _truncated_mkv(path: Path, frames: int = 40) -> int:
+    """The first ``frames`` packets of the long clip remuxed to Matroska, then cut in half. Returns
+    ``frames``."""
+    full = path.with_name("full.mkv")
+    with av.open(str(LONG_CLIP)) as src, av.open(str(full), "w") as dst:
+        vin = src.streams.video[0]
+        vout = dst.add_stream_from_template(vin)
+        n = 0
+        for packet in src.demux(vin):
+            if packet.dts is None:
+                continue
+            packet.stream = vout
+            dst.mux(packet)
+            n += 1
+            if n >= frames:
+                break
+    data = full.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    full.unlink()
+    return frames
+
+
+def test_bad_inputs_fail_alone_with_one_line_each(tiny_pose: TinyModel, tmp_path: Path) -> None:
+    media = tmp_path / "media"
+    media.mkdir()
+    (media / "empty.mp4").write_bytes(b"")
+    (media / "notes.mp4").write_text("these are meeting notes, not a video\n")
+    _audio_only(media / "audio_only.mp4")
+    full_frames = _truncated_mkv(media / "cut.mkv")
+    bad = [str(media / n) for n in ("missing.mp4", "empty.mp4", "notes.mp4", "audio_only.mp4")]
+    bad.append("ftp://x/y.mp4")
+    cut = str(media / "cut.mkv")
+    out = tmp_path / "out"
+    args = ["run", *bad[:3], str(GOOD_CLIP), *bad[3:], cut, *tiny_pose.args(), "--detector", "full-frame"]
+    proc = run_cli([*args, "--out", str(out), "-q"])
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.splitlines()
+    for spec in [*bad, cut]:
+        naming = [line for line in lines if spec in line]
+        assert len(naming) == 1, (spec, proc.stderr)
+        assert len(naming[0]) < 300
+    assert "ended early" in next(line for line in lines if cut in line)
+
+    state, jobs = manifest_jobs(out)
+    assert state == "done"
+    assert {jobs[s]["status"] for s in bad} == {"failed"}
+    assert all(jobs[s]["error"] for s in bad)
+    good = jobs[str(GOOD_CLIP)]
+    assert good["status"] == "ok"
+    n = video_facts(GOOD_CLIP).frames
+    assert video_facts(good["outputs"]["video"]).frames == n == good["frames"]
+    assert len(read_jsonl(good["outputs"]["jsonl"])) == n
+    assert json.loads(Path(good["outputs"]["tracks"]).read_text())["num_frames"] == n
+
+    # the cut file: what could be decoded is processed and kept, and the manifest says it was truncated
+    part = jobs[cut]
+    assert part["truncated"] is True
+    assert 0 < part["frames"] < full_frames
+    assert video_facts(part["outputs"]["video"]).frames == part["frames"]
+    assert len(read_jsonl(part["outputs"]["jsonl"])) == part["frames"]
+
+
+def _start_long_run(tiny_pose: TinyModel, out: Path, *extra: str) -> subprocess.Popen[str]:
+    args = ["run", str(LONG_CLIP), *tiny_pose.args(), "--detector", "full-frame", "--batch-size", "1"]
+    return subprocess.Popen(
+        [sys.executable, "-m", "hrstream.cli", *args, "--out", str(out), "-q", *extra],
+        env=cli_env(),
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+
+
+def _wait_for_lines(proc: subprocess.Popen[str], jsonl: Path, n: int, timeout: float = 90) -> int:
+    """Poll until ``jsonl`` holds at least ``n`` complete lines; returns how many it holds then."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"run ended early ({proc.returncode}): {proc.stderr.read() if proc.stderr else ''}")
+        if jsonl.exists():
+            count = jsonl.read_bytes().count(b"\n")
+            if count >= n:
+                return count
+        time.sleep(0.02)
+    proc.kill()
+    pytest.fail(f"fewer than {n} records in {timeout} s")
+
+
+def _finish(proc: subprocess.Popen[str], timeout: float) -> tuple[int, str, float]:
+    t0 = time.monotonic()
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        pytest.fail(f"no exit within {timeout} s of the signal")
+    return proc.returncode, err, time.monotonic() - t0
+
+
+GRACE_S = 10.0
+
+
+def test_sigint_drains_and_closes_every_output(tiny_pose: TinyModel, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = _start_long_run(tiny_pose, out, "--grace", str(GRACE_S))
+    stem = LONG_CLIP.stem
+    at_signal = _wait_for_lines(proc, out / f"{stem}.jsonl", 5)
+    proc.send_signal(signal.SIGINT)
+    rc, err, took = _finish(proc, GRACE_S + 20)
+    assert rc == 130, err
+    assert took < GRACE_S + 5, took  # drained (or aborted by the grace timer) and exited
+    assert "Traceback" not in err
+    records = read_jsonl(out / f"{stem}.jsonl")  # every line parses and the last one is complete
+    assert [r["frame"] for r in records] == list(range(len(records)))
+    assert at_signal <= len(records) < 300
+    video = video_facts(out / f"{stem}.mp4")
+    # the writer closed the file properly: every frame handed to it decodes, one per record
+    assert video.frames == len(records)
+    np.testing.assert_allclose(video.pts_s, [r["pts_s"] for r in records], atol=1e-6)
+    state, jobs = manifest_jobs(out)
+    assert state == "interrupted"
+    assert jobs[str(LONG_CLIP)]["status"] == "interrupted"
+    assert jobs[str(LONG_CLIP)]["frames"] == len(records)
+    doc = json.loads((out / f"{stem}.tracks.json").read_text())
+    assert doc["num_frames"] == len(records)
+
+
+def test_second_sigint_aborts(tiny_pose: TinyModel, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = _start_long_run(tiny_pose, out, "--grace", "120")
+    jsonl = out / f"{LONG_CLIP.stem}.jsonl"
+    at_signal = _wait_for_lines(proc, jsonl, 5)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    rc, err, took = _finish(proc, 30)
+    assert rc == 130, err
+    assert "aborting" in err
+    assert "Traceback" not in err
+    assert took < 15, took  # far below the 120 s grace: the second signal did not wait for a drain
+    records, tail = jsonl_lines(jsonl)
+    assert tail == b""
+    # a drain writes every frame in flight (about 18 with these queue sizes); an abort stops at once
+    assert len(records) - at_signal <= 5, (at_signal, len(records))
+    assert manifest_jobs(out)[0] == "interrupted"
+
+
+def test_sigkill_leaves_readable_outputs(tiny_pose: TinyModel, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = _start_long_run(tiny_pose, out)
+    stem = LONG_CLIP.stem
+    _wait_for_lines(proc, out / f"{stem}.jsonl", 40)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    records, _tail = jsonl_lines(out / f"{stem}.jsonl")  # the unterminated tail (if any) is ignored
+    assert [r["frame"] for r in records] == list(range(len(records)))
+    assert len(records) >= 40
+    video = video_facts(out / f"{stem}.mp4")
+    assert 0 < video.frames <= len(records) + 1
+    np.testing.assert_allclose(video.pts_s, [r["pts_s"] for r in records[: video.frames]], atol=1e-6)
+    tracks = out / f"{stem}.tracks.json"
+    if tracks.exists():  # written atomically at the end: absent, or complete
+        json.loads(tracks.read_text())

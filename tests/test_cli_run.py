@@ -1,0 +1,213 @@
+"""End-to-end runs of ``hrstream run --task pose`` on real clips with a tiny official-architecture network.
+
+What is checked is the plumbing the user sees: one output frame per input frame with the input's timestamps
+and upright size, one JSONL record per frame, a tracks document that agrees with the records, a manifest,
+detections taken from a file, and output names that stay inside ``--out``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from support.cli_checks import (
+    ROOT,
+    VIDEOS,
+    invoke,
+    manifest_jobs,
+    read_jsonl,
+    video_facts,
+    video_frames,
+)
+from support.tiny_models import TinyModel, tiny_pose_model
+
+CLIPS = [
+    "street_960x540_5fps.mp4",
+    "football_1280x720_mpeg4.mp4",
+    "crowd_1080p_3fps_mpeg4.mp4",
+    "gen_rot90_160x120.mp4",
+    "gen_vfr_160x120.mp4",
+]
+RECIPE = yaml.safe_load((ROOT / "pipelines" / "pose.yaml").read_text())
+MIN_HITS = int(RECIPE["tracker"]["min_hits"])
+
+
+@pytest.fixture(scope="module")
+def tiny_pose(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
+    return tiny_pose_model(tmp_path_factory.mktemp("tiny_pose"))
+
+
+@pytest.fixture(scope="module")
+def full_frame_run(tiny_pose: TinyModel, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("full_frame")
+    args = ["run", *[str(VIDEOS / c) for c in CLIPS], "--task", "pose", *tiny_pose.args()]
+    result = invoke([*args, "--detector", "full-frame", "--batch-size", "4", "--out", str(out)])
+    assert result.exit_code == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    return out
+
+
+def _stem(clip: str) -> str:
+    return clip.rsplit(".", 1)[0]
+
+
+def _check_agreement(out: Path, clip: str) -> tuple[list[dict], dict]:
+    """Video, JSONL and tracks document of one job agree with the input and with each other."""
+    src = video_facts(VIDEOS / clip)
+    video = video_facts(out / f"{_stem(clip)}.mp4")
+    assert video.frames == src.frames > 0
+    assert video.size == src.size
+    np.testing.assert_allclose(video.pts_s, src.pts_s, atol=1e-6)
+
+    records = read_jsonl(out / f"{_stem(clip)}.jsonl")
+    assert [r["frame"] for r in records] == list(range(src.frames))
+    np.testing.assert_allclose([r["pts_s"] for r in records], src.pts_s, atol=1e-6)
+    assert {(r["width"], r["height"]) for r in records} == {src.size}
+
+    doc = json.loads((out / f"{_stem(clip)}.tracks.json").read_text())
+    assert doc["format"] == "hrstream.tracks"
+    assert doc["num_frames"] == src.frames
+    assert len(doc["keypoint_names"]) == 17
+    by_frame: dict[int, dict[int, dict]] = {r["frame"]: {} for r in records}
+    for r in records:
+        for person in r["people"]:
+            assert person["track_id"] is not None
+            assert len(person["keypoints"]) == 17
+            by_frame[r["frame"]][person["track_id"]] = person
+    seen: dict[int, set[int]] = {f: set() for f in by_frame}
+    for track in doc["tracks"]:
+        tid = track["track_id"]
+        n = len(track["frames"])
+        assert n == len(track["times"]) == len(track["boxes"]) == len(track["smoothed"]) == len(track["scores"])
+        for i, f in enumerate(track["frames"]):
+            person = by_frame[f][tid]  # the record of that frame holds this track
+            seen[f].add(tid)
+            assert track["times"][i] == pytest.approx(records[f]["pts_s"])
+            assert track["boxes"][i] == person["box"]
+            np.testing.assert_allclose(track["smoothed"][i], [k[:2] for k in person["keypoints"]], atol=0.011)
+            np.testing.assert_allclose(track["scores"][i], [k[2] for k in person["keypoints"]], atol=1e-4)
+            raw = person.get("raw_keypoints", [k[:2] for k in person["keypoints"]])
+            np.testing.assert_allclose(track["keypoints"][i], raw, atol=0.011)
+    assert seen == {f: set(p) for f, p in by_frame.items()}  # and no record person is missing from the tracks
+    return records, doc
+
+
+@pytest.mark.parametrize("clip", CLIPS)
+def test_full_frame_outputs_match_input(full_frame_run: Path, clip: str) -> None:
+    records, doc = _check_agreement(full_frame_run, clip)
+    # one full-frame box per frame: after the tracker's warm-up every frame holds exactly one person
+    counts = [len(r["people"]) for r in records]
+    assert counts == [0] * (MIN_HITS - 1) + [1] * (len(records) - MIN_HITS + 1)
+    w, h = records[0]["width"], records[0]["height"]
+    for r in records[MIN_HITS - 1 :]:
+        np.testing.assert_allclose(r["people"][0]["box"], [0, 0, w, h], atol=0.01)
+    assert len(doc["tracks"]) == 1
+
+
+@pytest.mark.parametrize("clip", ["street_960x540_5fps.mp4", "gen_rot90_160x120.mp4", "gen_vfr_160x120.mp4"])
+def test_output_frames_are_the_input_frames_in_order(full_frame_run: Path, clip: str) -> None:
+    """Each annotated frame is closest to its own input frame (not shifted, not reordered, upright)."""
+    src = video_frames(VIDEOS / clip)
+    out = video_frames(full_frame_run / f"{_stem(clip)}.mp4")
+    assert len(out) == len(src)
+    for i, img in enumerate(out):
+        diffs = [np.abs(img.astype(np.int16) - s.astype(np.int16)).mean() for s in src]
+        assert int(np.argmin(diffs)) == i, (i, diffs)
+
+
+def test_manifest_records_every_job(full_frame_run: Path) -> None:
+    state, jobs = manifest_jobs(full_frame_run)
+    assert state == "done"
+    assert len(jobs) == len(CLIPS)
+    for clip in CLIPS:
+        job = next(j for k, j in jobs.items() if k.endswith(clip))
+        assert job["status"] == "ok"
+        assert job["frames"] == video_facts(VIDEOS / clip).frames
+        assert job["error"] is None
+        assert {Path(p).name for p in job["outputs"].values()} == {
+            f"{_stem(clip)}{s}" for s in (".mp4", ".jsonl", ".tracks.json")
+        }
+
+
+def _boxes_for_frame(i: int) -> list[tuple[list[float], float, int]]:
+    """Fixed person boxes (xywh, score, category) of frame ``i``; two people drift to the right."""
+    return [
+        ([100.0 + 8 * i, 120.0, 180.0, 400.0], 0.9, 1),
+        ([760.0, 140.0 + 4 * i, 170.0, 380.0], 0.8, 1),
+        ([400.0, 300.0, 100.0, 100.0], 0.2, 1),  # below the recipe's score threshold
+        ([1000.0, 100.0, 150.0, 150.0], 0.99, 3),  # not a person
+    ]
+
+
+def test_detections_from_file(tiny_pose: TinyModel, tmp_path: Path) -> None:
+    clip = "football_1280x720_mpeg4.mp4"
+    n = video_facts(VIDEOS / clip).frames
+    dets = [
+        {"image_id": i, "category_id": cat, "bbox": box, "score": score}
+        for i in range(n)
+        for box, score, cat in _boxes_for_frame(i)
+    ]
+    det_path = tmp_path / "dets.json"
+    det_path.write_text(json.dumps(dets))
+    out = tmp_path / "out"
+    result = invoke(["run", str(VIDEOS / clip), *tiny_pose.args(), "--detector", f"file:{det_path}",
+                     "--out", str(out)])
+    assert result.exit_code == 0, result.stderr
+    records, doc = _check_agreement(out, clip)
+    thr = float(RECIPE["detector"]["score_thr"])
+    for r in records:
+        expected = sorted(
+            [box[0], box[1], box[0] + box[2], box[1] + box[3]]
+            for box, score, cat in _boxes_for_frame(r["frame"])
+            if cat == 1 and score >= thr
+        )
+        got = sorted(p["box"] for p in r["people"])
+        if r["frame"] < MIN_HITS - 1:
+            assert got == []
+        else:
+            np.testing.assert_allclose(got, expected, atol=0.01)
+    assert len(doc["tracks"]) == 2
+    # identities are stable: each track stays on one of the two drifting boxes
+    for track in doc["tracks"]:
+        assert len({round(b[0] - 8 * f) for b, f in zip(track["boxes"], track["frames"], strict=True)}) == 1 or len(
+            {round(b[1] - 4 * f) for b, f in zip(track["boxes"], track["frames"], strict=True)}
+        ) == 1
+
+
+ODD_NAMES = ["my clip (1) #&;'$x.mp4", "ünïcode ☃ clip.mp4", "..mp4", "-dash.mp4"]
+
+
+def test_odd_names_and_parent_paths_stay_inside_out(
+    tiny_pose: TinyModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    media = tmp_path / "media"
+    work = tmp_path / "work" / "sub"
+    work.mkdir(parents=True)
+    media.mkdir()
+    for name in ODD_NAMES:
+        shutil.copy(VIDEOS / "street_960x540_5fps.mp4", media / name)
+    monkeypatch.chdir(work)
+    specs = [f"../../media/{name}" for name in ODD_NAMES]
+    before = {p for p in tmp_path.rglob("*")}
+    result = invoke(["run", *specs, *tiny_pose.args(), "--detector", "full-frame", "--out", "out", "--no-video",
+                     "-q"])
+    assert result.exit_code == 0, result.stderr
+    out = (work / "out").resolve()
+    created = {p.resolve() for p in tmp_path.rglob("*")} - {p.resolve() for p in before}
+    outside = [p for p in created if p != out and out not in p.parents]
+    assert outside == []
+    names = sorted(p.name for p in out.iterdir())
+    assert "manifest.json" in names
+    jsonl = [n for n in names if n.endswith(".jsonl")]
+    assert len(jsonl) == len(ODD_NAMES)  # four inputs, four distinct outputs
+    for n in names:
+        assert n.isascii() and "/" not in n and not n.startswith((".", "-"))
+    _, jobs = manifest_jobs(out)
+    assert sorted(jobs) == sorted(specs)
+    assert all(j["status"] == "ok" for j in jobs.values())
+    for job in jobs.values():
+        assert len(read_jsonl(job["outputs"]["jsonl"])) == 5
