@@ -74,25 +74,73 @@ def _progress_factory(quiet: bool) -> Callable[[Any], tuple[Any, Callable[[], No
 
 @main.command()
 @click.argument("sources", nargs=-1, required=True)
-@click.option("--task", type=click.Choice(["pose", "seg"]), default="pose", show_default=True)
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="runs/out", show_default=True,
-              help="Output folder; every file lands inside it.")
-@click.option("--pipeline", "pipeline_path", type=click.Path(dir_okay=False), default=None,
-              help="A pipeline recipe YAML (default: pipelines/<task>.yaml); flags override its fields.")
-@click.option("--model", default=None, help="A registered config name or a config YAML in the official schema.")
+@click.option(
+    "--task",
+    type=click.Choice(["pose", "seg", "pose,seg"]),
+    default="pose",
+    show_default=True,
+    help="pose, seg, or pose,seg (both networks on the same frames, one annotated video).",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    default="runs/out",
+    show_default=True,
+    help="Output folder; every file lands inside it.",
+)
+@click.option(
+    "--pipeline",
+    "pipeline_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="A pipeline recipe YAML (default: pipelines/<task>.yaml); flags override its fields.",
+)
+@click.option(
+    "--model", default=None, help="A registered config name or a config YAML in the official schema."
+)
+@click.option(
+    "--seg-model", default=None, help="The segmentation network of --task pose,seg / --detector seg."
+)
+@click.option("--seg-weights", default=None, help="Weights of --seg-model (a registered name or a path).")
+@click.option(
+    "--seg-smoothing",
+    type=float,
+    default=None,
+    help="Time constant (s) of the EMA of class probabilities; resets at scene cuts. Off by default.",
+)
+@click.option("--opacity", type=click.FloatRange(0, 1), default=None, help="Opacity of the class overlay.")
+@click.option("--rle", is_flag=True, default=None, help="Per-class COCO RLE masks in the JSONL records.")
 @click.option("--weights", default=None, help="A registered weights name or a checkpoint path.")
 @click.option("--device", default=None, help="auto | cpu | cuda | cuda:N")
 @click.option("--amp", type=click.Choice(["auto", "off", "fp16", "bf16"]), default=None)
-@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Person crops (pose) or frames (seg) per network call.")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Person crops (pose) or frames (seg) per network call.",
+)
 @click.option("--detector", default=None, help="fast | accurate | full-frame | file:PATH")
-@click.option("--detect-every", type=click.IntRange(min=1), default=None, help="Run the detector every N frames.")
+@click.option(
+    "--detect-every", type=click.IntRange(min=1), default=None, help="Run the detector every N frames."
+)
 @click.option("--flip-test/--no-flip-test", default=None, help="Override the config's TEST.FLIP_TEST.")
 @click.option("--decoder", type=click.Choice(["msra", "dark", "udp"]), default=None)
 @click.option("--preset", default=None, help="libx264 preset of the annotated video (ultrafast ... medium).")
 @click.option("--no-video", is_flag=True, help="Do not write the annotated video.")
-@click.option("--open-timeout", type=float, default=10.0, show_default=True, help="Seconds to open a network source.")
-@click.option("--read-timeout", type=float, default=10.0, show_default=True, help="Seconds without data before a network source fails.")
-@click.option("--grace", type=float, default=10.0, show_default=True, help="Seconds to drain after SIGINT/SIGTERM.")
+@click.option(
+    "--open-timeout", type=float, default=10.0, show_default=True, help="Seconds to open a network source."
+)
+@click.option(
+    "--read-timeout",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="Seconds without data before a network source fails.",
+)
+@click.option(
+    "--grace", type=float, default=10.0, show_default=True, help="Seconds to drain after SIGINT/SIGTERM."
+)
 @click.option("-q", "--quiet", is_flag=True)
 @click.option("-v", "--verbose", count=True)
 def run(sources: tuple[str, ...], task: str, out_dir: str, pipeline_path: str | None, **opts: Any) -> None:
@@ -112,13 +160,25 @@ def run(sources: tuple[str, ...], task: str, out_dir: str, pipeline_path: str | 
         "sinks.preset": opts["preset"],
         "sinks.video": False if opts["no_video"] else None,
     }
-    if task == "pose":
-        overrides.update({
-            "detector.name": opts["detector"],
-            "detector.every_n": opts["detect_every"],
-            "pose.flip_test": opts["flip_test"],
-            "pose.decoder": opts["decoder"],
-        })
+    if "seg" in task:
+        overrides.update(
+            {
+                "seg.smoothing_tau_s": opts["seg_smoothing"],
+                "seg.opacity": opts["opacity"],
+                "seg.rle": opts["rle"],
+            }
+        )
+    if "pose" in task:
+        overrides.update(
+            {
+                "seg_model": opts["seg_model"],
+                "seg_weights": opts["seg_weights"],
+                "detector.name": opts["detector"],
+                "detector.every_n": opts["detect_every"],
+                "pose.flip_test": opts["flip_test"],
+                "pose.decoder": opts["decoder"],
+            }
+        )
     try:
         recipe = load_recipe(task, pipeline_path, overrides)
         prepared = prepare(task, recipe, out_dir, progress=not quiet)
@@ -193,8 +253,13 @@ def weights_add(path: str, name: str) -> None:
 
 @main.command("eval")
 @click.argument("results", type=click.Path(dir_okay=False))
-@click.option("--gt", "gt_path", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="COCO keypoint ground truth (person_keypoints_*.json).")
+@click.option(
+    "--gt",
+    "gt_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="COCO keypoint ground truth (person_keypoints_*.json).",
+)
 def eval_cmd(results: str, gt_path: str) -> None:
     """COCO keypoint AP of a results file (COCO results format) with pycocotools."""
     from hrstream.pose import evaluate_coco_keypoints

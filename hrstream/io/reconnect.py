@@ -225,11 +225,18 @@ class LiveSource(Source):
         t0 = time.monotonic()
         last = ""
         for n in range(1, self._max_attempts + 1):
+            if self._stop.is_set():
+                break
             if n > 1:
                 delay = backoff_delay(n - 1, *self._backoff)
                 log.warning(
                     "%s: %s attempt %d of %d failed (%s); retrying in %.2f s",
-                    self._display, what, n - 1, self._max_attempts, last, delay,
+                    self._display,
+                    what,
+                    n - 1,
+                    self._max_attempts,
+                    last,
+                    delay,
                 )
                 if self._stop.wait(delay):
                     break
@@ -247,9 +254,8 @@ class LiveSource(Source):
             f"(last error: {last}); check that the server or camera is up and the URL is right"
         )
 
-    def _lose(self, reason: str) -> None:
-        assert self._reader is not None
-        self._reader.cancel.set()  # the reader closes its own connection once its read returns
+    def _lose(self, reader: _Reader, reason: str) -> None:
+        reader.cancel.set()  # the reader closes its own connection once its read returns
         self._reader = None
         t_lost = self._last_captured if self._last_captured is not None else time.time()
         self._lost = (t_lost, reason)
@@ -272,7 +278,8 @@ class LiveSource(Source):
         while True:
             if self._stop.is_set() or self._closed:
                 raise StopIteration
-            if self._reader is None:
+            reader = self._reader
+            if reader is None:
                 try:
                     self._reconnect()
                 except InputError:
@@ -280,18 +287,17 @@ class LiveSource(Source):
                         raise StopIteration from None
                     raise
                 continue
-            reader = self._reader
             try:
                 item = reader.frames.get(timeout=_POLL_S)
             except queue.Empty:
                 idle = time.monotonic() - reader.last_activity
                 if self._stall_s is not None and idle >= self._stall_s:
-                    self._lose(f"no frame for {idle:.1f} s")
+                    self._lose(reader, f"no frame for {idle:.1f} s")
                 continue
             if isinstance(item, _End):
                 if item.error is None and not self._reconnect_on_eof:
                     raise StopIteration
-                self._lose(str(item.error) if item.error is not None else "the stream ended")
+                self._lose(reader, str(item.error) if item.error is not None else "the stream ended")
                 continue
             return self._emit(item)
 
@@ -311,7 +317,10 @@ class LiveSource(Source):
                 self.gaps.append((t_lost, captured))
                 log.warning(
                     "%s: gap in the stream: no frames for %.2f s (%s); resumed after reconnect %d",
-                    self._display, captured - t_lost, redact_text(reason), self.reconnects,
+                    self._display,
+                    captured - t_lost,
+                    redact_text(reason),
+                    self.reconnects,
                 )
         pts, tb = None, self._time_base
         if f.pts is not None and tb and f.time_base:

@@ -190,7 +190,7 @@ class JobOutputs:
         if jsonl:
             self.paths["jsonl"] = output_path(out_dir, name, ".jsonl")
             self._jsonl = JsonlWriter(self.paths["jsonl"])
-        self._tracks = _TrackLog() if (tracks and task == "pose") else None
+        self._tracks = _TrackLog() if (tracks and "pose" in task) else None
         if self._tracks is not None:
             self.paths["tracks"] = output_path(out_dir, name, ".tracks.json")
 

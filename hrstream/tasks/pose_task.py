@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +21,7 @@ from hrstream.pose import TopDownEstimator, draw_poses, make_detector
 from hrstream.pose.detectors import Detector
 from hrstream.runtime import InferenceEngine
 from hrstream.track import KeypointSmoother, PoseTracker, make_smoother
-from hrstream.types import Frame, FrameResult, Poses
+from hrstream.types import Frame, FrameResult, Poses, SegMap
 
 __all__ = [
     "DetectStage",
@@ -45,6 +45,7 @@ class PoseWork:
     poses: Poses | None = None
     timings: dict[str, float] = field(default_factory=dict)
     dropped_before: int = 0
+    seg: SegMap | None = None
 
 
 def frame_time(frame: Frame) -> float:
@@ -78,8 +79,11 @@ class DetectStage:
         self._k = 17
         self._last_index: int | None = None
 
-    def process(self, frame: Frame) -> Iterable[PoseWork]:
+    def process(self, item: Frame | FrameResult) -> Iterable[PoseWork]:
+        """``item``: a decoded frame, or a segmented one (``--task pose,seg`` / ``--detector seg``)."""
         t0 = time.perf_counter()
+        frame, seg = (item.frame, item.seg) if isinstance(item, FrameResult) else (item, None)
+        timings = dict(item.timings) if isinstance(item, FrameResult) else {}
         # frames are indexed in decode order: a gap means a live queue dropped frames before this one
         dropped = 0 if self._last_index is None else max(0, frame.index - self._last_index - 1)
         self._last_index = frame.index
@@ -90,7 +94,10 @@ class DetectStage:
             boxes = np.clip(boxes.astype(np.float32).reshape(-1, 4), 0, [w - 1, h - 1, w - 1, h - 1])
             scores = np.ones(len(boxes), np.float32)
         else:
-            boxes, scores = self.detector.detect([frame])[0]
+            if seg is not None and hasattr(self.detector, "detect_from_seg"):
+                boxes, scores = self.detector.detect_from_seg(seg)
+            else:
+                boxes, scores = self.detector.detect([frame])[0]
             boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
             scores = np.asarray(scores, np.float32).reshape(-1)
             if self._carrier is not None:
@@ -98,9 +105,8 @@ class DetectStage:
                 self._carrier.update(
                     Poses(boxes, scores, np.zeros((n, self._k, 2)), np.zeros((n, self._k))), t=t
                 )
-        yield PoseWork(
-            frame, boxes, scores, timings={"detect": time.perf_counter() - t0}, dropped_before=dropped
-        )
+        timings["detect"] = time.perf_counter() - t0
+        yield PoseWork(frame, boxes, scores, timings=timings, dropped_before=dropped, seg=seg)
 
 
 def build_pose_estimator(
@@ -190,7 +196,7 @@ class TrackStage:
                 tracked = self.smoother.update(tracked, t=t)
             poses = _with_untracked(tracked, poses)
         w.timings["track"] = time.perf_counter() - t0
-        yield FrameResult(w.frame, poses=poses, timings=w.timings, dropped_before=w.dropped_before)
+        yield FrameResult(w.frame, poses=poses, seg=w.seg, timings=w.timings, dropped_before=w.dropped_before)
 
 
 def _with_untracked(tracked: Poses, detected: Poses) -> Poses:
@@ -218,14 +224,24 @@ def _with_untracked(tracked: Poses, detected: Poses) -> Poses:
 class DrawStage:
     """An annotated copy of each frame (skeletons per identity, ID labels); the original stays untouched."""
 
-    def __init__(self, skeleton: Sequence[Sequence[int]], *, kpt_thr: float, draw_boxes: bool) -> None:
+    def __init__(
+        self,
+        skeleton: Sequence[Sequence[int]],
+        *,
+        kpt_thr: float,
+        draw_boxes: bool,
+        seg_overlay: Callable[[FrameResult], np.ndarray] | None = None,
+    ) -> None:
         self.skeleton = [tuple(p) for p in skeleton]
         self.kpt_thr = kpt_thr
         self.draw_boxes = draw_boxes
+        self.seg_overlay = seg_overlay
 
     def process(self, result: FrameResult) -> Iterable[tuple[FrameResult, np.ndarray]]:
         t0 = time.perf_counter()
         image = result.frame.image
+        if self.seg_overlay is not None and result.seg is not None:
+            image = self.seg_overlay(result)  # ``--task pose,seg``: skeletons drawn over the class overlay
         if result.poses is not None and len(result.poses):
             image = draw_poses(
                 image, result.poses, skeleton=self.skeleton, kpt_thr=self.kpt_thr, draw_boxes=self.draw_boxes

@@ -15,12 +15,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from hrstream.errors import ConfigError
 from hrstream.io import output_path
 from hrstream.runtime import InferenceEngine
 from hrstream.seg import (
     LabelMapWriter,
     ProbabilitySmoother,
     SegmentationEstimator,
+    boxes_from_segmentation,
     class_fractions,
     masks_to_rle,
     overlay,
@@ -80,6 +82,27 @@ class SegInferStage:
         ]
 
 
+class SegPersonDetector:
+    """``--detector seg``: person boxes from the segmentation (connected components of the person classes,
+    components smaller than ``min_area`` pixels dropped), so the whole pipeline runs on HRNet alone."""
+
+    def __init__(self, classes: Sequence[str], person_classes: Sequence[str], *, min_area: int = 400) -> None:
+        names = [c.lower() for c in classes]
+        self.class_ids = [names.index(c.lower()) for c in person_classes if c.lower() in names]
+        if not self.class_ids:
+            raise ConfigError(
+                f"--detector seg: the segmentation model has none of the person classes {list(person_classes)} "
+                f"(its classes: {', '.join(classes)})"
+            )
+        self.min_area = int(min_area)
+
+    def detect_from_seg(self, seg: SegMap) -> tuple[np.ndarray, np.ndarray]:
+        return boxes_from_segmentation(seg.labels, self.class_ids, min_area=self.min_area)
+
+    def detect(self, frames: Sequence[Frame]) -> list[tuple[np.ndarray, np.ndarray]]:
+        raise ConfigError("--detector seg needs the segmentation stage before detection")
+
+
 class SegDrawStage:
     """The overlay video frame: palette blended with ``opacity`` and a legend of the classes present."""
 
@@ -88,12 +111,14 @@ class SegDrawStage:
         self.classes = list(classes)
         self.opacity = float(opacity)
 
-    def process(self, result: FrameResult) -> Iterable[tuple[FrameResult, np.ndarray]]:
+    def render(self, result: FrameResult) -> np.ndarray:
         assert result.seg is not None
-        image = overlay(
+        return overlay(
             result.frame.image, result.seg.labels, self.palette, opacity=self.opacity, classes=self.classes
         )
-        yield result, image
+
+    def process(self, result: FrameResult) -> Iterable[tuple[FrameResult, np.ndarray]]:
+        yield result, self.render(result)
 
 
 class SegOutputs(JobOutputs):
@@ -111,7 +136,9 @@ class SegOutputs(JobOutputs):
     ) -> None:
         self.classes = list(classes)
         self.rle = rle
-        super().__init__(out_dir, info, task="seg", tracks=False, record_extra=self._extra, **kw)
+        kw.setdefault("task", "seg")
+        kw.setdefault("tracks", False)
+        super().__init__(out_dir, info, record_extra=self._extra, **kw)
         self._labels: LabelMapWriter | None = None
         if label_maps:
             self.paths["labels"] = output_path(out_dir, info.name, ".labels")

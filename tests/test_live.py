@@ -1,0 +1,435 @@
+"""Live sources end to end: a real RTSP server on 127.0.0.1 that is slow-consumed, killed, paused and refused.
+
+The RTSP server is Debian's GStreamer RTSP server driven by ``tests/support/rtsp_server.py`` (system Python,
+packages in ``.ci/apt-packages.txt``); tests that need it are skipped where it is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.torch import save_file
+
+from hrstream.errors import InputError
+from hrstream.io.reconnect import backoff_delay, open_live_source
+
+ROOT = Path(__file__).resolve().parents[1]
+SUPPORT = ROOT / "tests" / "support"
+CLIP = ROOT / "tests" / "data" / "videos" / "basketball_426x240_2997.mp4"  # 29.97 fps, 10 s, H.264
+sys.path.insert(0, str(SUPPORT))
+from cli_checks import cli_env, read_jsonl  # noqa: E402
+from tiny_models import tiny_pose_model  # noqa: E402
+
+SECRET_URL = "rtsp://u:S3cr%21t@127.0.0.1:{port}/x"
+
+
+def _gst_rtsp_available() -> bool:
+    py = Path("/usr/bin/python3")
+    if not py.exists():
+        return False
+    probe = "import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import GstRtspServer"
+    return subprocess.run([str(py), "-c", probe], capture_output=True, timeout=30).returncode == 0
+
+
+needs_rtsp = pytest.mark.skipif(
+    not _gst_rtsp_available(), reason="GStreamer RTSP server (see .ci/apt-packages.txt) missing"
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RtspServer:
+    """The test RTSP server serving ``CLIP`` at ``rtsp://127.0.0.1:PORT/live``; restartable on the same port."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or _free_port()
+        self.proc: subprocess.Popen[str] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"rtsp://127.0.0.1:{self.port}/live"
+
+    def start(self) -> RtspServer:
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+        self.proc = subprocess.Popen(
+            ["/usr/bin/python3", str(SUPPORT / "rtsp_server.py"), str(CLIP), str(self.port), "/live"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=env,
+        )
+        assert self.proc.stdout is not None
+        assert self.proc.stdout.readline().startswith("READY"), "RTSP server did not start"
+        return self
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGCONT)  # a paused server must be able to die
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, sig)
+
+
+@pytest.fixture
+def rtsp() -> Iterator[RtspServer]:
+    srv = RtspServer().start()
+    try:
+        yield srv
+    finally:
+        srv.kill()
+
+
+class SilentServer:
+    """Accepts TCP connections and never sends a byte."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = int(self.sock.getsockname()[1])
+        self.accepted: list[socket.socket] = []
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted.append(conn)
+
+    def close(self) -> None:
+        self.sock.close()
+        for c in self.accepted:
+            c.close()
+
+
+def _popen_cli(args: list[str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "hrstream.cli", "run", *args],
+        env=cli_env(),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+class _Lines:
+    """Collects a pipe's lines in a thread, with the time each one arrived."""
+
+    def __init__(self, pipe: object) -> None:
+        self.lines: list[tuple[float, str]] = []
+        self._t = threading.Thread(target=self._run, args=(pipe,), daemon=True)
+        self._t.start()
+
+    def _run(self, pipe: object) -> None:
+        for line in pipe:  # type: ignore[attr-defined]
+            self.lines.append((time.monotonic(), line))
+
+    def wait_for(self, text: str, timeout: float) -> float:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            for t, line in list(self.lines):
+                if text in line:
+                    return t
+            time.sleep(0.02)
+        raise AssertionError(f"{text!r} not seen in {timeout} s; got: {self.text()[-2000:]}")
+
+    def text(self) -> str:
+        self._t.join(timeout=5)
+        return "".join(line for _, line in self.lines)
+
+
+@pytest.fixture(scope="module")
+def tiny_pose(tmp_path_factory: pytest.TempPathFactory):
+    return tiny_pose_model(tmp_path_factory.mktemp("tiny_pose"))
+
+
+# ------------------------------------------------------------------------------------------ unit
+def test_backoff_is_exponential_capped_and_jittered() -> None:
+    import random
+
+    rng = random.Random(0)
+    draws = {k: [backoff_delay(k, 0.5, 8.0, rng) for _ in range(200)] for k in (1, 2, 3, 4, 5, 6, 9)}
+    for k, d in draws.items():
+        cap = min(8.0, 0.5 * 2 ** (k - 1))
+        assert cap / 2 <= min(d) and max(d) <= cap
+        assert np.std(d) > cap / 20  # jittered, not fixed
+    assert np.mean(draws[2]) > 1.5 * np.mean(draws[1]) and max(draws[9]) <= 8.0
+
+
+def test_refused_forever_gives_up_after_n_attempts_within_budget() -> None:
+    port = _free_port()  # nothing listens there: connection refused
+    t0 = time.monotonic()
+    with pytest.raises(InputError) as ei:
+        open_live_source(
+            SECRET_URL.format(port=port),
+            open_timeout_s=2,
+            read_timeout_s=2,
+            max_attempts=4,
+            backoff_s=0.2,
+            backoff_max_s=0.4,
+        )
+    elapsed = time.monotonic() - t0
+    msg = str(ei.value)
+    assert f"rtsp://***@127.0.0.1:{port}/x" in msg and "4 open attempt(s)" in msg
+    assert "S3cr" not in msg
+    # waits before attempts 2..4: at least half of 0.2, 0.4, 0.4; at most their sum plus the refusals
+    assert 0.5 <= elapsed <= 1.0 + 1.5
+
+
+# ------------------------------------------------------------------------------------------ outages
+def _consume(source, seconds: float, chaos=None) -> list:
+    frames = []
+    t0 = time.monotonic()
+    if chaos is not None:
+        threading.Thread(target=chaos, daemon=True).start()
+    for f in source:
+        frames.append(f)
+        if time.monotonic() - t0 > seconds:
+            break
+    return frames
+
+
+def _check_continuity(frames: list) -> None:
+    assert [f.index for f in frames] == list(range(len(frames)))
+    pts = np.array([f.pts_s for f in frames])
+    assert np.all(np.diff(pts) > 0)
+    assert all(f.pts_s == pytest.approx(float(f.pts * f.time_base), abs=1e-9) for f in frames)
+
+
+@needs_rtsp
+def test_server_restart_reconnects_with_one_gap(rtsp: RtspServer) -> None:
+    events: dict[str, float] = {}
+
+    def chaos() -> None:
+        time.sleep(2.0)
+        rtsp.kill()
+        events["down"] = time.time()
+        time.sleep(3.0)
+        rtsp.start()
+        events["up"] = time.time()
+
+    src = open_live_source(
+        rtsp.url, open_timeout_s=3, read_timeout_s=3, backoff_s=0.2, backoff_max_s=0.8, max_attempts=30
+    )
+    with src:
+        frames = _consume(src, 8.0, chaos)
+    _check_continuity(frames)
+    assert len(src.gaps) == 1 and src.reconnects == 1
+    t_lost, t_back = src.gaps[0]
+    assert events["down"] - 1.0 < t_lost < events["down"] + 0.5  # last frame of the first connection
+    assert events["up"] < t_back < events["up"] + 3.0  # reconnected within the capped backoff + open
+    # no invented frames: nothing captured in the gap, and the timeline jumps by the wall-clock gap
+    cap = np.array([f.captured_at for f in frames])
+    assert not np.any((cap > t_lost) & (cap < t_back))
+    k = int(np.searchsorted(cap, t_back))
+    assert frames[k].pts_s - frames[k - 1].pts_s == pytest.approx(t_back - t_lost, abs=0.01)
+    assert len(frames) - k > 30  # frames really resumed (more than a second of video)
+    print(f"\nreconnect: gap {t_back - t_lost:.2f} s, back {t_back - events['up']:.2f} s after restart")
+
+
+@needs_rtsp
+def test_stalled_server_is_caught_by_the_watchdog(rtsp: RtspServer) -> None:
+    def chaos() -> None:
+        time.sleep(1.5)
+        rtsp.signal(signal.SIGSTOP)  # the TCP connection stays up, no byte arrives: only a watchdog sees it
+        time.sleep(2.5)
+        rtsp.signal(signal.SIGCONT)
+
+    src = open_live_source(
+        rtsp.url,
+        open_timeout_s=1.0,
+        read_timeout_s=10,
+        stall_s=0.8,
+        backoff_s=0.2,
+        backoff_max_s=0.5,
+        max_attempts=30,
+    )
+    t0 = time.monotonic()
+    with src:
+        frames = _consume(src, 7.0, chaos)
+    _check_continuity(frames)
+    assert src.reconnects >= 1 and len(src.gaps) == 1
+    assert frames[-1].captured_at - src.gaps[0][1] > 1.0  # frames flow again after the pause
+    assert time.monotonic() - t0 < 12
+
+
+@needs_rtsp
+def test_interrupt_ends_iteration_during_backoff(rtsp: RtspServer) -> None:
+    src = open_live_source(rtsp.url, open_timeout_s=2, read_timeout_s=2, backoff_s=5.0, backoff_max_s=5.0)
+    rtsp.kill()
+    ended = threading.Event()
+
+    def consume() -> None:
+        for _ in src:
+            pass
+        ended.set()
+
+    threading.Thread(target=consume, daemon=True).start()
+    time.sleep(2.5)  # queued frames are read, the loss is seen, the first retry fails: now in a 2.5-5 s wait
+    assert not ended.is_set()
+    t0 = time.monotonic()
+    src.interrupt()
+    assert ended.wait(2.0)
+    assert time.monotonic() - t0 < 0.5
+    src.close()
+
+
+# ------------------------------------------------------------------------------------------ CLI
+@needs_rtsp
+def test_cli_model_slower_than_stream_drops_and_keeps_latency(rtsp: RtspServer, tmp_path: Path) -> None:
+    from hrstream.models import from_config
+
+    weights = tmp_path / "w32.safetensors"
+    save_file(from_config("pose_hrnet_w32_256x192").state_dict(), str(weights))
+    out = tmp_path / "out"
+    proc = _popen_cli(
+        [
+            rtsp.url,
+            "--task",
+            "pose",
+            "--model",
+            "pose_hrnet_w32_256x192",
+            "--weights",
+            str(weights),
+            "--detector",
+            "full-frame",
+            "--batch-size",
+            "1",
+            "--no-video",
+            "--out",
+            str(out),
+        ]
+    )
+    err = _Lines(proc.stderr)
+    jsonl = out / f"127_0_0_1_{rtsp.port}_live.jsonl"
+    seen: list[tuple[float, dict]] = []  # (wall time the line appeared, record)
+    buf, pos, first, deadline = b"", 0, None, time.monotonic() + 60
+    while proc.poll() is None and time.monotonic() < deadline:
+        if jsonl.exists():
+            with jsonl.open("rb") as fh:
+                fh.seek(pos)
+                chunk = fh.read()
+            pos += len(chunk)
+            buf += chunk
+            *lines, buf = buf.split(b"\n")
+            now = time.time()
+            seen += [(now, json.loads(line)) for line in lines if line.strip()]
+            if seen and first is None:
+                first = time.monotonic()
+            if first is not None and time.monotonic() - first > 6.0:
+                break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    rc = proc.wait(timeout=30)
+    assert rc == 130, err.text()[-3000:]
+    records = read_jsonl(jsonl)  # every line parses and the file ends cleanly
+    assert len(records) >= len(seen) >= 10
+    assert [r["frame"] for r in records] == sorted({r["frame"] for r in records})
+    assert np.all(np.diff([r["pts_s"] for r in records]) > 0)
+    assert all(isinstance(r["captured_at"], float) for r in records)
+    drops = sum(r["dropped_before"] for r in records)
+    assert drops > 0
+    # the stream is ~30 fps; the model is much slower, so frames were skipped rather than queued
+    assert records[-1]["frame"] - records[0]["frame"] + 1 - len(records) > 0
+    ages = np.array([t - r["captured_at"] for t, r in seen])
+    third = len(ages) // 3
+    early, late = float(np.median(ages[:third])), float(np.median(ages[-third:]))
+    print(
+        f"\nlive CLI: {len(records)} records, {drops} dropped, age first third {early:.2f} s, "
+        f"last third {late:.2f} s, max {ages.max():.2f} s"
+    )
+    assert late < early + 0.75 and ages.max() < 5.0  # bounded: without dropping it would grow ~1 s per s
+
+
+def test_cli_refused_forever_exits_1_naming_the_input_without_secrets(tiny_pose, tmp_path: Path) -> None:
+    port = _free_port()
+    url = SECRET_URL.format(port=port)
+    out = tmp_path / "out"
+    t0 = time.monotonic()
+    proc = _popen_cli(
+        [
+            url,
+            "--model",
+            str(tiny_pose.config),
+            "--weights",
+            str(tiny_pose.weights),
+            "--detector",
+            "full-frame",
+            "--out",
+            str(out),
+            "--open-timeout",
+            "2",
+        ]
+    )
+    stdout, stderr = proc.communicate(timeout=60)
+    elapsed = time.monotonic() - t0
+    assert proc.returncode == 1, stderr[-3000:]
+    shown = f"rtsp://***@127.0.0.1:{port}/x"
+    errors = [line for line in stderr.splitlines() if line.startswith("ERROR") and shown in line]
+    assert len(errors) == 1 and "5 open attempt(s)" in errors[0], stderr[-3000:]
+    assert stderr.count("attempt") >= 5  # each failed attempt is logged with its backoff
+    texts = [stdout, stderr] + [p.read_text(errors="replace") for p in out.rglob("*") if p.is_file()]
+    for text in texts:
+        assert "S3cr!t" not in text and "S3cr%21t" not in text
+    assert elapsed < 45
+    print(f"\nrefused: gave up after 5 attempts, CLI took {elapsed:.1f} s")
+
+
+def test_cli_silent_server_open_deadline_and_sigterm(tiny_pose, tmp_path: Path) -> None:
+    srv = SilentServer()
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(InputError, match="1 open attempt"):
+            open_live_source(
+                f"rtsp://127.0.0.1:{srv.port}/x", open_timeout_s=1.0, read_timeout_s=1.0, max_attempts=1
+            )
+        assert time.monotonic() - t0 < 4.0 and srv.accepted  # it connected, then the deadline hit
+        proc = _popen_cli(
+            [
+                f"rtsp://127.0.0.1:{srv.port}/x",
+                "--model",
+                str(tiny_pose.config),
+                "--weights",
+                str(tiny_pose.weights),
+                "--detector",
+                "full-frame",
+                "--out",
+                str(tmp_path / "out"),
+                "--open-timeout",
+                "1",
+                "--read-timeout",
+                "1",
+            ]
+        )
+        err = _Lines(proc.stderr)
+        err.wait_for("open attempt 1 of 5 failed", timeout=40)
+        time.sleep(0.3)  # now in a backoff wait or in the next open
+        t_sig = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=20)
+        took = time.monotonic() - t_sig
+    finally:
+        srv.close()
+    assert rc == 143, err.text()[-3000:]
+    assert took < 2.0, f"SIGTERM took {took:.2f} s"
