@@ -179,6 +179,7 @@ def run(sources: tuple[str, ...], task: str, out_dir: str, pipeline_path: str | 
                 "pose.decoder": opts["decoder"],
             }
         )
+    runner = None
     try:
         recipe = load_recipe(task, pipeline_path, overrides)
         prepared = prepare(task, recipe, out_dir, progress=not quiet)
@@ -192,8 +193,13 @@ def run(sources: tuple[str, ...], task: str, out_dir: str, pipeline_path: str | 
         )
         results, signum = runner.run(list(sources))
     except HrstreamError as e:
+        if runner is None and e.exit_code < 2:  # raised while setting up (an unreadable --detector file:PATH)
+            e.exit_code = 2  # so a usage error, not a failed input
         _fail(e)
         return
+    except KeyboardInterrupt:  # SIGINT before the run's own handlers were installed (loading the model)
+        click.echo("hrstream: interrupted", err=True)
+        sys.exit(130)
     failed = [r for r in results if r.status == "failed"]
     done = [r for r in results if r.status in ("ok", "skipped")]
     if not quiet:
@@ -271,6 +277,29 @@ def eval_cmd(results: str, gt_path: str) -> None:
         return
     for k, v in stats.items():
         click.echo(f"{k:10s} {v:.4f}")
+
+
+@main.command("export")
+@click.argument("tracks_json", type=click.Path(dir_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["coco", "posetrack18", "openpose"]), required=True,
+              help="coco: keypoint results for pycocotools; posetrack18: one JSON per video; openpose: one JSON per frame.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Folder for the exported files.")
+@click.option("--use", type=click.Choice(["smoothed", "raw", "offline"]), default="smoothed", show_default=True,
+              help="Which keypoints: the online smoother's, the network's, or the offline Savitzky-Golay pass.")
+@click.option("-q", "--quiet", is_flag=True)
+@click.option("-v", "--verbose", count=True)
+def export(tracks_json: str, fmt: str, out_dir: str, use: str, quiet: bool, verbose: int) -> None:
+    """Convert a NAME.tracks.json to COCO results, PoseTrack18 or OpenPose JSON."""
+    _setup_logging(quiet, verbose)
+    from hrstream.tasks.exports import export_tracks
+
+    try:
+        paths = export_tracks(tracks_json, fmt, out_dir, use=use)
+    except HrstreamError as e:
+        _fail(e)
+        return
+    if not quiet:
+        click.echo(f"hrstream: wrote {len(paths)} file(s) -> {out_dir}", err=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -126,6 +126,7 @@ def write_json_atomic(path: str | os.PathLike[str], obj: Any, *, indent: int | N
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text + "\n")
             fh.flush()
+            os.fchmod(fh.fileno(), 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual mode
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -133,6 +134,12 @@ def write_json_atomic(path: str | os.PathLike[str], obj: Any, *, indent: int | N
             os.unlink(tmp)
         raise
     _fsync_dir(path.parent)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_\-]+")

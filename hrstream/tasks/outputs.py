@@ -189,6 +189,9 @@ class JobOutputs:
         self._jsonl: JsonlWriter | None = None
         if jsonl:
             self.paths["jsonl"] = output_path(out_dir, name, ".jsonl")
+            # a job always starts from its first frame: drop the records of an earlier (failed) attempt,
+            # which the appending writer would otherwise keep in front of the new ones
+            self.paths["jsonl"].unlink(missing_ok=True)
             self._jsonl = JsonlWriter(self.paths["jsonl"])
         self._tracks = _TrackLog() if (tracks and "pose" in task) else None
         if self._tracks is not None:

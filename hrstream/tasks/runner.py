@@ -81,6 +81,27 @@ def exit_code(results: list[JobResult], signum: int | None) -> int:
     return 1 if any(r.status == "failed" for r in results) else 0
 
 
+def unique_names(jobs: list[InputSpec]) -> list[str]:
+    """Output names of ``jobs``, distinct within a run: inputs whose sanitised names are equal
+    (``a/clip.mp4``, ``b/clip.mp4``, ``b/clip.mkv``) get ``clip``, ``clip_2``, ``clip_3`` in input order, so
+    that no job overwrites another one's files and a rerun of the same command gives the same names."""
+    used: set[str] = set()
+    names = []
+    for job in jobs:
+        base = name = job.name
+        k = 2
+        while name in used:
+            name = f"{base}_{k}"
+            k += 1
+        used.add(name)
+        names.append(name)
+    return names
+
+
+def _outputs_exist(prev: dict[str, Any]) -> bool:
+    return all(Path(p).is_file() for p in (prev.get("outputs") or {}).values())
+
+
 def _fingerprint(job: InputSpec, recipe_hash: str) -> dict[str, Any]:
     fp: dict[str, Any] = {"recipe": recipe_hash}
     if job.kind in ("video", "image"):
@@ -157,34 +178,41 @@ class Runner:
         previous = self._previous()
         jobs = expand_inputs(specs)
         with StopOnSignals(self.control) as sig:
-            for job in jobs:
+            for job, name in zip(jobs, unique_names(jobs), strict=True):
                 if self.control.stopped:
                     break
                 fp = _fingerprint(job, self.recipe_hash)
                 prev = previous.get(job.display)
                 if (
                     prev
-                    and prev.get("status") == "ok"
+                    and prev.get("status") in ("ok", "skipped")
                     and prev.get("fingerprint") == fp
                     and job.kind in ("video", "image")
+                    and _outputs_exist(prev)
                 ):
                     log.info("%s: already done with this recipe (manifest); skipped", job.display)
                     self.results.append(
-                        JobResult(job.display, "skipped", fingerprint=fp, outputs=prev.get("outputs", {}))
+                        JobResult(
+                            job.display,
+                            "skipped",
+                            frames=int(prev.get("frames") or 0),
+                            fingerprint=fp,
+                            outputs=prev.get("outputs", {}),
+                        )
                     )
                     continue
-                result = self._run_job(job)
+                result = self._run_job(job, name)
                 result.fingerprint = fp
                 self.results.append(result)
                 self._save_manifest("running")
             self._save_manifest("interrupted" if sig.signum is not None else "done")
             return self.results, sig.signum
 
-    def _run_job(self, job: InputSpec) -> JobResult:
+    def _run_job(self, job: InputSpec, name: str | None = None) -> JobResult:
         t0 = time.monotonic()
         try:
             opener = open_live_source if job.kind in ("url", "camera") else open_source
-            source = opener(job, **self.source_options)
+            source = opener(job, name=name, **self.source_options)
         except InputError as e:
             log.error("%s", e)
             return JobResult(job.display, "failed", error=str(e))
@@ -194,7 +222,12 @@ class Runner:
             progress = None
             if self.make_progress is not None:
                 progress, finish = self.make_progress(source)
-            pipeline, outputs = self.build(source, progress)
+            try:
+                pipeline, outputs = self.build(source, progress)
+            except OSError as e:  # an output file cannot be created: this input fails, the others go on
+                msg = f"{job.display}: cannot create its outputs in {self.out_dir} ({e.strerror or e})"
+                log.error("%s", msg)
+                return JobResult(job.display, "failed", error=msg, elapsed_s=time.monotonic() - t0)
             self.control.attach(pipeline)
             stats = pipeline.run(grace_s=self.grace_s)
         except StageError as e:
