@@ -281,11 +281,23 @@ def eval_cmd(results: str, gt_path: str) -> None:
 
 @main.command("export")
 @click.argument("tracks_json", type=click.Path(dir_okay=False))
-@click.option("--format", "fmt", type=click.Choice(["coco", "posetrack18", "openpose"]), required=True,
-              help="coco: keypoint results for pycocotools; posetrack18: one JSON per video; openpose: one JSON per frame.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Folder for the exported files.")
-@click.option("--use", type=click.Choice(["smoothed", "raw", "offline"]), default="smoothed", show_default=True,
-              help="Which keypoints: the online smoother's, the network's, or the offline Savitzky-Golay pass.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["coco", "posetrack18", "openpose"]),
+    required=True,
+    help="coco: keypoint results for pycocotools; posetrack18: one JSON per video; openpose: one JSON per frame.",
+)
+@click.option(
+    "--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Folder for the exported files."
+)
+@click.option(
+    "--use",
+    type=click.Choice(["smoothed", "raw", "offline"]),
+    default="smoothed",
+    show_default=True,
+    help="Which keypoints: the online smoother's, the network's, or the offline Savitzky-Golay pass.",
+)
 @click.option("-q", "--quiet", is_flag=True)
 @click.option("-v", "--verbose", count=True)
 def export(tracks_json: str, fmt: str, out_dir: str, use: str, quiet: bool, verbose: int) -> None:

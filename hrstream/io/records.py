@@ -192,7 +192,7 @@ def output_path(out_dir: str | os.PathLike[str], name: str, suffix: str) -> Path
     if "/" in suffix or "\\" in suffix or ".." in suffix:
         raise InputError(f"output suffix {suffix!r} must not contain path separators or '..'")
     # an already sanitised name is kept as is (a bare number would otherwise read as a camera index)
-    safe = name if re.fullmatch(r"[A-Za-z0-9_-]{1,%d}" % MAX_NAME_LEN, name) else safe_name(name)
+    safe = name if re.fullmatch(r"[A-Za-z0-9_-]+", name) and len(name) <= MAX_NAME_LEN else safe_name(name)
     candidate = (root / f"{safe}{suffix}").resolve()
     if candidate.parent != root:
         raise InputError(f"output name for {name!r} resolves outside {root}; rename the input")

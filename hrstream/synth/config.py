@@ -62,10 +62,14 @@ class SynthConfig:
         if not self.fps > 0:
             raise ConfigError(f"SynthConfig: fps must be > 0, got {self.fps}")
         if self.total_frames < 1:
-            raise ConfigError("SynthConfig: the clip must have at least one frame; raise num_frames/duration_s")
+            raise ConfigError(
+                "SynthConfig: the clip must have at least one frame; raise num_frames/duration_s"
+            )
         lo, hi = self.people_range
         if lo < 0 or hi < lo:
-            raise ConfigError(f"SynthConfig: num_people must be >= 0 or a (min, max) range, got {self.num_people}")
+            raise ConfigError(
+                f"SynthConfig: num_people must be >= 0 or a (min, max) range, got {self.num_people}"
+            )
         hmin, hmax = self.person_height
         if not 0.02 <= hmin <= hmax <= 3.0:
             raise ConfigError(
@@ -74,7 +78,9 @@ class SynthConfig:
             )
         bad = [m for m in self.motions if m not in MOTIONS]
         if bad or "walk" not in self.motions:
-            raise ConfigError(f"SynthConfig: motions must include 'walk' and be among {MOTIONS}, got {self.motions}")
+            raise ConfigError(
+                f"SynthConfig: motions must include 'walk' and be among {MOTIONS}, got {self.motions}"
+            )
         if self.noise_sigma < 0 or self.blur_sigma < 0:
             raise ConfigError("SynthConfig: noise_sigma and blur_sigma must be >= 0")
 

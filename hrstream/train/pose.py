@@ -106,7 +106,10 @@ def validate_pose(
             out = model(x).float()
             if flip:
                 out = flip_test_merge(
-                    out, model(x.flip(3)).float(), COCO_FLIP_PAIRS, shift=bool(test.get("SHIFT_HEATMAP", True))
+                    out,
+                    model(x.flip(3)).float(),
+                    COCO_FLIP_PAIRS,
+                    shift=bool(test.get("SHIFT_HEATMAP", True)),
                 )
         c, s = decode_heatmaps(
             out.cpu().numpy(),
@@ -218,7 +221,9 @@ def train_pose(
             nesterov=bool(tr.get("NESTEROV", False)),
         )
         sched = torch.optim.lr_scheduler.MultiStepLR(
-            opt, milestones=[int(m) for m in tr.get("LR_STEP", [170, 200])], gamma=float(tr.get("LR_FACTOR", 0.1))
+            opt,
+            milestones=[int(m) for m in tr.get("LR_STEP", [170, 200])],
+            gamma=float(tr.get("LR_FACTOR", 0.1)),
         )
         criterion = JointsMSELoss(bool((cfg.get("LOSS") or {}).get("USE_TARGET_WEIGHT", True)))
         result = TrainResult(out, out / "last.safetensors", out / "best.safetensors")
@@ -258,7 +263,9 @@ def train_pose(
             sidecar = _sidecar(spec, result, epoch, seed, amp, dev, batch_size, lr, data_sha, ann_file, init)
             if score > result.best_metric:
                 result.best_metric = score
-                save_weights(model, result.best_path, {**sidecar, "selected_by": "AP" if val_ann else "-loss"})
+                save_weights(
+                    model, result.best_path, {**sidecar, "selected_by": "AP" if val_ann else "-loss"}
+                )
             save_weights(model, result.last_path, sidecar)
             if max_steps is not None and result.steps >= max_steps:
                 break
@@ -296,7 +303,10 @@ def _sidecar(
         "device": str(dev),
         "init": str(init) if init else None,
         "data": {"annotations": str(ann_file), "sha256": data_sha},
-        "loss_curve": {"epoch_mean": [round(v, 8) for v in r.epoch_losses], "step": [round(v, 8) for v in r.losses]},
+        "loss_curve": {
+            "epoch_mean": [round(v, 8) for v in r.epoch_losses],
+            "step": [round(v, 8) for v in r.losses],
+        },
         "metrics": r.metrics,
         "hrstream_version": getattr(hrstream, "__version__", "unknown"),
         "torch_version": torch.__version__,

@@ -80,7 +80,9 @@ def read_rgb(path: Path) -> np.ndarray:
     """``uint8 (H, W, 3)`` RGB; :class:`InputError` naming the file when it cannot be decoded."""
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if img is None:
-        raise InputError(f"{path}: cannot read it as an image; check the file or remove it from the annotations")
+        raise InputError(
+            f"{path}: cannot read it as an image; check the file or remove it from the annotations"
+        )
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
@@ -122,7 +124,9 @@ def load_coco_people(
             box = np.array([x1, y1, x2 - x1, y2 - y1], dtype=np.float32)
             c, s = box_to_center_scale(box[None], aspect_ratio=aspect_ratio)
             people.append(
-                PersonRecord(path, int(image_id), box, kp[:, :2].copy(), np.minimum(kp[:, 2], 1.0), c[0], s[0])
+                PersonRecord(
+                    path, int(image_id), box, kp[:, :2].copy(), np.minimum(kp[:, 2], 1.0), c[0], s[0]
+                )
             )
     missing = sorted({str(p.image) for p in people if not p.image.is_file()})
     if missing:
@@ -174,7 +178,9 @@ class PoseDataset(Dataset):
         pts = joints[chosen]
         lo, hi = pts.min(axis=0), pts.max(axis=0)
         _, s = box_to_center_scale(
-            np.concatenate([lo, hi - lo])[None], aspect_ratio=self.image_size[0] / self.image_size[1], padding=1.5
+            np.concatenate([lo, hi - lo])[None],
+            aspect_ratio=self.image_size[0] / self.image_size[1],
+            padding=1.5,
         )
         return pts.mean(axis=0).astype(np.float32), s[0]  # the official centre is the joints' mean
 
@@ -187,13 +193,21 @@ class PoseDataset(Dataset):
         a = self.augment
         if a.enabled:
             rng = np.random.default_rng([self.seed, self.epoch, index])
-            if a.half_body_prob > 0 and vis.sum() > a.half_body_min_joints and rng.random() < a.half_body_prob:
+            if (
+                a.half_body_prob > 0
+                and vis.sum() > a.half_body_min_joints
+                and rng.random() < a.half_body_prob
+            ):
                 hb = self._half_body(joints, vis, rng)
                 if hb is not None:
                     c, s = hb
             sf, rf = a.scale_factor, a.rot_factor
             s = s * float(np.clip(rng.standard_normal() * sf + 1, 1 - sf, 1 + sf))
-            r = float(np.clip(rng.standard_normal() * rf, -2 * rf, 2 * rf)) if rng.random() <= a.rot_prob else 0.0
+            r = (
+                float(np.clip(rng.standard_normal() * rf, -2 * rf, 2 * rf))
+                if rng.random() <= a.rot_prob
+                else 0.0
+            )
             if a.flip and rng.random() <= 0.5:
                 width = img.shape[1]
                 img = img[:, ::-1]
@@ -211,4 +225,9 @@ class PoseDataset(Dataset):
         target, weight = generate_target(joints, vis, self.image_size, self.heatmap_size, self.sigma)
         x = (crop.astype(np.float32) / 255.0 - self._mean) / self._std
         meta = {"index": index, "center": np.asarray(c, np.float32), "scale": np.asarray(s, np.float32)}
-        return torch.from_numpy(x.transpose(2, 0, 1).copy()), torch.from_numpy(target), torch.from_numpy(weight), meta
+        return (
+            torch.from_numpy(x.transpose(2, 0, 1).copy()),
+            torch.from_numpy(target),
+            torch.from_numpy(weight),
+            meta,
+        )

@@ -81,7 +81,9 @@ class JointsMSELoss(nn.Module):
         super().__init__()
         self.use_target_weight = use_target_weight
 
-    def forward(self, output: torch.Tensor, target: torch.Tensor, target_weight: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, output: torch.Tensor, target: torch.Tensor, target_weight: torch.Tensor
+    ) -> torch.Tensor:
         pred = output.float()
         tgt = target.float()
         if self.use_target_weight:
