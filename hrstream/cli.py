@@ -314,5 +314,14 @@ def export(tracks_json: str, fmt: str, out_dir: str, use: str, quiet: bool, verb
         click.echo(f"hrstream: wrote {len(paths)} file(s) -> {out_dir}", err=True)
 
 
+
+def _add_subcommands() -> None:
+    from hrstream.synth.command import synth_command
+
+    main.add_command(synth_command)
+
+
+_add_subcommands()
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -1,7 +1,7 @@
 """``hrstream run`` under faults: bad inputs beside a good one, SIGINT, a second SIGINT, SIGKILL.
 
-Every run here is a child process (real signals, real stderr), with the tiny official-architecture network
-so that the clips are processed at tens of frames per second on a CPU.
+The signal tests run the command as a child process (real signals, real stderr); all runs use the tiny
+official-architecture network so that clips are processed at tens of frames per second on a CPU.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from support.cli_checks import (
     ROOT,
     VIDEOS,
     cli_env,
+    invoke,
     jsonl_lines,
     manifest_jobs,
     read_jsonl,
-    run_cli,
     video_facts,
 )
 from support.tiny_models import TinyModel, tiny_pose_model
@@ -89,13 +89,14 @@ def test_bad_inputs_fail_alone_with_one_line_each(tiny_pose: TinyModel, tmp_path
     cut = str(media / "cut.mkv")
     out = tmp_path / "out"
     args = ["run", *bad[:3], str(GOOD_CLIP), *bad[3:], cut, *tiny_pose.args(), "--detector", "full-frame"]
-    proc = run_cli([*args, "--out", str(out), "-q"])
-    assert proc.returncode == 1, proc.stderr
-    assert "Traceback" not in proc.stderr
-    lines = proc.stderr.splitlines()
+    result = invoke([*args, "--out", str(out), "-q"])
+    assert result.exit_code == 1, result.stderr
+    assert isinstance(result.exception, SystemExit)
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
     for spec in [*bad, cut]:
         naming = [line for line in lines if spec in line]
-        assert len(naming) == 1, (spec, proc.stderr)
+        assert len(naming) == 1, (spec, result.stderr)
         assert len(naming[0]) < 300
     assert "ended early" in next(line for line in lines if cut in line)
 
@@ -159,6 +160,7 @@ def _finish(proc: subprocess.Popen[str], timeout: float) -> tuple[int, str, floa
 GRACE_S = 10.0
 
 
+@pytest.mark.slow
 def test_sigint_drains_and_closes_every_output(tiny_pose: TinyModel, tmp_path: Path) -> None:
     out = tmp_path / "out"
     proc = _start_long_run(tiny_pose, out, "--grace", str(GRACE_S))
@@ -184,6 +186,7 @@ def test_sigint_drains_and_closes_every_output(tiny_pose: TinyModel, tmp_path: P
     assert doc["num_frames"] == len(records)
 
 
+@pytest.mark.slow
 def test_second_sigint_aborts(tiny_pose: TinyModel, tmp_path: Path) -> None:
     out = tmp_path / "out"
     proc = _start_long_run(tiny_pose, out, "--grace", "120")
@@ -204,6 +207,7 @@ def test_second_sigint_aborts(tiny_pose: TinyModel, tmp_path: Path) -> None:
     assert manifest_jobs(out)[0] == "interrupted"
 
 
+@pytest.mark.slow
 def test_sigkill_leaves_readable_outputs(tiny_pose: TinyModel, tmp_path: Path) -> None:
     out = tmp_path / "out"
     proc = _start_long_run(tiny_pose, out)

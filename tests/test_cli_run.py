@@ -75,14 +75,16 @@ def _check_agreement(out: Path, clip: str) -> tuple[list[dict], dict]:
     by_frame: dict[int, dict[int, dict]] = {r["frame"]: {} for r in records}
     for r in records:
         for person in r["people"]:
-            assert person["track_id"] is not None
             assert len(person["keypoints"]) == 17
-            by_frame[r["frame"]][person["track_id"]] = person
+            if person["track_id"] is not None:  # people not (yet) on a confirmed track have no ID
+                by_frame[r["frame"]][person["track_id"]] = person
     seen: dict[int, set[int]] = {f: set() for f in by_frame}
     for track in doc["tracks"]:
         tid = track["track_id"]
         n = len(track["frames"])
-        assert n == len(track["times"]) == len(track["boxes"]) == len(track["smoothed"]) == len(track["scores"])
+        assert (
+            n == len(track["times"]) == len(track["boxes"]) == len(track["smoothed"]) == len(track["scores"])
+        )
         for i, f in enumerate(track["frames"]):
             person = by_frame[f][tid]  # the record of that frame holds this track
             seen[f].add(tid)
@@ -99,13 +101,16 @@ def _check_agreement(out: Path, clip: str) -> tuple[list[dict], dict]:
 @pytest.mark.parametrize("clip", CLIPS)
 def test_full_frame_outputs_match_input(full_frame_run: Path, clip: str) -> None:
     records, doc = _check_agreement(full_frame_run, clip)
-    # one full-frame box per frame: after the tracker's warm-up every frame holds exactly one person
-    counts = [len(r["people"]) for r in records]
-    assert counts == [0] * (MIN_HITS - 1) + [1] * (len(records) - MIN_HITS + 1)
+    # one full-frame box per frame, so one person per frame, identified once the tracker confirms it
+    assert [len(r["people"]) for r in records] == [1] * len(records)
+    ids = [r["people"][0]["track_id"] for r in records]
+    assert ids[: MIN_HITS - 1] == [None] * (MIN_HITS - 1)
+    assert len(set(ids[MIN_HITS - 1 :])) == 1 and ids[-1] is not None
     w, h = records[0]["width"], records[0]["height"]
-    for r in records[MIN_HITS - 1 :]:
+    for r in records:
         np.testing.assert_allclose(r["people"][0]["box"], [0, 0, w, h], atol=0.01)
     assert len(doc["tracks"]) == 1
+    assert doc["tracks"][0]["frames"] == list(range(MIN_HITS - 1, len(records)))
 
 
 @pytest.mark.parametrize("clip", ["street_960x540_5fps.mp4", "gen_rot90_160x120.mp4", "gen_vfr_160x120.mp4"])
@@ -154,8 +159,9 @@ def test_detections_from_file(tiny_pose: TinyModel, tmp_path: Path) -> None:
     det_path = tmp_path / "dets.json"
     det_path.write_text(json.dumps(dets))
     out = tmp_path / "out"
-    result = invoke(["run", str(VIDEOS / clip), *tiny_pose.args(), "--detector", f"file:{det_path}",
-                     "--out", str(out)])
+    result = invoke(
+        ["run", str(VIDEOS / clip), *tiny_pose.args(), "--detector", f"file:{det_path}", "--out", str(out)]
+    )
     assert result.exit_code == 0, result.stderr
     records, doc = _check_agreement(out, clip)
     thr = float(RECIPE["detector"]["score_thr"])
@@ -166,16 +172,16 @@ def test_detections_from_file(tiny_pose: TinyModel, tmp_path: Path) -> None:
             if cat == 1 and score >= thr
         )
         got = sorted(p["box"] for p in r["people"])
-        if r["frame"] < MIN_HITS - 1:
-            assert got == []
-        else:
-            np.testing.assert_allclose(got, expected, atol=0.01)
+        np.testing.assert_allclose(got, expected, atol=0.01)
+        confirmed = r["frame"] >= MIN_HITS - 1  # after the tracker's warm-up both people have IDs
+        assert all((p["track_id"] is not None) == confirmed for p in r["people"])
     assert len(doc["tracks"]) == 2
     # identities are stable: each track stays on one of the two drifting boxes
     for track in doc["tracks"]:
-        assert len({round(b[0] - 8 * f) for b, f in zip(track["boxes"], track["frames"], strict=True)}) == 1 or len(
-            {round(b[1] - 4 * f) for b, f in zip(track["boxes"], track["frames"], strict=True)}
-        ) == 1
+        assert (
+            len({round(b[0] - 8 * f) for b, f in zip(track["boxes"], track["frames"], strict=True)}) == 1
+            or len({round(b[1] - 4 * f) for b, f in zip(track["boxes"], track["frames"], strict=True)}) == 1
+        )
 
 
 ODD_NAMES = ["my clip (1) #&;'$x.mp4", "ünïcode ☃ clip.mp4", "..mp4", "-dash.mp4"]
@@ -193,8 +199,9 @@ def test_odd_names_and_parent_paths_stay_inside_out(
     monkeypatch.chdir(work)
     specs = [f"../../media/{name}" for name in ODD_NAMES]
     before = {p for p in tmp_path.rglob("*")}
-    result = invoke(["run", *specs, *tiny_pose.args(), "--detector", "full-frame", "--out", "out", "--no-video",
-                     "-q"])
+    result = invoke(
+        ["run", *specs, *tiny_pose.args(), "--detector", "full-frame", "--out", "out", "--no-video", "-q"]
+    )
     assert result.exit_code == 0, result.stderr
     out = (work / "out").resolve()
     created = {p.resolve() for p in tmp_path.rglob("*")} - {p.resolve() for p in before}
@@ -211,3 +218,28 @@ def test_odd_names_and_parent_paths_stay_inside_out(
     assert all(j["status"] == "ok" for j in jobs.values())
     for job in jobs.values():
         assert len(read_jsonl(job["outputs"]["jsonl"])) == 5
+
+
+def test_inputs_with_equal_names_get_distinct_outputs(tiny_pose: TinyModel, tmp_path: Path) -> None:
+    clips = {
+        "a/clip.mp4": "street_960x540_5fps.mp4",
+        "b/clip.mp4": "gen_vfr_160x120.mp4",
+        "b/clip.mkv": "gen_rot90_160x120.mp4",
+    }
+    for rel, src in clips.items():
+        (tmp_path / rel).parent.mkdir(exist_ok=True)
+        shutil.copy(VIDEOS / src, tmp_path / rel)
+    out = tmp_path / "out"
+    specs = [str(tmp_path / rel) for rel in clips]
+    result = invoke(["run", *specs, *tiny_pose.args(), "--detector", "full-frame", "--out", str(out), "-q"])
+    assert result.exit_code == 0, result.stderr
+    _, jobs = manifest_jobs(out)
+    outputs = [jobs[s]["outputs"] for s in specs]
+    assert len({o["jsonl"] for o in outputs}) == len({o["video"] for o in outputs}) == len(specs)
+    for spec, src in zip(specs, clips.values(), strict=True):
+        facts = video_facts(VIDEOS / src)
+        job = jobs[spec]
+        assert video_facts(job["outputs"]["video"]).pts_s == pytest.approx(facts.pts_s, abs=1e-6)
+        assert [r["pts_s"] for r in read_jsonl(job["outputs"]["jsonl"])] == pytest.approx(
+            facts.pts_s, abs=1e-6
+        )

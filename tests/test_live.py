@@ -296,6 +296,25 @@ def test_interrupt_ends_iteration_during_backoff(rtsp: RtspServer) -> None:
 
 
 # ------------------------------------------------------------------------------------------ CLI
+class _JsonlTail:
+    """Reads the complete lines of a growing JSONL file, noting the wall time each line was first seen."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self._pos, self._buf = path, 0, b""
+        self.seen: list[tuple[float, dict]] = []
+
+    def poll(self) -> None:
+        if not self.path.exists():
+            return
+        with self.path.open("rb") as fh:
+            fh.seek(self._pos)
+            chunk = fh.read()
+        self._pos += len(chunk)
+        *lines, self._buf = (self._buf + chunk).split(b"\n")
+        now = time.time()
+        self.seen += [(now, json.loads(line)) for line in lines if line.strip()]
+
+
 @needs_rtsp
 def test_cli_model_slower_than_stream_drops_and_keeps_latency(rtsp: RtspServer, tmp_path: Path) -> None:
     from hrstream.models import from_config
@@ -303,63 +322,47 @@ def test_cli_model_slower_than_stream_drops_and_keeps_latency(rtsp: RtspServer, 
     weights = tmp_path / "w32.safetensors"
     save_file(from_config("pose_hrnet_w32_256x192").state_dict(), str(weights))
     out = tmp_path / "out"
-    proc = _popen_cli(
-        [
-            rtsp.url,
-            "--task",
-            "pose",
-            "--model",
-            "pose_hrnet_w32_256x192",
-            "--weights",
-            str(weights),
-            "--detector",
-            "full-frame",
-            "--batch-size",
-            "1",
-            "--no-video",
-            "--out",
-            str(out),
-        ]
-    )
+    args = [rtsp.url, "--task", "pose", "--model", "pose_hrnet_w32_256x192", "--weights", str(weights)]
+    args += ["--detector", "full-frame", "--batch-size", "1", "--no-video", "--grace", "3", "--out", str(out)]
+    proc = _popen_cli(args)
     err = _Lines(proc.stderr)
-    jsonl = out / f"127_0_0_1_{rtsp.port}_live.jsonl"
-    seen: list[tuple[float, dict]] = []  # (wall time the line appeared, record)
-    buf, pos, first, deadline = b"", 0, None, time.monotonic() + 60
+    tail = _JsonlTail(out / f"127_0_0_1_{rtsp.port}_live.jsonl")
+    # Steady state starts with the first record that has drops before it: that frame entered a pipeline that
+    # was already full, as does every later one. Wait for 8 of them (~3 s on an idle 2-core machine).
+    deadline = time.monotonic() + 100
+    steady: list[tuple[float, dict]] = []
     while proc.poll() is None and time.monotonic() < deadline:
-        if jsonl.exists():
-            with jsonl.open("rb") as fh:
-                fh.seek(pos)
-                chunk = fh.read()
-            pos += len(chunk)
-            buf += chunk
-            *lines, buf = buf.split(b"\n")
-            now = time.time()
-            seen += [(now, json.loads(line)) for line in lines if line.strip()]
-            if seen and first is None:
-                first = time.monotonic()
-            if first is not None and time.monotonic() - first > 6.0:
-                break
+        tail.poll()
+        first = next((i for i, (_, r) in enumerate(tail.seen) if r["dropped_before"] > 0), None)
+        steady = tail.seen[first:] if first is not None else []
+        if len(steady) >= 8:
+            break
         time.sleep(0.01)
     proc.send_signal(signal.SIGINT)
     rc = proc.wait(timeout=30)
     assert rc == 130, err.text()[-3000:]
-    records = read_jsonl(jsonl)  # every line parses and the file ends cleanly
-    assert len(records) >= len(seen) >= 10
+    records = read_jsonl(tail.path)  # every line parses and the file ends cleanly
+    assert len(steady) >= 8, f"only {len(steady)} steady-state records in 100 s"
     assert [r["frame"] for r in records] == sorted({r["frame"] for r in records})
     assert np.all(np.diff([r["pts_s"] for r in records]) > 0)
     assert all(isinstance(r["captured_at"], float) for r in records)
     drops = sum(r["dropped_before"] for r in records)
-    assert drops > 0
-    # the stream is ~30 fps; the model is much slower, so frames were skipped rather than queued
-    assert records[-1]["frame"] - records[0]["frame"] + 1 - len(records) > 0
-    ages = np.array([t - r["captured_at"] for t, r in seen])
-    third = len(ages) // 3
-    early, late = float(np.median(ages[:third])), float(np.median(ages[-third:]))
+    assert drops > 0 and records[-1]["frame"] + 1 - len(records) >= drops  # frames skipped, none invented
+    written = np.array([t for t, _ in tail.seen])
+    ages = np.array([t - r["captured_at"] for t, r in steady])
+    # age in frame-times: how many records were written while this frame waited. On a shared CPU the
+    # seconds per frame vary, this count does not; without drops it would grow by one per record or so.
+    waits = np.array([np.sum((written > r["captured_at"]) & (written < t)) for t, r in steady])
+    step = float(np.median(np.diff([t for t, _ in steady])))
+    third = max(2, len(steady) // 3)
     print(
-        f"\nlive CLI: {len(records)} records, {drops} dropped, age first third {early:.2f} s, "
-        f"last third {late:.2f} s, max {ages.max():.2f} s"
+        f"\nlive CLI: {len(records)} records, {drops} dropped, {step:.2f} s per frame; steady age first third "
+        f"{np.median(ages[:third]):.2f} s ({np.median(waits[:third]):.0f} frames), last third "
+        f"{np.median(ages[-third:]):.2f} s ({np.median(waits[-third:]):.0f} frames), max {ages.max():.2f} s"
     )
-    assert late < early + 0.75 and ages.max() < 5.0  # bounded: without dropping it would grow ~1 s per s
+    assert step > 1 / 30  # the model really is slower than the stream
+    assert np.median(waits[-third:]) <= np.median(waits[:third]) + 1
+    assert waits.max() <= 20  # bounded by the pipeline's queues, not by the run's length
 
 
 def test_cli_refused_forever_exits_1_naming_the_input_without_secrets(tiny_pose, tmp_path: Path) -> None:
@@ -427,9 +430,11 @@ def test_cli_silent_server_open_deadline_and_sigterm(tiny_pose, tmp_path: Path) 
         time.sleep(0.3)  # now in a backoff wait or in the next open
         t_sig = time.monotonic()
         proc.send_signal(signal.SIGTERM)
-        rc = proc.wait(timeout=20)
-        took = time.monotonic() - t_sig
+        t_given_up = err.wait_for("interrupted while connecting", timeout=10)
+        rc = proc.wait(timeout=30)  # interpreter teardown (torch) may take seconds on a busy machine
     finally:
         srv.close()
     assert rc == 143, err.text()[-3000:]
-    assert took < 2.0, f"SIGTERM took {took:.2f} s"
+    took = t_given_up - t_sig
+    assert took < 1.0, f"SIGTERM took {took:.2f} s to stop the retries"
+    print(f"\nsilent server: SIGTERM honoured in {took:.2f} s while retrying")

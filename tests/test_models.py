@@ -90,7 +90,8 @@ def seg_cfg(
 )
 def test_keys_and_shapes_equal_official(name: str, keys_file: str) -> None:
     ref = json.loads((REF / keys_file).read_text())
-    model = from_config(name)
+    with torch.device("meta"):  # names, shapes and counts need no memory or initialisation
+        model = from_config(name)
     ours = {k: list(v.shape) for k, v in model.state_dict().items()}
     assert list(ours) == list(ref["keys"])  # same names, same order
     assert ours == ref["keys"]
@@ -313,3 +314,25 @@ def test_v2p_pyramid_feeds_torchvision_detection() -> None:
     with torch.inference_mode():
         out = det([torch.rand(3, 128, 160)])
     assert set(out[0]) == {"boxes", "labels", "scores"}
+
+
+# ---- every registered config and weights entry builds --------------------------------------------------
+
+
+def test_every_registered_config_builds_and_matches_its_weights_metadata() -> None:
+    from hrstream.models.registry import get_weights, list_configs, list_weights
+
+    built: dict[str, torch.nn.Module] = {}
+    for name in list_configs():
+        with torch.device("meta"):  # building checks every field; forwards are tested on the tiny models
+            model = from_config(name)
+        assert not model.training
+        built[name] = model
+    for entry in list_weights():
+        assert get_weights(entry.name) is entry
+        spec = built[entry.config].spec
+        assert spec.task == entry.task
+        if entry.task == "pose":
+            assert len(entry.meta["keypoint_names"]) == spec.num_outputs
+        else:
+            assert len(entry.meta["classes"]) == spec.num_outputs

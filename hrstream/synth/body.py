@@ -46,9 +46,9 @@ _THIGH, _SHIN, _UPPER, _FORE = 0.245, 0.235, 0.17, 0.15
 _HEAD_C, _HEAD_RX, _HEAD_RY = (0.0, 0.925, 0.01), 0.056, 0.068
 # face points on the head: (yaw about the vertical, pitch, radius, cosine threshold to face the camera)
 _FACE = (
-    (0.0, -0.15, 0.055, 0.05),  # nose
-    (0.42, 0.12, 0.05, 0.05),  # left eye (person's left is +x)
-    (-0.42, 0.12, 0.05, 0.05),  # right eye
+    (0.0, -0.15, 0.055, -0.2),  # nose (its tip still shows in profile)
+    (0.42, 0.12, 0.05, 0.0),  # left eye (person's left is +x)
+    (-0.42, 0.12, 0.05, 0.0),  # right eye
     (1.5, 0.02, 0.052, -0.3),  # left ear
     (-1.5, 0.02, 0.052, -0.3),  # right ear
 )
@@ -113,7 +113,9 @@ class ProjectedBody:
         joint_depth: ``float64 (17,)`` depth toward the camera (fraction of height).
         face_front: ``bool (5,)`` whether each face keypoint faces the camera (else self-occluded).
         segments: ``{part: (p0, p1, r0, r1, depth)}`` capsules in pixels for limbs, neck and feet.
-        torso: ``float64 (m, 2)`` convex polygon; ``head``: (centre, (rx, ry), angle deg, facing cos, facing x).
+        torso: ``float64 (m, 2)`` convex polygon (pixels).
+        head: ``(centre (2,), (rx, ry) px, facing, face_x)``: the head ellipse, the cosine between the face
+            direction and the camera, and the face's sideways offset on screen (-1..1).
         scale: pixels per unit height.
     """
 
@@ -123,7 +125,6 @@ class ProjectedBody:
     segments: dict[str, tuple[np.ndarray, np.ndarray, float, float, float]]
     torso: np.ndarray
     head: tuple[np.ndarray, tuple[float, float], float, float]
-    head_depth: float
     scale: float
 
 
@@ -177,27 +178,26 @@ def pose_body(angles: PoseAngles, yaw: float, anchor: tuple[float, float], heigh
         face_depth[i] = -d[0] * sy + d[2] * cy
     joints, depth = project(j3)
 
-    segments = {}
-    for name, (p0, p1) in seg3.items():
-        (q0, q1), dd = project(np.stack([p0, p1]))
-        base = name[2:] if name[:2] in ("l_", "r_") else name
-        r0, r1 = LIMB_RADII.get(base, (0.018, 0.018))
-        if base == "hand":
-            r0, r1 = 0.022, 0.02
-        segments[name] = (q0, q1, r0 * s, r1 * s, float(dd.mean()))
-
+    names = list(seg3)
+    ends = np.array([p for name in names for p in seg3[name]])
     corners = []
     for y, hx, hz in ((_SH_Y + 0.015 + bob, 0.125, 0.05), (_HIP_Y - 0.02 + bob, 0.088, 0.045)):
         for sx in (-1, 1):
             for sz in (-1, 1):
                 corners.append((sx * hx, y, sz * hz))
-    tpts, _ = project(np.array(corners))
+    pts, dep = project(np.concatenate([ends, np.array(corners), head_c[None]]))
+    m = 2 * len(names)
+    segments = {}
+    for i, name in enumerate(names):
+        base = name[2:] if name[:2] in ("l_", "r_") else name
+        r0, r1 = LIMB_RADII.get(base, (0.022, 0.02))
+        segments[name] = (pts[2 * i], pts[2 * i + 1], r0 * s, r1 * s, float(dep[2 * i] + dep[2 * i + 1]) / 2)
+    tpts, hc = pts[m : m + 8], pts[m + 8]
     hull = _convex_hull(tpts)
-    (hc,), _ = project(head_c[None])
     facing = math.cos(hy) * cy - math.sin(hy) * sy  # cos of the head's yaw relative to the camera
     face_x = math.sin(yaw + hy)
     head = (hc, (_HEAD_RX * s, _HEAD_RY * s), float(facing), float(face_x))
-    return ProjectedBody(joints, depth, face_front, segments, hull, head, 0.02, s)
+    return ProjectedBody(joints, depth, face_front, segments, hull, head, s)
 
 
 def _convex_hull(pts: np.ndarray) -> np.ndarray:

@@ -7,7 +7,7 @@ so pixel ``(col, row)`` covers ``[col - 0.5, col + 0.5] x [row - 0.5, row + 0.5]
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -143,7 +143,6 @@ class SynthFrame:
     track_ids: np.ndarray
     areas: np.ndarray
     instance_mask: np.ndarray
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.track_ids.shape[0])

@@ -107,8 +107,9 @@ def cli_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run_cli(args: list[str], *, env: dict[str, str] | None = None, cwd: str | Path | None = None,
-            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    args: list[str], *, env: dict[str, str] | None = None, cwd: str | Path | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     """``python -m hrstream.cli ARGS`` as a child process; returns its exit code, stdout and stderr."""
     return subprocess.run(
         [sys.executable, "-m", "hrstream.cli", *args],
