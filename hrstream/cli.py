@@ -314,7 +314,6 @@ def export(tracks_json: str, fmt: str, out_dir: str, use: str, quiet: bool, verb
         click.echo(f"hrstream: wrote {len(paths)} file(s) -> {out_dir}", err=True)
 
 
-
 def _add_subcommands() -> None:
     from hrstream.synth.command import synth_command
 

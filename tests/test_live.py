@@ -295,6 +295,69 @@ def test_interrupt_ends_iteration_during_backoff(rtsp: RtspServer) -> None:
     src.close()
 
 
+def _ts_clip(path: Path, n: int = 10) -> None:
+    """A tiny real H.264 MPEG-TS clip (64x48, 25 fps) written with PyAV."""
+    import av
+
+    with av.open(str(path), "w", format="mpegts") as c:
+        st = c.add_stream("libx264", rate=25)
+        st.width, st.height, st.pix_fmt = 64, 48, "yuv420p"
+        st.options = {"preset": "ultrafast", "g": "5"}
+        for i in range(n):
+            img = np.full((48, 64, 3), (i * 20) % 256, np.uint8)
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            frame.pts = i
+            for pkt in st.encode(frame):
+                c.mux(pkt)
+        for pkt in st.encode(None):
+            c.mux(pkt)
+
+
+def _rss_kb() -> int:
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("VmRSS:"))
+
+
+def test_many_reconnect_cycles_keep_threads_and_files_bounded(tmp_path: Path) -> None:
+    import http.server
+
+    _ts_clip(tmp_path / "clip.ts")
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    srv = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), lambda *a, **k: Quiet(*a, directory=str(tmp_path), **k)
+    )
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{srv.server_address[1]}/clip.ts"
+    fds: list[int] = []
+    threads: list[int] = []
+    rss: list[int] = []
+    try:
+        # 200 cycles; every end of the file is an outage (reconnect_on_eof): the clip is replayed, time keeps going
+        with open_live_source(
+            url, open_timeout_s=3, read_timeout_s=3, backoff_s=0.01, backoff_max_s=0.05
+        ) as src:
+            frames = []
+            for f in src:
+                frames.append(f)
+                if f.index % 50 == 0:
+                    fds.append(len(os.listdir("/proc/self/fd")))
+                    threads.append(threading.active_count())
+                    rss.append(_rss_kb())
+                if src.reconnects >= 200:
+                    break
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    _check_continuity(frames)
+    assert len(src.gaps) >= 199 and len(frames) >= 200 * 8
+    assert rss[-1] - rss[1] < 50_000  # kB
+    assert max(fds[2:]) <= fds[1] + 3 and max(threads[2:]) <= threads[1] + 3, (fds, threads)
+
+
 # ------------------------------------------------------------------------------------------ CLI
 class _JsonlTail:
     """Reads the complete lines of a growing JSONL file, noting the wall time each line was first seen."""

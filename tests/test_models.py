@@ -33,8 +33,8 @@ def seg_tiny() -> dict:
 
 
 def pose_cfg(channels: tuple[int, ...] = (4, 8, 16, 32), joints: int = 17) -> dict:
-    stage = (
-        lambda n, m: {  # noqa: E731
+    def stage(n: int, m: int) -> dict:
+        return {
             "NUM_MODULES": m,
             "NUM_BRANCHES": n,
             "BLOCK": "BASIC",
@@ -42,7 +42,7 @@ def pose_cfg(channels: tuple[int, ...] = (4, 8, 16, 32), joints: int = 17) -> di
             "NUM_CHANNELS": list(channels[:n]),
             "FUSE_METHOD": "SUM",
         }
-    )
+
     return {
         "MODEL": {
             "NAME": "pose_hrnet",

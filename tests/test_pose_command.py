@@ -61,7 +61,9 @@ def official_keypoints(cfg: dict, weights: Path, image_rgb: np.ndarray, boxes_xy
         trans = get_affine_transform(center, scale, 0, (w_in, h_in))
         crop = cv2.warpAffine(image_rgb, trans, (w_in, h_in), flags=cv2.INTER_LINEAR)
         t = torch.from_numpy(crop.astype(np.float32) / 255.0).permute(2, 0, 1)
-        t = (t - torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+        t = (t - torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)) / torch.tensor(
+            [0.229, 0.224, 0.225]
+        ).view(3, 1, 1)
         with torch.no_grad():
             hm = model(t.unsqueeze(0)).numpy()
         coords, _ = decode_msra_np(hm, center[None], scale[None])
@@ -71,16 +73,39 @@ def official_keypoints(cfg: dict, weights: Path, image_rgb: np.ndarray, boxes_xy
 
 def test_keypoints_equal_official_pipeline_on_real_detections(tiny_pose, tmp_path: Path) -> None:
     cfg_path, weights, cfg = tiny_pose
-    dets = [d for d in json.loads((DATA / "coco" / "test_coco_det_AP_H_56.json").read_text()) if d["image_id"] == IMAGE_ID]
+    dets = [
+        d
+        for d in json.loads((DATA / "coco" / "test_coco_det_AP_H_56.json").read_text())
+        if d["image_id"] == IMAGE_ID
+    ]
     dets = [d for d in dets if d["category_id"] == 1 and d["score"] >= 0.5]
     assert len(dets) >= 1
     det_file = tmp_path / "dets.json"
     det_file.write_text(json.dumps([{**d, "image_id": 0} for d in dets]))  # image_id = frame index
     out = tmp_path / "out"
     r = subprocess.run(
-        [sys.executable, "-m", "hrstream.cli", "run", str(IMAGE), "--task", "pose", "--model", str(cfg_path),
-         "--weights", str(weights), "--detector", f"file:{det_file}", "--no-flip-test", "--out", str(out), "-q"],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "hrstream.cli",
+            "run",
+            str(IMAGE),
+            "--task",
+            "pose",
+            "--model",
+            str(cfg_path),
+            "--weights",
+            str(weights),
+            "--detector",
+            f"file:{det_file}",
+            "--no-flip-test",
+            "--out",
+            str(out),
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert r.returncode == 0, r.stderr
     rec = json.loads((out / f"{IMAGE.stem}.jsonl").read_text().splitlines()[0])
@@ -92,6 +117,10 @@ def test_keypoints_equal_official_pipeline_on_real_detections(tiny_pose, tmp_pat
     # people come back in detection order; the box identifies each one
     for person in people:
         x1, y1, x2, y2 = person["box"]
-        i = int(np.argmin(np.abs(boxes[:, 0] - x1) + np.abs(boxes[:, 1] - y1) + np.abs(boxes[:, 0] + boxes[:, 2] - x2)))
+        i = int(
+            np.argmin(
+                np.abs(boxes[:, 0] - x1) + np.abs(boxes[:, 1] - y1) + np.abs(boxes[:, 0] + boxes[:, 2] - x2)
+            )
+        )
         ours = np.array([kp[:2] for kp in person["keypoints"]], np.float64)
         np.testing.assert_allclose(ours, expected[i], atol=0.011)  # JSON keeps 2 decimals

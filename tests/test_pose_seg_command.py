@@ -11,15 +11,32 @@ import av
 import numpy as np
 import pytest
 import yaml
+from support.tiny_models import TinyModel, tiny_pose_model, tiny_seg_model
 
 from hrstream.seg import boxes_from_segmentation, read_label_map
-from support.tiny_models import TinyModel, tiny_pose_model, tiny_seg_model
 
 DATA = Path(__file__).parent / "data"
 CLIP = DATA / "videos" / "street_960x540_5fps.mp4"
 CITYSCAPES = [
-    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign", "vegetation",
-    "terrain", "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle",
+    "road",
+    "sidewalk",
+    "building",
+    "wall",
+    "fence",
+    "pole",
+    "traffic light",
+    "traffic sign",
+    "vegetation",
+    "terrain",
+    "sky",
+    "person",
+    "rider",
+    "car",
+    "truck",
+    "bus",
+    "train",
+    "motorcycle",
+    "bicycle",
 ]
 
 
@@ -35,8 +52,12 @@ def _models(tiny: tuple[TinyModel, TinyModel]) -> list[str]:
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "hrstream.cli", "run", *args, "-q"],
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "hrstream.cli", "run", *args, "-q"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_pose_and_seg_in_one_pass(tiny, tmp_path: Path) -> None:
@@ -60,11 +81,24 @@ def test_detector_seg_boxes_come_from_the_label_maps(tiny, tmp_path: Path) -> No
     """The random tiny segmentation net paints no 'person'; a recipe naming 'wall' as the person class makes
     its wall components the detections, so the boxes can be checked against the written label maps."""
     recipe = tmp_path / "recipe.yaml"
-    recipe.write_text(yaml.safe_dump({"detector": {"seg_classes": ["wall"], "min_area": 2000},
-                                      "tracker": {"enabled": False}}))
+    recipe.write_text(
+        yaml.safe_dump(
+            {"detector": {"seg_classes": ["wall"], "min_area": 2000}, "tracker": {"enabled": False}}
+        )
+    )
     out = tmp_path / "out"
-    r = _run(str(CLIP), "--task", "pose,seg", "--pipeline", str(recipe), *_models(tiny), "--detector", "seg",
-             "--out", str(out))
+    r = _run(
+        str(CLIP),
+        "--task",
+        "pose,seg",
+        "--pipeline",
+        str(recipe),
+        *_models(tiny),
+        "--detector",
+        "seg",
+        "--out",
+        str(out),
+    )
     assert r.returncode == 0, r.stderr
     records = [json.loads(x) for x in (out / f"{CLIP.stem}.jsonl").read_text().splitlines()]
     total = 0
@@ -81,7 +115,16 @@ def test_detector_seg_boxes_come_from_the_label_maps(tiny, tmp_path: Path) -> No
 def test_detector_seg_without_person_classes_is_a_clear_error(tiny, tmp_path: Path) -> None:
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(yaml.safe_dump({"detector": {"seg_classes": ["pedestrian"]}}))
-    r = _run(str(CLIP), "--pipeline", str(recipe), *_models(tiny), "--detector", "seg", "--out", str(tmp_path / "o"))
+    r = _run(
+        str(CLIP),
+        "--pipeline",
+        str(recipe),
+        *_models(tiny),
+        "--detector",
+        "seg",
+        "--out",
+        str(tmp_path / "o"),
+    )
     assert r.returncode == 2
     assert "pedestrian" in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1

@@ -27,10 +27,17 @@ CITY = DATA / "seg" / "cityscapes_frankfurt_000294_256x128.png"
 @pytest.fixture(scope="module")
 def tiny_seg(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict]:
     d = torch.load(REF / "official_seg_hrnet_w4_tiny.pt", weights_only=True)
-    stage = lambda n, m, ch: {  # noqa: E731
-        "NUM_MODULES": m, "NUM_BRANCHES": n, "BLOCK": "BASIC", "NUM_BLOCKS": [4] * n,
-        "NUM_CHANNELS": ch[:n], "FUSE_METHOD": "SUM",
-    }
+
+    def stage(n: int, m: int, ch: list[int]) -> dict:
+        return {
+            "NUM_MODULES": m,
+            "NUM_BRANCHES": n,
+            "BLOCK": "BASIC",
+            "NUM_BLOCKS": [4] * n,
+            "NUM_CHANNELS": ch[:n],
+            "FUSE_METHOD": "SUM",
+        }
+
     ch = [4, 8, 16, 32]
     cfg = {
         "MODEL": {
@@ -38,9 +45,17 @@ def tiny_seg(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict
             "ALIGN_CORNERS": bool(d["align_corners"]),
             "EXTRA": {
                 "FINAL_CONV_KERNEL": 1,
-                "STAGE1": {"NUM_MODULES": 1, "NUM_RANCHES": 1, "BLOCK": "BOTTLENECK", "NUM_BLOCKS": [4],
-                           "NUM_CHANNELS": [64], "FUSE_METHOD": "SUM"},
-                "STAGE2": stage(2, 1, ch), "STAGE3": stage(3, 4, ch), "STAGE4": stage(4, 3, ch),
+                "STAGE1": {
+                    "NUM_MODULES": 1,
+                    "NUM_RANCHES": 1,
+                    "BLOCK": "BOTTLENECK",
+                    "NUM_BLOCKS": [4],
+                    "NUM_CHANNELS": [64],
+                    "FUSE_METHOD": "SUM",
+                },
+                "STAGE2": stage(2, 1, ch),
+                "STAGE3": stage(3, 4, ch),
+                "STAGE4": stage(4, 3, ch),
             },
         },
         "DATASET": {"NUM_CLASSES": int(d["num_classes"])},
@@ -55,7 +70,10 @@ def tiny_seg(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict
 def _run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "hrstream.cli", "run", *args, "--quiet"],
-        capture_output=True, text=True, timeout=300, cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=cwd,
     )
 
 
@@ -68,15 +86,18 @@ def official_labels(cfg: dict, weights: Path, image_rgb: np.ndarray) -> np.ndarr
     t = torch.from_numpy(x.transpose(2, 0, 1)).unsqueeze(0)
     with torch.no_grad():
         logits = model(t)
-        up = F.interpolate(logits, size=image_rgb.shape[:2], mode="bilinear",
-                           align_corners=cfg["MODEL"]["ALIGN_CORNERS"])
+        up = F.interpolate(
+            logits, size=image_rgb.shape[:2], mode="bilinear", align_corners=cfg["MODEL"]["ALIGN_CORNERS"]
+        )
     return up.argmax(1)[0].numpy().astype(np.uint8)
 
 
 def test_command_label_map_equals_official(tiny_seg, tmp_path: Path) -> None:
     cfg_path, weights, cfg = tiny_seg
     out = tmp_path / "out"
-    r = _run(str(CITY), "--task", "seg", "--model", str(cfg_path), "--weights", str(weights), "--out", str(out))
+    r = _run(
+        str(CITY), "--task", "seg", "--model", str(cfg_path), "--weights", str(weights), "--out", str(out)
+    )
     assert r.returncode == 0, r.stderr
     labels = read_label_map(out / f"{CITY.stem}.labels" / "000000.png")
     image = cv2.cvtColor(cv2.imread(str(CITY)), cv2.COLOR_BGR2RGB)
@@ -94,7 +115,9 @@ def test_seg_video_has_every_frame_and_exact_label_maps(tiny_seg, tmp_path: Path
     cfg_path, weights, _ = tiny_seg
     clip = DATA / "videos" / "football_1280x720_mpeg4.mp4"
     out = tmp_path / "out"
-    r = _run(str(clip), "--task", "seg", "--model", str(cfg_path), "--weights", str(weights), "--out", str(out))
+    r = _run(
+        str(clip), "--task", "seg", "--model", str(cfg_path), "--weights", str(weights), "--out", str(out)
+    )
     assert r.returncode == 0, r.stderr
     with av.open(str(clip)) as c:
         src = [(f.pts, f.time_base) for f in c.decode(video=0)]

@@ -13,6 +13,8 @@ number of loader workers.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -101,7 +103,8 @@ def load_coco_people(
     if not ann_file.is_file():
         raise InputError(f"{ann_file}: annotation file not found; pass a COCO keypoints JSON")
     try:
-        coco = COCO(str(ann_file))
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco = COCO(str(ann_file))
     except (OSError, ValueError, KeyError) as e:
         raise InputError(f"{ann_file}: cannot read it as COCO annotations ({e})") from e
     people: list[PersonRecord] = []
