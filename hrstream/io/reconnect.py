@@ -229,15 +229,8 @@ class LiveSource(Source):
                 break
             if n > 1:
                 delay = backoff_delay(n - 1, *self._backoff)
-                log.warning(
-                    "%s: %s attempt %d of %d failed (%s); retrying in %.2f s",
-                    self._display,
-                    what,
-                    n - 1,
-                    self._max_attempts,
-                    last,
-                    delay,
-                )
+                fmt = "%s: %s attempt %d of %d failed (%s); retrying in %.2f s"
+                log.warning(fmt, self._display, what, n - 1, self._max_attempts, last, delay)
                 if self._stop.wait(delay):
                     break
             try:
@@ -245,7 +238,7 @@ class LiveSource(Source):
             except _Interrupted:
                 break
             except InputError as exc:
-                last = redact_text(str(exc))
+                last = redact_text(str(exc)).removeprefix(f"{self._display}: ")
         elapsed = time.monotonic() - t0
         if self._stop.is_set():
             raise InputError(f"{self._display}: interrupted while connecting ({what}, {elapsed:.1f} s)")
@@ -315,13 +308,8 @@ class LiveSource(Source):
                 t_lost, reason = self._lost
                 self._lost = None
                 self.gaps.append((t_lost, captured))
-                log.warning(
-                    "%s: gap in the stream: no frames for %.2f s (%s); resumed after reconnect %d",
-                    self._display,
-                    captured - t_lost,
-                    redact_text(reason),
-                    self.reconnects,
-                )
+                gap, why = captured - t_lost, redact_text(reason)
+                log.warning("%s: gap in the stream: no frames for %.2f s (%s)", self._display, gap, why)
         pts, tb = None, self._time_base
         if f.pts is not None and tb and f.time_base:
             pts = round(f.pts * Fraction(f.time_base) / tb) + self._offset_ticks
@@ -332,15 +320,8 @@ class LiveSource(Source):
             pts_s = pts_s_in + self._offset_s
         if self._last_pts_s is not None and pts_s <= self._last_pts_s:
             pts_s = self._last_pts_s + 1e-6
-        out = Frame(
-            source_id=self.info.name,
-            index=self.frames_yielded,
-            pts_s=pts_s,
-            image=f.image,
-            captured_at=captured,
-            pts=pts,
-            time_base=tb if pts is not None else None,
-        )
+        tb_out = tb if pts is not None else None
+        out = Frame(self.info.name, self.frames_yielded, pts_s, f.image, captured, pts, tb_out)
         self.frames_yielded += 1
         self._last_pts_s, self._last_pts, self._last_captured = pts_s, pts, captured
         return out

@@ -11,6 +11,15 @@ from __future__ import annotations
 
 from hrstream.train.common import TrainResult
 from hrstream.train.pose import train_pose, validate_pose
+from hrstream.train.seg import train_seg, validate_seg
 from hrstream.train.targets import JointsMSELoss, generate_target
 
-__all__ = ["JointsMSELoss", "TrainResult", "generate_target", "train_pose", "validate_pose"]
+__all__ = [
+    "JointsMSELoss",
+    "TrainResult",
+    "generate_target",
+    "train_pose",
+    "train_seg",
+    "validate_pose",
+    "validate_seg",
+]
