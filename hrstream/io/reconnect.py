@@ -13,6 +13,9 @@ delivered by exactly the wall-clock time that passed between the two (``captured
 The timeline therefore keeps real time across a gap, ``pts_s`` and ``index`` stay strictly increasing,
 and a gap shows up as a jump in ``pts_s``, never as invented frames. ``pts`` is rewritten in the first
 connection's ``time_base`` so that ``pts_s == pts * time_base`` still holds.
+
+While the first open is retried in the main thread, SIGINT/SIGTERM also end the retries (the handlers
+already installed still run), so a run that waits for a dead server stops promptly.
 """
 
 from __future__ import annotations
@@ -248,6 +251,7 @@ class LiveSource(Source):
         )
 
     def _lose(self, reader: _Reader, reason: str) -> None:
+        self.warnings.extend(reader.source.warnings)
         reader.cancel.set()  # the reader closes its own connection once its read returns
         self._reader = None
         t_lost = self._last_captured if self._last_captured is not None else time.time()
@@ -339,6 +343,7 @@ class LiveSource(Source):
         self._stop.set()
         reader, self._reader = self._reader, None
         if reader is not None:
+            self.warnings.extend(reader.source.warnings)
             reader.cancel.set()
             reader.join(timeout=1.0)
 
@@ -354,7 +359,7 @@ def open_live_source(
     backoff_max_s: float = 8.0,
     reconnect_on_eof: bool = True,
     **open_source_options: Any,
-) -> LiveSource:
+) -> Source:
     """Open a URL or camera that reconnects after outages; the first frame is decoded before this returns.
 
     Args:
@@ -369,8 +374,9 @@ def open_live_source(
         open_source_options: passed to :func:`open_source` (``rtsp_transport``, ``max_pixels``, ``name`` ...).
 
     Returns:
-        A :class:`LiveSource`: frames with strictly increasing ``index`` and ``pts_s`` across reconnects,
-        ``gaps`` of ``(t_lost, t_back)`` and ``interrupt()`` for the pipeline's stop.
+        For a URL or camera a :class:`LiveSource`: frames with strictly increasing ``index`` and ``pts_s``
+        across reconnects, ``gaps`` of ``(t_lost, t_back)`` and ``interrupt()`` for the pipeline's stop.
+        Files and images get plain :func:`open_source` (they end; there is nothing to reconnect to).
 
     Raises:
         InputError: the input is invalid, or ``max_attempts`` opens failed (the message names the input,
@@ -386,6 +392,8 @@ def open_live_source(
     if job.error is not None:
         raise job.error
     options = dict(open_source_options, open_timeout_s=open_timeout_s, read_timeout_s=read_timeout_s)
+    if job.kind not in ("url", "camera"):
+        return open_source(job, **options)
     return LiveSource(
         job,
         stall_s=2.0 * read_timeout_s if stall_s is None else stall_s,

@@ -11,13 +11,15 @@ Files of a job named ``NAME`` (the sanitised input name), all inside ``--out``:
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
-from hrstream.io import JsonlWriter, SourceInfo, output_path, write_json_atomic
+from hrstream.io import IMAGE_EXTENSIONS, JsonlWriter, SourceInfo, output_path, write_json_atomic
 from hrstream.io.video_writer import VideoWriter
 from hrstream.track import savgol_smooth_track
 from hrstream.types import FrameResult
@@ -131,6 +133,33 @@ class _TrackLog:
         return out
 
 
+def is_image_source(info: SourceInfo) -> bool:
+    """A still image or a folder of images: annotated frames are written as images, not as a video (images of
+    a folder may differ in size, and a one-frame video helps nobody)."""
+    path = Path(info.path)
+    return not info.is_live and (path.suffix.lower() in IMAGE_EXTENSIONS or path.is_dir())
+
+
+class AnnotatedImages:
+    """Annotated frames of an image source as ``DIR/{index:06d}.jpg`` (quality 95), each written atomically."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+
+    def write(self, image_rgb: np.ndarray, index: int) -> None:
+        final = self.directory / f"{index:06d}.jpg"
+        tmp = final.with_name(f".{final.name}.tmp.jpg")
+        if not cv2.imwrite(
+            str(tmp), cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95]
+        ):
+            raise OSError(f"cannot write {final}")
+        os.replace(tmp, final)
+
+    def close(self) -> None:
+        return None
+
+
 class JobOutputs:
     """The sink of a job: ``write((result, annotated_image))`` per frame, ``close()`` at the end.
 
@@ -174,8 +203,11 @@ class JobOutputs:
         self.closed = False
         self.started = time.monotonic()
         name = info.name
-        self._video: VideoWriter | None = None
-        if video:
+        self._video: VideoWriter | AnnotatedImages | None = None
+        if video and is_image_source(info):
+            self.paths["images"] = output_path(out_dir, name, ".annotated")
+            self._video = AnnotatedImages(self.paths["images"])
+        elif video:
             self.paths["video"] = output_path(out_dir, name, ".mp4")
             self._video = VideoWriter(
                 self.paths["video"],
@@ -200,7 +232,9 @@ class JobOutputs:
     def write(self, item: tuple[FrameResult, np.ndarray]) -> None:
         result, image = item
         f = result.frame
-        if self._video is not None:
+        if isinstance(self._video, AnnotatedImages):
+            self._video.write(image, f.index)
+        elif self._video is not None:
             self._video.write(image, f.pts, f.time_base)
         if self._jsonl is not None:
             extra = self.record_extra(result) if self.record_extra is not None else None
