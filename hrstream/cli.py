@@ -257,7 +257,12 @@ def weights_add(path: str, name: str) -> None:
     click.echo(str(dest))
 
 
-@main.command("eval")
+@main.group("eval")
+def eval_group() -> None:
+    """Score results: `eval coco` (COCO keypoint AP) or `eval tracks` (tracks against ground truth)."""
+
+
+@eval_group.command("coco")
 @click.argument("results", type=click.Path(dir_okay=False))
 @click.option(
     "--gt",
@@ -315,9 +320,13 @@ def export(tracks_json: str, fmt: str, out_dir: str, use: str, quiet: bool, verb
 
 
 def _add_subcommands() -> None:
+    from hrstream.metrics.command import eval_command
     from hrstream.synth.command import synth_command
+    from hrstream.train.commands import train_group
 
     main.add_command(synth_command)
+    main.add_command(train_group, "train")
+    eval_group.add_command(eval_command, name="tracks")
 
 
 _add_subcommands()

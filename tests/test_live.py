@@ -338,7 +338,7 @@ def test_many_reconnect_cycles_keep_threads_and_files_bounded(tmp_path: Path) ->
     try:
         # 200 cycles; every end of the file is an outage (reconnect_on_eof): the clip is replayed, time keeps going
         with open_live_source(
-            url, open_timeout_s=3, read_timeout_s=3, backoff_s=0.01, backoff_max_s=0.05
+            url, open_timeout_s=3, read_timeout_s=3, backoff_s=0.01, backoff_max_s=0.05, reconnect_on_eof=True
         ) as src:
             frames = []
             for f in src:

@@ -97,20 +97,20 @@ def test_pose_loss_falls_and_weights_reload(two_people: Path, tmp_path: Path) ->
         COCO,
         two_people,
         tmp_path / "run",
-        epochs=24,
+        epochs=16,
         batch_size=2,
         seed=0,
         device="cpu",
         augment=False,
     )
-    assert r.steps == 24 and len(r.losses) == 24
+    assert r.steps == 16 and len(r.losses) == 16
     first, last = _mean(r.losses[:4]), _mean(r.losses[-4:])
     assert last < 0.7 * first, (first, last)
     model = from_config(POSE_CFG)
     report = load_weights(model, r.last_path)
     assert report.layout == "official"
     side = json.loads(r.last_path.with_suffix(".json").read_text())
-    assert side["config"] == POSE_CFG.stem and side["seed"] == 0 and side["epochs"] == 24
+    assert side["config"] == POSE_CFG.stem and side["seed"] == 0 and side["epochs"] == 16
     assert len(side["data"]["sha256"]) == 64 and side["loss_curve"]["step"][0] == pytest.approx(r.losses[0])
     assert r.best_path.is_file() and r.best_path.with_suffix(".json").is_file()
     # the reloaded network reproduces the trained one's output
@@ -175,7 +175,7 @@ def test_seg_loss_falls_and_miou_is_reported(tmp_path: Path) -> None:
         images,
         masks,
         tmp_path / "run",
-        epochs=15,
+        epochs=12,
         batch_size=3,
         lr=0.02,
         seed=0,
@@ -184,7 +184,7 @@ def test_seg_loss_falls_and_miou_is_reported(tmp_path: Path) -> None:
         val_images=images,
         val_masks=masks,
     )
-    assert r.steps == 15
+    assert r.steps == 12
     assert _mean(r.losses[-3:]) < 0.7 * _mean(r.losses[:3]), r.losses
     assert 0.0 <= r.metrics["mIoU"] <= 1.0 and "IoU_1" in r.metrics
     model = from_config(cfg)

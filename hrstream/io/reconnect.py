@@ -357,7 +357,7 @@ def open_live_source(
     max_attempts: int = 5,
     backoff_s: float = 0.5,
     backoff_max_s: float = 8.0,
-    reconnect_on_eof: bool = True,
+    reconnect_on_eof: bool | None = None,
     **open_source_options: Any,
 ) -> Source:
     """Open a URL or camera that reconnects after outages; the first frame is decoded before this returns.
@@ -370,7 +370,8 @@ def open_live_source(
         backoff_s, backoff_max_s: the wait before retry ``k`` is ``min(backoff_max_s, backoff_s * 2**(k-1))``
             with jitter (half of it fixed, half random); the first attempt after a loss is immediate.
         reconnect_on_eof: treat the end of the stream as an outage (a live server that went away ends the
-            stream cleanly); ``False`` ends the iteration there instead.
+            stream cleanly); ``False`` ends the iteration there instead. ``None``: true for RTSP/RTMP and
+            cameras, false for HTTP(S), where the end of a stream is usually the end of a finite file.
         open_source_options: passed to :func:`open_source` (``rtsp_transport``, ``max_pixels``, ``name`` ...).
 
     Returns:
@@ -394,6 +395,8 @@ def open_live_source(
     options = dict(open_source_options, open_timeout_s=open_timeout_s, read_timeout_s=read_timeout_s)
     if job.kind not in ("url", "camera"):
         return open_source(job, **options)
+    if reconnect_on_eof is None:
+        reconnect_on_eof = not job.spec.lower().startswith(("http://", "https://"))
     return LiveSource(
         job,
         stall_s=2.0 * read_timeout_s if stall_s is None else stall_s,

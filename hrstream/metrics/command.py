@@ -1,6 +1,6 @@
-"""``hrstream eval``: score pose tracks against ground truth (e.g. the output of ``hrstream synth``).
+"""``hrstream eval tracks``: score pose tracks against ground truth (e.g. the output of ``hrstream synth``).
 
-Attach to the main group with ``main.add_command(eval_command)``. Exit codes: 0 done, 2 bad options,
+Attached to the ``eval`` group of the CLI as ``tracks``. Exit codes: 0 done, 2 bad options,
 1 unreadable or unmatched inputs.
 """
 

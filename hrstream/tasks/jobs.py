@@ -109,7 +109,7 @@ class PreparedTask:
         return JobOutputs(self.out_dir, info, task="pose", **pose_kw, **common)
 
     def _add_seg(
-        self, p: Pipeline, bundle: ModelBundle, engine: InferenceEngine, *, batch_name: str, name: str
+        self, p: Pipeline, bundle: ModelBundle, engine: InferenceEngine, *, batch_name: str, name: str, q: int
     ) -> SegDrawStage:
         rt, seg = self.recipe["runtime"], self.recipe["seg"]
         classes, palette = bundle.meta["classes"], bundle.meta["palette"]
@@ -118,8 +118,9 @@ class PreparedTask:
             batch_name,
             max_batch=int(seg.get("batch_size") or rt["batch_size"]),
             max_wait_s=float(rt["max_wait_s"]),
+            queue_size=q,
         )
-        p.map(name, SegInferStage(estimator, classes, tau_s=seg.get("smoothing_tau_s")))
+        p.map(name, SegInferStage(estimator, classes, tau_s=seg.get("smoothing_tau_s")), queue_size=q)
         return SegDrawStage(palette, classes, opacity=float(seg["opacity"]))
 
     def build(self, source: Source, progress: Any = None) -> tuple[Pipeline, JobOutputs]:
@@ -127,6 +128,9 @@ class PreparedTask:
         info = source.info
         rt, sinks = self.recipe["runtime"], self.recipe["sinks"]
         live = info.is_live
+        # Live sources: only the first (leaky) queue buffers; every later queue holds one item, so a frame
+        # waits behind as few others as possible and latency stays about one batch. Files: deeper queues.
+        q = 1 if live else 4
         outputs = self._outputs(info, progress)
         p = Pipeline(f"{self.task}:{info.name}")
         p.source(
@@ -137,27 +141,28 @@ class PreparedTask:
             on_stop=getattr(source, "interrupt", None),
         )
         if self.task == "seg":
-            draw = self._add_seg(p, self.bundle, self.engine, batch_name="batch", name="infer")
-            p.map("draw", draw)
+            draw = self._add_seg(p, self.bundle, self.engine, batch_name="batch", name="infer", q=q)
+            p.map("draw", draw, queue_size=q)
             p.sink("write", outputs)
             return p, outputs
         overlay = None
         if self.seg_bundle is not None and self.seg_engine is not None:
             seg_draw = self._add_seg(
-                p, self.seg_bundle, self.seg_engine, batch_name="seg_batch", name="segment"
+                p, self.seg_bundle, self.seg_engine, batch_name="seg_batch", name="segment", q=q
             )
             overlay = seg_draw.render if self.writes_seg else None
         det = self.recipe["detector"]
         estimator = build_pose_estimator(self.engine, self.bundle.spec, self.bundle.meta, self.recipe)
-        p.map("detect", DetectStage(self.detector, every_n=int(det["every_n"])))
+        p.map("detect", DetectStage(self.detector, every_n=int(det["every_n"])), queue_size=q)
         p.batch(
             "batch",
             max_batch=int(rt["batch_size"]),
             max_wait_s=float(rt["max_wait_s"]),
             weight=lambda w: max(1, len(w.boxes)),
+            queue_size=min(q, 2),
         )
-        p.map("infer", PoseInferStage(estimator))
-        p.map("track", TrackStage.from_recipe(self.recipe, live=live))
+        p.map("infer", PoseInferStage(estimator), queue_size=q)
+        p.map("track", TrackStage.from_recipe(self.recipe, live=live), queue_size=q)
         p.map(
             "draw",
             DrawStage(
@@ -166,6 +171,7 @@ class PreparedTask:
                 draw_boxes=bool(sinks.get("draw_boxes", False)),
                 seg_overlay=overlay,
             ),
+            queue_size=q,
         )
         p.sink("write", outputs)
         return p, outputs

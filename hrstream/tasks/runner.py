@@ -214,6 +214,9 @@ class Runner:
             opener = open_live_source if job.kind in ("url", "camera") else open_source
             source = opener(job, name=name, **self.source_options)
         except InputError as e:
+            if self.control.stopped:  # a signal ended the open (e.g. while reconnecting)
+                log.warning("%s", e)
+                return JobResult(job.display, "interrupted", error=str(e))
             log.error("%s", e)
             return JobResult(job.display, "failed", error=str(e))
         outputs = None

@@ -28,6 +28,7 @@ __all__ = [
     "init_official",
     "make_optimizer",
     "resolve_device",
+    "run_sidecar",
     "save_weights",
     "seed_everything",
     "seed_worker",
@@ -182,6 +183,28 @@ def save_weights(model: nn.Module, path: Path, sidecar: Mapping[str, Any]) -> No
     os.replace(tmp, path)
     path.with_suffix(".json").write_text(json.dumps(dict(sidecar), indent=2, sort_keys=True) + "\n")
     log.info("saved %s", path)
+
+
+def run_sidecar(task: str, source: str, r: TrainResult, epoch: int, **fields: Any) -> dict[str, Any]:
+    """The JSON sidecar of a saved checkpoint: task, config, epochs, steps, loss curve, metrics, versions and
+    the run's ``fields`` (seed, batch size, lr, amp, device, init, data sha256, ...)."""
+    import hrstream
+
+    return {
+        "task": task,
+        "config": Path(source).stem if source.endswith((".yaml", ".yml")) else source,
+        "config_source": source,
+        "epochs": epoch + 1,
+        "steps": r.steps,
+        **fields,
+        "loss_curve": {
+            "epoch_mean": [round(v, 8) for v in r.epoch_losses],
+            "step": [round(v, 8) for v in r.losses],
+        },
+        "metrics": dict(r.metrics),
+        "hrstream_version": getattr(hrstream, "__version__", "unknown"),
+        "torch_version": torch.__version__,
+    }
 
 
 def train_section(cfg: Mapping[str, Any]) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from hrstream.train.common import (
     init_official,
     make_optimizer,
     resolve_device,
+    run_sidecar,
     save_weights,
     seed_everything,
     seed_worker,
@@ -227,6 +228,17 @@ def train_pose(
         )
         criterion = JointsMSELoss(bool((cfg.get("LOSS") or {}).get("USE_TARGET_WEIGHT", True)))
         result = TrainResult(out, out / "last.safetensors", out / "best.safetensors")
+        run_info = {
+            "batch_size": batch_size,
+            "lr": lr,
+            "optimizer": str(tr.get("OPTIMIZER", "adam")),
+            "seed": seed,
+            "amp": amp,
+            "device": str(dev),
+            "init": str(init) if init else None,
+            "augment": augment,
+            "data": {"images": str(images_dir), "annotations": str(ann_file), "sha256": data_sha},
+        }
         scaler = torch.amp.GradScaler(dev.type, enabled=autocast_for(amp, dev)[1])
         t0 = time.perf_counter()
         for epoch in range(epochs):
@@ -260,7 +272,7 @@ def train_pose(
                 log.info("epoch %d: loss %.6f, AP %.4f", epoch, result.epoch_losses[-1], score)
             else:
                 score = -result.epoch_losses[-1]
-            sidecar = _sidecar(spec, result, epoch, seed, amp, dev, batch_size, lr, data_sha, ann_file, init)
+            sidecar = run_sidecar("pose", spec.source, result, epoch, **run_info)
             if score > result.best_metric:
                 result.best_metric = score
                 save_weights(
@@ -273,41 +285,3 @@ def train_pose(
         result.steps_per_s = result.steps / result.seconds if result.seconds > 0 else 0.0
     model.eval()
     return result
-
-
-def _sidecar(
-    spec: ModelSpec,
-    r: TrainResult,
-    epoch: int,
-    seed: int,
-    amp: str,
-    dev: torch.device,
-    batch_size: int,
-    lr: float,
-    data_sha: str,
-    ann_file: str | Path,
-    init: str | Path | None,
-) -> dict[str, Any]:
-    import hrstream
-
-    return {
-        "task": "pose",
-        "config": Path(spec.source).stem if spec.source.endswith((".yaml", ".yml")) else spec.source,
-        "config_source": spec.source,
-        "epochs": epoch + 1,
-        "steps": r.steps,
-        "batch_size": batch_size,
-        "lr": lr,
-        "seed": seed,
-        "amp": amp,
-        "device": str(dev),
-        "init": str(init) if init else None,
-        "data": {"annotations": str(ann_file), "sha256": data_sha},
-        "loss_curve": {
-            "epoch_mean": [round(v, 8) for v in r.epoch_losses],
-            "step": [round(v, 8) for v in r.losses],
-        },
-        "metrics": r.metrics,
-        "hrstream_version": getattr(hrstream, "__version__", "unknown"),
-        "torch_version": torch.__version__,
-    }

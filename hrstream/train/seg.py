@@ -32,6 +32,7 @@ from hrstream.train.common import (
     init_official,
     make_optimizer,
     resolve_device,
+    run_sidecar,
     save_weights,
     seed_everything,
     seed_worker,
@@ -178,6 +179,18 @@ def train_seg(
         criterion = nn.CrossEntropyLoss(ignore_index=IGNORE_LABEL)
         scaler = torch.amp.GradScaler(dev.type, enabled=use_scaler)
         result = TrainResult(out, out / "last.safetensors", out / "best.safetensors")
+        run_info = {
+            "num_classes": spec.num_outputs,
+            "batch_size": batch_size,
+            "lr": lr,
+            "optimizer": name,
+            "augment": augment,
+            "seed": seed,
+            "amp": amp,
+            "device": str(dev),
+            "init": str(init) if init else None,
+            "data": {"images": str(images_dir), "masks": str(masks_dir), "sha256": data_sha},
+        }
         t0 = time.perf_counter()
         for epoch in range(epochs):
             model.train()
@@ -207,9 +220,7 @@ def train_seg(
                 log.info("epoch %d: loss %.6f, mIoU %.4f", epoch, result.epoch_losses[-1], score)
             else:
                 score = -result.epoch_losses[-1]
-            sidecar = _sidecar(
-                spec, result, epoch, seed, amp, dev, batch_size, lr, name, data_sha, images_dir, init
-            )
+            sidecar = run_sidecar("seg", spec.source, result, epoch, **run_info)
             if score > result.best_metric:
                 result.best_metric = score
                 save_weights(
@@ -222,44 +233,3 @@ def train_seg(
         result.steps_per_s = result.steps / result.seconds if result.seconds > 0 else 0.0
     model.eval()
     return result
-
-
-def _sidecar(
-    spec: ModelSpec,
-    r: TrainResult,
-    epoch: int,
-    seed: int,
-    amp: str,
-    dev: torch.device,
-    batch_size: int,
-    lr: float,
-    optimizer: str,
-    data_sha: str,
-    images_dir: str | Path,
-    init: str | Path | None,
-) -> dict[str, Any]:
-    import hrstream
-
-    return {
-        "task": "seg",
-        "config": Path(spec.source).stem if spec.source.endswith((".yaml", ".yml")) else spec.source,
-        "config_source": spec.source,
-        "num_classes": spec.num_outputs,
-        "epochs": epoch + 1,
-        "steps": r.steps,
-        "batch_size": batch_size,
-        "lr": lr,
-        "optimizer": optimizer,
-        "seed": seed,
-        "amp": amp,
-        "device": str(dev),
-        "init": str(init) if init else None,
-        "data": {"images": str(images_dir), "sha256": data_sha},
-        "loss_curve": {
-            "epoch_mean": [round(v, 8) for v in r.epoch_losses],
-            "step": [round(v, 8) for v in r.losses],
-        },
-        "metrics": r.metrics,
-        "hrstream_version": getattr(hrstream, "__version__", "unknown"),
-        "torch_version": torch.__version__,
-    }
