@@ -1,4 +1,5 @@
-# Quick start: `make run` (the main job on a bundled clip) and `make test` (ruff + the test suite).
+# Quick start: `make run` (the whole pipeline offline, `hrstream demo`) and `make test` (ruff + the tests).
+# `make run-real` runs `hrstream run` on a real bundled clip with the published weights (downloaded once).
 # Each creates or reuses the virtual environment in .venv; nothing else has to be installed first.
 PYTHON ?= python3
 VENV ?= .venv
@@ -7,7 +8,7 @@ STAMP := $(VENV)/.hrstream-installed
 OUT ?= runs/quickstart
 CLIP ?= tests/data/videos/two_people_1080p30.mp4
 
-.PHONY: venv run test lint bench clean
+.PHONY: venv run run-real test lint bench clean
 
 venv: $(STAMP)
 
@@ -18,6 +19,9 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
+	$(VENV)/bin/hrstream demo --out $(OUT)
+
+run-real: $(STAMP)
 	$(VENV)/bin/hrstream run $(CLIP) --task pose --out $(OUT)
 
 lint: $(STAMP)

@@ -30,12 +30,17 @@ def resolve_config(cfg: str | Path | Mapping[str, Any]) -> tuple[dict[str, Any],
 
 def build_model(spec: ModelSpec) -> nn.Module:
     """The official module a :class:`ModelSpec` describes, in eval mode."""
+    s1 = spec.stage1
     if spec.task == "pose":
         model: nn.Module = PoseHRNet(
-            spec.stages, num_joints=spec.num_outputs, final_conv_kernel=spec.final_conv_kernel
+            spec.stages,
+            num_joints=spec.num_outputs,
+            final_conv_kernel=spec.final_conv_kernel,
+            stage1_blocks=s1.num_blocks[0] if s1 else 4,
+            stage1_channels=s1.num_channels[0] if s1 else 64,
+            stage1_block=s1.block if s1 else "BOTTLENECK",
         )
     else:
-        s1 = spec.stage1
         model = SegHRNet(
             spec.stages,
             num_classes=spec.num_outputs,

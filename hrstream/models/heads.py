@@ -36,8 +36,24 @@ def concat_v2(features: Sequence[torch.Tensor], *, align_corners: bool = False) 
 class PoseHRNet(HRNetBackbone):
     """Official ``pose_hrnet`` (nearest upsampling in fusions, single-resolution last module)."""
 
-    def __init__(self, stages: Sequence[StageSpec], *, num_joints: int, final_conv_kernel: int = 1):
-        super().__init__(stages, upsample="nearest", last_multi_scale=False)
+    def __init__(
+        self,
+        stages: Sequence[StageSpec],
+        *,
+        num_joints: int,
+        final_conv_kernel: int = 1,
+        stage1_blocks: int = 4,
+        stage1_channels: int = 64,
+        stage1_block: str = "BOTTLENECK",
+    ):
+        super().__init__(
+            stages,
+            upsample="nearest",
+            last_multi_scale=False,
+            stage1_blocks=stage1_blocks,
+            stage1_channels=stage1_channels,
+            stage1_block=stage1_block,
+        )
         self.num_joints = num_joints
         self.final_layer = nn.Conv2d(
             self.out_channels_list[0],

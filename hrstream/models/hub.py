@@ -67,8 +67,24 @@ def weights_dir() -> Path:
     return cache_dir() / "weights"
 
 
+PACKAGE_SCHEME = "package"
+
+
+def shipped_weights_dir() -> Path:
+    """Folder of the checkpoints that ship inside the package (``hrstream/weights``)."""
+    return Path(__file__).resolve().parents[1] / "weights"
+
+
+def is_shipped(entry: WeightsEntry) -> bool:
+    """True for entries whose file ships with hrstream (URL ``package:weights/NAME``): never downloaded."""
+    return urlsplit(entry.url).scheme == PACKAGE_SCHEME
+
+
 def cached_path(entry: WeightsEntry) -> Path:
-    """Where ``entry``'s file is (or would be) in the cache: the URL's file name under :func:`weights_dir`."""
+    """Where ``entry``'s file is (or would be): the URL's file name under :func:`weights_dir`, or for a shipped
+    entry under :func:`shipped_weights_dir`."""
+    if is_shipped(entry):
+        return shipped_weights_dir() / entry.filename
     return weights_dir() / entry.filename
 
 
@@ -159,6 +175,13 @@ def fetch(entry: WeightsEntry, *, progress: bool = True, timeout_s: float = 30, 
     downloaded bytes do not match the registry hash. Nothing but a verified file is ever left in the cache.
     """
     final = cached_path(entry)
+    if is_shipped(entry):
+        if not final.is_file():
+            raise WeightsError(
+                f"weights '{entry.name}' ship with hrstream but {final} is missing; reinstall hrstream "
+                f"(pip install --force-reinstall hrstream) or pass --weights PATH"
+            )
+        return final
     if final.is_file() and not force:
         return final
     url = download_url(entry)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -73,8 +74,13 @@ def _run(fn: Callable[..., Any], *args: Any, **kw: Any) -> None:
 
 
 @click.group("train")
-def train_group() -> None:
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors on stderr.")
+def train_group(quiet: bool) -> None:
     """Train pose_hrnet (COCO keypoints) or seg_hrnet (images + label masks)."""
+    if not logging.getLogger().handlers:  # per-step losses on stderr, like `hrstream run`'s log lines
+        logging.basicConfig(
+            level=logging.WARNING if quiet else logging.INFO, format="%(levelname)s %(message)s"
+        )
 
 
 @train_group.command("pose")
