@@ -13,31 +13,11 @@ import pytest
 import yaml
 from support.tiny_models import TinyModel, tiny_pose_model, tiny_seg_model
 
+from hrstream.models.datasets_meta import CITYSCAPES_CLASSES as CITYSCAPES
 from hrstream.seg import boxes_from_segmentation, read_label_map
 
 DATA = Path(__file__).parent / "data"
 CLIP = DATA / "videos" / "street_960x540_5fps.mp4"
-CITYSCAPES = [
-    "road",
-    "sidewalk",
-    "building",
-    "wall",
-    "fence",
-    "pole",
-    "traffic light",
-    "traffic sign",
-    "vegetation",
-    "terrain",
-    "sky",
-    "person",
-    "rider",
-    "car",
-    "truck",
-    "bus",
-    "train",
-    "motorcycle",
-    "bicycle",
-]
 
 
 @pytest.fixture(scope="module")

@@ -103,6 +103,8 @@ def people_by_frame(
         lists = {}
         for src in sources:
             key = KEYPOINT_SOURCES[src]
+            if src == "offline" and key not in tr and "smoothed" in tr:
+                key = "smoothed"  # tracks too short for the offline filter keep their online smoothing
             if key not in tr:
                 hint = " (run with an offline Savitzky-Golay window)" if src == "offline" else ""
                 raise InputError(f"track {tid} has no {key!r} keypoints{hint}; pick another keypoint source")

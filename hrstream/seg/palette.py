@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from hrstream.models.datasets_meta import CITYSCAPES_CLASSES as _CITYSCAPES_CLASSES
+from hrstream.models.datasets_meta import CITYSCAPES_PALETTE as _CITYSCAPES_PALETTE
+
 __all__ = [
     "CITYSCAPES_CLASSES",
     "CITYSCAPES_PALETTE",
@@ -19,54 +22,10 @@ __all__ = [
     "indexed_palette",
 ]
 
-# Cityscapes trainIds 0..18 (the 19 evaluated classes), in label order.
-CITYSCAPES_CLASSES: tuple[str, ...] = (
-    "road",
-    "sidewalk",
-    "building",
-    "wall",
-    "fence",
-    "pole",
-    "traffic light",
-    "traffic sign",
-    "vegetation",
-    "terrain",
-    "sky",
-    "person",
-    "rider",
-    "car",
-    "truck",
-    "bus",
-    "train",
-    "motorcycle",
-    "bicycle",
-)
-
-# The official Cityscapes colours (cityscapesScripts labels.py), RGB, same order as the classes.
-CITYSCAPES_PALETTE: np.ndarray = np.array(
-    [
-        (128, 64, 128),
-        (244, 35, 232),
-        (70, 70, 70),
-        (102, 102, 156),
-        (190, 153, 153),
-        (153, 153, 153),
-        (250, 170, 30),
-        (220, 220, 0),
-        (107, 142, 35),
-        (152, 251, 152),
-        (70, 130, 180),
-        (220, 20, 60),
-        (255, 0, 0),
-        (0, 0, 142),
-        (0, 0, 70),
-        (0, 60, 100),
-        (0, 80, 100),
-        (0, 0, 230),
-        (119, 11, 32),
-    ],
-    dtype=np.uint8,
-)
+# Cityscapes trainIds 0..18 (the 19 evaluated classes) and the official colours (cityscapesScripts), RGB,
+# from hrstream.models.datasets_meta (one copy for the package).
+CITYSCAPES_CLASSES: tuple[str, ...] = tuple(_CITYSCAPES_CLASSES)
+CITYSCAPES_PALETTE: np.ndarray = np.array(_CITYSCAPES_PALETTE, dtype=np.uint8)
 
 # Two-class person / background maps (e.g. a person mask from a human-parsing model).
 PERSON_CLASSES: tuple[str, ...] = ("background", "person")

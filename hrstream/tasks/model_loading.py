@@ -77,6 +77,19 @@ def _default_meta(spec: ModelSpec) -> dict[str, Any]:
             "std": list(IMAGENET_STD),
         }
     c = spec.num_outputs
+    names = spec.extra.get("CLASSES")
+    if names is not None:  # HRSTREAM.CLASSES / HRSTREAM.PALETTE in the config
+        if len(names) != c:
+            raise ConfigError(f"{spec.source}: HRSTREAM.CLASSES has {len(names)} names for {c} classes")
+        palette = spec.extra.get("PALETTE") or [
+            [(37 * i) % 256, (91 * i + 60) % 256, (173 * i + 120) % 256] for i in range(c)
+        ]
+        return {
+            "classes": list(names),
+            "palette": [list(p) for p in palette],
+            "mean": list(IMAGENET_MEAN),
+            "std": list(IMAGENET_STD),
+        }
     if c == len(CITYSCAPES_CLASSES):
         classes, palette = list(CITYSCAPES_CLASSES), [list(p) for p in CITYSCAPES_PALETTE]
     else:

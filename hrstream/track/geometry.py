@@ -7,35 +7,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from hrstream.models.datasets_meta import COCO_OKS_SIGMAS
+
 __all__ = ["COCO_SIGMAS", "box_iou", "oks_matrix", "xyxy_to_cxcywh", "cxcywh_to_xyxy"]
 
-#: Per-keypoint OKS standard deviations of the 17 COCO keypoints (nose, eyes, ears, shoulders, elbows,
-#: wrists, hips, knees, ankles), as published with the COCO keypoint evaluation.
-COCO_SIGMAS: np.ndarray = (
-    np.array(
-        [
-            0.26,
-            0.25,
-            0.25,
-            0.35,
-            0.35,
-            0.79,
-            0.79,
-            0.72,
-            0.72,
-            0.62,
-            0.62,
-            1.07,
-            1.07,
-            0.87,
-            0.87,
-            0.89,
-            0.89,
-        ],
-        dtype=np.float64,
-    )
-    / 10.0
-)
+#: Per-keypoint OKS sigmas of the 17 COCO keypoints (from :mod:`hrstream.models.datasets_meta`).
+COCO_SIGMAS: np.ndarray = np.asarray(COCO_OKS_SIGMAS, dtype=np.float64)
 
 
 def xyxy_to_cxcywh(boxes: np.ndarray) -> np.ndarray:
