@@ -16,6 +16,7 @@ from hrstream.runtime import (
     PipelinedInfer,
     amp_default,
     configure_cpu_threads,
+    cpu_has_native_bf16,
     resolve_amp,
     resolve_device,
     usable_cpu_count,
@@ -132,7 +133,8 @@ def test_submit_returns_handles_with_host_results_and_tuple_outputs():
 def test_device_and_amp_resolution():
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
-    assert amp_default(torch.device("cpu")) == "off" and amp_default("cuda") == "fp16"
+    assert amp_default(torch.device("cpu")) == ("bf16" if cpu_has_native_bf16() else "off")
+    assert amp_default("cuda") == "fp16"
     assert resolve_amp("auto", torch.device("cpu")) == "off"
     assert resolve_amp("BF16", torch.device("cpu")) == "bf16"
     with pytest.raises(ConfigError, match="auto, off, fp16, bf16"):

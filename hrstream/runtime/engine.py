@@ -84,14 +84,23 @@ def resolve_device(spec: str | torch.device = "auto") -> torch.device:
     raise ConfigError(f"--device {spec!r} is not one of auto, cpu, cuda, cuda:N")
 
 
-def amp_default(device: torch.device | str) -> str:
-    """The precision ``amp="auto"`` picks: ``"off"`` on CPU, ``"fp16"`` on CUDA.
+def cpu_has_native_bf16() -> bool:
+    """True when torch's CPU kernels use native bf16 instructions (AVX512-BF16 or AMX)."""
+    return torch.backends.cpu.get_cpu_capability() in ("AVX512_BF16", "AMX")
 
-    These defaults are the ones the accuracy checks in the engine's tests support (fp16 autocast of a
-    conv net stays within a small tolerance of fp32; bf16 on CPU is faster where the CPU has native bf16
-    but less exact, so it stays opt-in). A pipeline may override them with a measured rule.
+
+def amp_default(device: torch.device | str) -> str:
+    """The precision ``amp="auto"`` picks: ``"fp16"`` on CUDA; on the CPU ``"bf16"`` where the CPU has native
+    bf16 (AVX512-BF16/AMX: about 2.6x faster for HRNet-W32), else ``"off"`` (emulated bf16 is several times
+    slower than fp32).
+
+    Reduced precision is on by default only because it keeps results: with the trained shipped models, bf16
+    and fp16 autocast keep 100% of visible keypoints within one heatmap pixel of fp32 and >= 99.9% of label-map
+    pixels equal (tests/test_shipped_models.py; the rule is >= 99% and >= 99.5%).
     """
-    return "fp16" if torch.device(device).type == "cuda" else "off"
+    if torch.device(device).type == "cuda":
+        return "fp16"
+    return "bf16" if cpu_has_native_bf16() else "off"
 
 
 def resolve_amp(amp: str, device: torch.device) -> str:
