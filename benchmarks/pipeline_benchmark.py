@@ -162,7 +162,9 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     machine = cpu_description()
     cores = usable_cpu_count()
-    pipe_threads = max(1, cores - int(args.reserved_threads))
+    pipe_threads = (
+        cores if cores <= 2 else max(1, cores - int(args.reserved_threads))
+    )  # as configure_cpu_threads
     flip_factor = 2 if args.flip_test else 1
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="hrstream-bench-") as tmp_s:
