@@ -176,13 +176,21 @@ def _cached(rows: list[dict[str, str]]) -> set[str]:
     return {r["name"] for r in rows if r["cached"] == "True"}
 
 
+def _shipped() -> set[str]:
+    """The weights that ship inside the package: always available, whatever the cache holds."""
+    from hrstream.models.hub import is_shipped
+    from hrstream.models.registry import list_weights
+
+    return {e.name for e in list_weights() if is_shipped(e)}
+
+
 def test_models_lists_registry_with_cached_column(tmp_path: Path) -> None:
     env = {"HRSTREAM_HOME": str(tmp_path / "home")}
     rows = _models_rows(env)
     names = {r["name"] for r in rows}
     assert {HASHED, UNHASHED} <= names
     assert len(names) == len(rows) >= 10
-    assert _cached(rows) == set()
+    assert _cached(rows) == _shipped() and len(_shipped()) == 2
 
 
 def test_weights_add_rejects_a_mismatching_file(tmp_path: Path) -> None:
@@ -215,7 +223,7 @@ def test_weights_add_places_the_file(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.stderr
     dest = Path(result.stdout.strip().splitlines()[-1])
     assert dest.parent == home / "weights" and dest.read_bytes() == payload
-    assert _cached(_models_rows(env)) == {UNHASHED}
+    assert _cached(_models_rows(env)) == {UNHASHED} | _shipped()
 
 
 @pytest.fixture
@@ -247,7 +255,7 @@ def test_weights_fetch_from_a_mirror(tmp_path: Path, mirror: tuple[str, Path]) -
     result = invoke(["weights", "fetch", UNHASHED], env=env)
     assert result.exit_code == 0, result.stderr
     assert Path(result.stdout.strip().splitlines()[-1]).read_bytes() == payload
-    assert _cached(_models_rows(env)) == {UNHASHED}
+    assert _cached(_models_rows(env)) == {UNHASHED} | _shipped()
 
 
 # ---------------------------------------------------------------------------------------------------------
