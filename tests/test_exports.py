@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
-from support.cli_checks import VIDEOS, run_cli
-from support.tiny_models import tiny_pose_model
+from support.cli_checks import pose_run
 
 from hrstream.errors import InputError
 from hrstream.tasks.exports import (
@@ -36,19 +35,6 @@ POSETRACK18_NAMES = [
 ]  # fmt: skip
 # The 15 landmarks the PoseTrack18 evaluation scores (the ears are placeholders).
 POSETRACK18_EVALUATED = set(POSETRACK18_NAMES) - {"left_ear", "right_ear"}
-
-
-def pose_run(factory: pytest.TempPathFactory) -> Path:
-    """``hrstream run --task pose`` on the street clip, once per test session (shared with test_schemas)."""
-    out = factory.getbasetemp() / "schemas_exports_pose_run"
-    manifest = out / "manifest.json"
-    if manifest.exists() and json.loads(manifest.read_text())["state"] == "done":
-        return out
-    model = tiny_pose_model(factory.mktemp("tiny_pose"))
-    args = ["run", str(VIDEOS / POSE_CLIP), "--task", "pose", *model.args(), "--detector", "full-frame"]
-    res = run_cli([*args, "--no-video", "-q", "--out", str(out)])
-    assert res.returncode == 0, res.stderr
-    return out
 
 
 @pytest.fixture(scope="module")

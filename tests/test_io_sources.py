@@ -22,6 +22,7 @@ import av
 import cv2
 import numpy as np
 import pytest
+from support.servers import SilentServer
 
 from hrstream.errors import InputError
 from hrstream.io import expand_inputs, install_redaction, open_source
@@ -76,32 +77,6 @@ def _http_server(directory: Path) -> Iterator[str]:
     finally:
         srv.shutdown()
         srv.server_close()
-
-
-class _SilentServer:
-    """Accepts TCP connections, records them, never sends a byte."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        self.port = int(self.sock.getsockname()[1])
-        self.accepted: list[socket.socket] = []
-        self._t = threading.Thread(target=self._run, daemon=True)
-        self._t.start()
-
-    def _run(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.accepted.append(conn)
-
-    def close(self) -> None:
-        self.sock.close()
-        for c in self.accepted:
-            c.close()
 
 
 # ------------------------------------------------------------------------------------------ files
@@ -343,7 +318,7 @@ def test_http_mpegts_is_live_with_stream_timestamps(served_dir: tuple[Path, str]
 
 def test_remote_hls_playlist_is_refused_and_reaches_no_other_port(served_dir: tuple[Path, str]) -> None:
     d, base = served_dir
-    victim = _SilentServer()
+    victim = SilentServer()
     try:
         (d / "list.m3u8").write_text(
             "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\n"
@@ -359,7 +334,7 @@ def test_remote_hls_playlist_is_refused_and_reaches_no_other_port(served_dir: tu
 
 @pytest.mark.parametrize("scheme", ["http", "rtsp"])
 def test_server_that_never_sends_fails_within_deadline(scheme: str) -> None:
-    srv = _SilentServer()
+    srv = SilentServer()
     try:
         t0 = time.monotonic()
         with pytest.raises(InputError, match="127.0.0.1"):

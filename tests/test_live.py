@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from safetensors.torch import save_file
+from support.servers import SilentServer
 
 from hrstream.errors import InputError
 from hrstream.io.reconnect import backoff_delay, open_live_source
@@ -95,31 +96,6 @@ def rtsp() -> Iterator[RtspServer]:
         yield srv
     finally:
         srv.kill()
-
-
-class SilentServer:
-    """Accepts TCP connections and never sends a byte."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = int(self.sock.getsockname()[1])
-        self.accepted: list[socket.socket] = []
-        threading.Thread(target=self._run, daemon=True).start()
-
-    def _run(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.accepted.append(conn)
-
-    def close(self) -> None:
-        self.sock.close()
-        for c in self.accepted:
-            c.close()
 
 
 def _popen_cli(args: list[str]) -> subprocess.Popen[str]:

@@ -17,26 +17,13 @@ import jsonschema
 import pytest
 import yaml
 from pycocotools import mask as mask_utils
-from support.cli_checks import ROOT, VIDEOS, run_cli
-from support.tiny_models import tiny_pose_model, tiny_seg_model
+from support.cli_checks import ROOT, VIDEOS, pose_run, run_cli
+from support.tiny_models import tiny_seg_model
 
 from hrstream.schemas import SCHEMA_NAMES, SchemaValidationError, load_schema, validate, validate_jsonl
 
 POSE_CLIP = "street_960x540_5fps.mp4"
 SEG_CLIP = "gen_vfr_160x120.mp4"
-
-
-def pose_run(factory: pytest.TempPathFactory) -> Path:
-    """``hrstream run --task pose`` on the street clip, once per test session (shared with test_exports)."""
-    out = factory.getbasetemp() / "schemas_exports_pose_run"
-    manifest = out / "manifest.json"
-    if manifest.exists() and json.loads(manifest.read_text())["state"] == "done":
-        return out
-    model = tiny_pose_model(factory.mktemp("tiny_pose"))
-    args = ["run", str(VIDEOS / POSE_CLIP), "--task", "pose", *model.args(), "--detector", "full-frame"]
-    res = run_cli([*args, "--no-video", "-q", "--out", str(out)])
-    assert res.returncode == 0, res.stderr
-    return out
 
 
 @pytest.fixture(scope="module")

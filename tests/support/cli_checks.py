@@ -136,3 +136,19 @@ def invoke(args: list[str], *, env: dict[str, str] | None = None) -> Result:
     finally:
         root.handlers[:] = handlers
         root.setLevel(level)
+
+
+def pose_run(factory: Any, clip: str = "street_960x540_5fps.mp4") -> Path:
+    """``hrstream run --task pose`` (tiny model, full-frame detector, no video) on ``clip``, once per test
+    session: the output folder is shared by every test module that asks (schemas, exports)."""
+    from support.tiny_models import tiny_pose_model
+
+    out = factory.getbasetemp() / "schemas_exports_pose_run"
+    manifest = out / "manifest.json"
+    if manifest.exists() and json.loads(manifest.read_text())["state"] == "done":
+        return out
+    model = tiny_pose_model(factory.mktemp("tiny_pose"))
+    args = ["run", str(VIDEOS / clip), "--task", "pose", *model.args(), "--detector", "full-frame"]
+    res = run_cli([*args, "--no-video", "-q", "--out", str(out)])
+    assert res.returncode == 0, res.stderr
+    return out
