@@ -24,8 +24,22 @@ from hrstream.track import PoseTracker, make_smoother
 from hrstream.types import Poses
 
 
-def replay(records: list[dict[str, Any]], tracker_kw: dict[str, Any], smoother_kw: dict[str, Any]) -> dict:
-    """A tracks document built by running the tracker and smoother over the recorded detections."""
+def read_frames(video: Path) -> list[np.ndarray]:
+    """Every frame of ``video`` as ``uint8 (H, W, 3)`` RGB (the appearance term needs the pixels)."""
+    import av
+
+    with av.open(str(video)) as c:
+        return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+
+
+def replay(
+    records: list[dict[str, Any]],
+    tracker_kw: dict[str, Any],
+    smoother_kw: dict[str, Any],
+    frames: list[np.ndarray] | None = None,
+) -> dict:
+    """A tracks document built by running the tracker and smoother over the recorded detections
+    (``frames``, indexed by the records' frame numbers, feed the tracker's appearance term)."""
     tracker = PoseTracker(**tracker_kw)
     smoother = make_smoother(**smoother_kw)
     tracks: dict[int, dict[str, list]] = {}
@@ -44,7 +58,8 @@ def replay(records: list[dict[str, Any]], tracker_kw: dict[str, Any], smoother_k
             ),
         )
         t = rec["pts_s"]
-        out = smoother.update(tracker.update(poses, t=t), t=t)
+        image = frames[rec["frame"]] if frames is not None else None
+        out = smoother.update(tracker.update(poses, t=t, image=image), t=t)
         raw = out.raw_keypoints if out.raw_keypoints is not None else out.keypoints
         for i, tid in enumerate(out.track_ids.tolist()):
             tr = tracks.setdefault(
@@ -61,7 +76,11 @@ def replay(records: list[dict[str, Any]], tracker_kw: dict[str, Any], smoother_k
             tr["keypoints"].append(raw[i].tolist())
             tr["scores"].append(out.keypoint_scores[i].tolist())
             tr["smoothed"].append(out.keypoints[i].tolist())
-    return {"keypoint_names": [], "tracks": [{"track_id": k, **v} for k, v in sorted(tracks.items())]}
+    return {
+        "format": "hrstream.tracks",
+        "keypoint_names": [],
+        "tracks": [{"track_id": k, **v} for k, v in sorted(tracks.items())],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

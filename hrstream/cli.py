@@ -120,7 +120,12 @@ def _progress_factory(quiet: bool) -> Callable[[Any], tuple[Any, Callable[[], No
     default=None,
     help="Person crops (pose) or frames (seg) per network call.",
 )
-@click.option("--detector", default=None, help="fast | accurate | full-frame | file:PATH")
+@click.option(
+    "--detector",
+    default=None,
+    help="fast | accurate | full-frame | file:PATH | seg | a det_hrnet config (name or YAML).",
+)
+@click.option("--detector-weights", default=None, help="Weights of a det_hrnet --detector (name or path).")
 @click.option(
     "--detect-every", type=click.IntRange(min=1), default=None, help="Run the detector every N frames."
 )
@@ -174,6 +179,7 @@ def run(sources: tuple[str, ...], task: str, out_dir: str, pipeline_path: str | 
                 "seg_model": opts["seg_model"],
                 "seg_weights": opts["seg_weights"],
                 "detector.name": opts["detector"],
+                "detector.weights": opts["detector_weights"],
                 "detector.every_n": opts["detect_every"],
                 "pose.flip_test": opts["flip_test"],
                 "pose.decoder": opts["decoder"],

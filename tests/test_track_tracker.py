@@ -181,3 +181,76 @@ def test_bad_parameters_raise_config_error():
         PoseTracker(min_hits=0)
     with pytest.raises(ValueError, match="finite"):
         PoseTracker().update(Poses.empty(), t=float("nan"))
+
+
+def _bounce_scene() -> list[tuple[float, np.ndarray, Poses, list[int]]]:
+    """Two people in different shirts walk towards each other, B stops in front of A (A hidden for 6 frames),
+    then each walks back the way they came: motion alone predicts A beyond B and swaps them."""
+    out = []
+    fps, w, h = 10.0, 320, 240
+    xa = [40 + 12 * i for i in range(10)] + [148] * 6 + [148 - 12 * i for i in range(1, 10)]
+    xb = [260 - 10 * i for i in range(10)] + [160] * 6 + [160 + 10 * i for i in range(1, 10)]
+    shirts = {1: (200, 30, 30), 2: (30, 60, 200)}
+    for f, (a, b) in enumerate(zip(xa, xb, strict=True)):
+        img = np.full((h, w, 3), 128, np.uint8)
+        boxes, kps, ids = [], [], []
+        for pid, x in ((1, a), (2, b)):  # B drawn last: in front
+            x0, y0, x1, y1 = x - 20, 60, x + 20, 200
+            img[y0 + 20 : y0 + 80, x0:x1] = shirts[pid]  # torso
+            img[y0 + 80 : y1, x0 + 5 : x1 - 5] = (40, 40, 40)  # trousers
+            img[y0 : y0 + 20, x0 + 10 : x1 - 10] = (220, 170, 140)  # head
+            k = np.zeros((17, 2), np.float32)
+            k[:, 0], k[:, 1] = x, np.linspace(y0 + 5, y1 - 5, 17)
+            k[5], k[6], k[11], k[12] = (
+                (x0 + 2, y0 + 22),
+                (x1 - 2, y0 + 22),
+                (x0 + 4, y0 + 78),
+                (x1 - 4, y0 + 78),
+            )
+            hidden = pid == 1 and 10 <= f < 16
+            if not hidden:
+                boxes.append([x0, y0, x1, y1])
+                kps.append(k)
+                ids.append(pid)
+        n = len(boxes)
+        poses = Poses(
+            boxes=np.asarray(boxes, np.float32).reshape(n, 4),
+            box_scores=np.full(n, 0.9, np.float32),
+            keypoints=np.asarray(kps, np.float32).reshape(n, 17, 2),
+            keypoint_scores=np.full((n, 17), 0.9, np.float32),
+        )
+        out.append((f / fps, img, poses, ids))
+    return out
+
+
+def _identity_errors(tracker: PoseTracker) -> int:
+    """Frames after the occlusion where a person carries the other's ID (IDs: 1 = A, 2 = B, by first sight)."""
+    errors = 0
+    for t, img, poses, ids in _bounce_scene():
+        res = tracker.update(poses, t=t, image=img)
+        for box, tid in zip(res.boxes, res.track_ids, strict=True):
+            truth = ids[int(np.flatnonzero(np.all(poses.boxes == box, axis=1))[0])]
+            errors += int(tid != truth)
+    return errors
+
+
+def test_appearance_keeps_identities_where_motion_swaps_them():
+    assert _identity_errors(PoseTracker(min_hits=1)) > 0  # the constant-velocity model takes B for A
+    assert _identity_errors(PoseTracker(min_hits=1, appearance_weight=0.3)) == 0
+
+
+def test_appearance_histograms_tell_shirts_apart():
+    from hrstream.track.appearance import appearance_distance, box_histograms
+
+    scene = _bounce_scene()
+    _, img0, p0, _ = scene[0]
+    _, img5, p5, _ = scene[5]
+    h0 = box_histograms(img0, p0.boxes, p0.keypoints, p0.keypoint_scores)
+    h5 = box_histograms(img5, p5.boxes, p5.keypoints, p5.keypoint_scores)
+    assert np.allclose(h0.sum(1), 1.0)
+    d = appearance_distance(h0, h5)
+    assert d[0, 0] < 0.1 and d[1, 1] < 0.1 and d[0, 1] > 0.5 and d[1, 0] > 0.5
+    none = box_histograms(img0, np.array([[400.0, 10, 420, 30]]))  # outside the frame
+    assert not none.any() and np.isnan(appearance_distance(none, h0)).all()
+    with pytest.raises(ConfigError, match="appearance_weight"):
+        PoseTracker(appearance_weight=1.5)

@@ -31,6 +31,10 @@ def resolve_config(cfg: str | Path | Mapping[str, Any]) -> tuple[dict[str, Any],
 def build_model(spec: ModelSpec) -> nn.Module:
     """The official module a :class:`ModelSpec` describes, in eval mode."""
     s1 = spec.stage1
+    if spec.task == "det":
+        from hrstream.models.detection import build_detector
+
+        return build_detector(spec)
     if spec.task == "pose":
         model: nn.Module = PoseHRNet(
             spec.stages,
@@ -64,6 +68,7 @@ def from_config(cfg: str | Path | Mapping[str, Any]) -> nn.Module:
     Returns:
         ``pose_hrnet``: a module mapping ``(N, 3, H, W)`` normalised RGB to heatmaps ``(N, K, H/4, W/4)``.
         ``seg_hrnet``: a module mapping ``(N, 3, H, W)`` to logits ``(N, C, H/4, W/4)``.
+        ``det_hrnet``: torchvision's FCOS on HRNetV2p (:mod:`hrstream.models.detection`).
         The parsed :class:`~hrstream.models.config.ModelSpec` is attached as ``model.spec``.
 
     Raises:

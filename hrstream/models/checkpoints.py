@@ -13,6 +13,8 @@ mmseg      MMSegmentation FCN-HRNet: ``backbone.*``, ``decode_head.convs.0.conv`
            ``decode_head.conv_seg`` -> ``last_layer.3``
 timm       timm's ImageNet HRNet (``incre_modules``/``classifier``): backbone only; the task head and any
            backbone module the classifier lacks stay at initialisation, and the loader says which
+fcos       hrstream's person detector (:mod:`hrstream.models.detection`): torchvision FCOS names,
+           ``backbone.backbone.*`` (HRNet), ``backbone.*`` (HRFPN), ``head.classification_head.*`` ...
 ========== =================================================================================================
 
 Files are read with ``torch.load(..., weights_only=True)`` (no pickle code runs) or safetensors.
@@ -35,7 +37,7 @@ __all__ = ["LoadReport", "convert_state_dict", "detect_layout", "load_weights", 
 
 log = logging.getLogger(__name__)
 
-Layout = Literal["official", "mmpose1", "mmpose0", "mmseg", "timm"]
+Layout = Literal["official", "mmpose1", "mmpose0", "mmseg", "timm", "fcos"]
 _WRAPPERS = ("state_dict", "model", "module")
 _TASK_HEADS = ("final_layer.", "last_layer.")
 
@@ -112,6 +114,8 @@ def detect_layout(sd: Mapping[str, Any]) -> Layout:
         return "timm"
     if any(k.startswith("decode_head.") for k in keys):
         return "mmseg"
+    if any(k.startswith("head.classification_head.") for k in keys):
+        return "fcos"
     if any(k.startswith("head.") for k in keys):
         return "mmpose1"
     if any(k.startswith("keypoint_head.") for k in keys):

@@ -3,13 +3,15 @@
 An official YAML (``experiments/coco/hrnet/w32_256x192_adam_lr1e-3.yaml`` or
 ``experiments/cityscapes/seg_hrnet_w48_*.yaml``) loads as it is. The fields read here:
 
-* ``MODEL.NAME``: ``pose_hrnet`` or ``seg_hrnet``.
+* ``MODEL.NAME``: ``pose_hrnet``, ``seg_hrnet`` or hrstream's ``det_hrnet`` (person detection on V2p,
+  :mod:`hrstream.models.detection`; read like a segmentation config).
 * ``MODEL.EXTRA.STAGE2..STAGE4``: ``NUM_MODULES``, ``NUM_BRANCHES``, ``BLOCK`` (BASIC/BOTTLENECK),
   ``NUM_BLOCKS``, ``NUM_CHANNELS``, ``FUSE_METHOD``; ``MODEL.EXTRA.STAGE1`` (segmentation; the official files
   spell ``NUM_RANCHES``, which is accepted); ``MODEL.EXTRA.FINAL_CONV_KERNEL``.
 * pose: ``MODEL.NUM_JOINTS``, ``MODEL.IMAGE_SIZE`` ``[W, H]``, ``MODEL.HEATMAP_SIZE`` ``[W, H]``,
   ``TEST.FLIP_TEST / POST_PROCESS / SHIFT_HEATMAP``.
-* segmentation: ``DATASET.NUM_CLASSES``, ``MODEL.ALIGN_CORNERS``, ``TEST.IMAGE_SIZE`` ``[W, H]``.
+* segmentation and detection: ``DATASET.NUM_CLASSES`` (detection: with the background),
+  ``MODEL.ALIGN_CORNERS``, ``TEST.IMAGE_SIZE`` ``[W, H]``.
 
 hrstream's own additions live under a top-level ``HRSTREAM`` key (``WEIGHTS``, ``DECODER``, ``DESCRIPTION``, ...).
 Unknown official keys (training settings) are kept and ignored.
@@ -30,8 +32,8 @@ from hrstream.models.hrnet import BLOCKS, StageSpec
 
 __all__ = ["ModelSpec", "load_config", "parse_config"]
 
-Task = Literal["pose", "seg"]
-NAMES: dict[str, Task] = {"pose_hrnet": "pose", "seg_hrnet": "seg"}
+Task = Literal["pose", "seg", "det"]
+NAMES: dict[str, Task] = {"pose_hrnet": "pose", "seg_hrnet": "seg", "det_hrnet": "det"}
 
 
 @dataclass(frozen=True)

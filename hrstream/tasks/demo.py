@@ -1,8 +1,8 @@
 """``hrstream demo``: the whole pipeline offline, on a generated clip whose every answer is known.
 
 It renders a synthetic clip (``hrstream.synth``), runs ``--task pose,seg`` with the small HRNets that ship
-inside the package (person boxes from the segmentation, top-down pose, tracking, smoothing, annotated video,
-JSONL and tracks), then scores the tracks against the truth (``hrstream.metrics``). The shipped networks were
+inside the package (person boxes from the HRNetV2p detector, top-down pose, tracking, smoothing, segmentation
+overlay, annotated video, JSONL and tracks), then scores the tracks against the truth (``hrstream.metrics``). The shipped networks were
 trained on synthetic figures only and are not meant for real footage.
 """
 
@@ -20,12 +20,20 @@ from hrstream.tasks.jobs import prepare
 from hrstream.tasks.recipe import PIPELINES_DIR, load_recipe
 from hrstream.tasks.runner import Runner
 
-__all__ = ["DEMO_POSE_MODEL", "DEMO_SEG_MODEL", "DemoResult", "run_demo", "synthetic_recipe"]
+__all__ = [
+    "DEMO_DET_MODEL",
+    "DEMO_POSE_MODEL",
+    "DEMO_SEG_MODEL",
+    "DemoResult",
+    "run_demo",
+    "synthetic_recipe",
+]
 
 log = logging.getLogger(__name__)
 
 DEMO_POSE_MODEL = "synthetic_pose_hrnet_w18_small_128x96"
 DEMO_SEG_MODEL = "synthetic_seg_hrnet_w18_small"
+DEMO_DET_MODEL = "synthetic_det_hrnet_w18_small_fcos"
 
 
 @dataclass
@@ -40,7 +48,8 @@ class DemoResult:
 
 
 def synthetic_recipe(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """``pipelines/synthetic.yaml``: ``pose,seg`` with the shipped synthetic networks and ``--detector seg``."""
+    """``pipelines/synthetic.yaml``: ``pose,seg`` with the shipped synthetic networks, person boxes from the
+    shipped detector."""
     return load_recipe("pose,seg", PIPELINES_DIR / "synthetic.yaml", overrides or {})
 
 

@@ -212,5 +212,5 @@ def prepare(task: str, recipe: dict[str, Any], out_dir: str | Path, *, progress:
             min_area=int(det.get("min_area", 400)),
         )
     else:
-        detector = build_pose_detector(recipe, str(engine.device))
+        detector = build_pose_detector(recipe, str(engine.device), progress=progress)
     return PreparedTask(task, recipe, Path(out_dir), bundle, engine, detector, seg_bundle, seg_engine)

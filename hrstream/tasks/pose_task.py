@@ -17,9 +17,13 @@ from typing import Any
 
 import numpy as np
 
+from hrstream.errors import ConfigError
+from hrstream.models.builder import resolve_config
+from hrstream.models.config import parse_config
 from hrstream.pose import TopDownEstimator, draw_poses, make_detector
-from hrstream.pose.detectors import Detector
+from hrstream.pose.detectors import Detector, TorchvisionDetector
 from hrstream.runtime import InferenceEngine
+from hrstream.tasks.model_loading import load_model_bundle
 from hrstream.track import KeypointSmoother, PoseTracker, make_smoother
 from hrstream.types import Frame, FrameResult, Poses, SegMap
 
@@ -57,10 +61,38 @@ def frame_time(frame: Frame) -> float:
     return frame.index / 30.0
 
 
-def build_pose_detector(recipe: dict[str, Any], device: str) -> Detector:
+def _det_config(name: str) -> bool:
+    """Whether ``--detector NAME`` names a ``det_hrnet`` config (registered name or YAML path)."""
+    if name in ("full-frame", "fast", "accurate", "seg") or name.startswith("file:"):
+        return False
+    try:
+        data, src = resolve_config(name)
+    except ConfigError:
+        return False
+    spec = parse_config(data, source=src)
+    if spec.task != "det":
+        raise ConfigError(
+            f"--detector {name} is a {spec.task} network ({spec.name}); a detector needs det_hrnet"
+        )
+    return True
+
+
+def build_pose_detector(recipe: dict[str, Any], device: str, *, progress: bool = True) -> Detector:
+    """The recipe's person detector: a ``det_hrnet`` config (its weights from ``detector.weights`` or the
+    registry) or one of :func:`hrstream.pose.make_detector`'s specs."""
     det = recipe["detector"]
+    name = str(det["name"])
+    if _det_config(name):
+        bundle = load_model_bundle(name, det.get("weights"), task="det", progress=progress)
+        return TorchvisionDetector(
+            bundle.model,
+            score_thr=float(det["score_thr"]),
+            nms_iou=det.get("nms_iou"),
+            max_people=det.get("max_people"),
+            device=device,
+        )
     return make_detector(
-        str(det["name"]),
+        name,
         score_thr=float(det["score_thr"]),
         nms_iou=det.get("nms_iou"),
         max_people=det.get("max_people"),
@@ -170,7 +202,13 @@ class TrackStage:
     def from_recipe(cls, recipe: dict[str, Any], *, live: bool) -> TrackStage:
         tr = recipe["tracker"]
         tracker = (
-            PoseTracker(max_age_s=float(tr["max_age_s"]), min_hits=int(tr["min_hits"]))
+            PoseTracker(
+                max_age_s=float(tr["max_age_s"]),
+                min_hits=int(tr["min_hits"]),
+                match_thr=float(tr["match_thr"]),
+                iou_weight=float(tr["iou_weight"]),
+                appearance_weight=float(tr["appearance_weight"]),
+            )
             if tr["enabled"]
             else None
         )
@@ -191,7 +229,7 @@ class TrackStage:
         poses = w.poses if w.poses is not None else Poses.empty()
         t = frame_time(w.frame)
         if self.tracker is not None:
-            tracked = self.tracker.update(poses, t=t)
+            tracked = self.tracker.update(poses, t=t, image=w.frame.image)
             if self.smoother is not None:
                 tracked = self.smoother.update(tracked, t=t)
             poses = _with_untracked(tracked, poses)

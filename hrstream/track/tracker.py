@@ -1,5 +1,5 @@
 """Multi-person tracking: a Kalman filter per person box, two-stage (ByteTrack-style) assignment on a
-cost that mixes box IoU and keypoint OKS.
+cost that mixes box IoU, keypoint OKS and (when frames are given) a colour-histogram appearance distance.
 
 Identities are integers from 1, given when a track is confirmed (``min_hits`` hits); they are stable and
 never reused within a video. :meth:`PoseTracker.reset` starts a new video: the IDs restart at 1.
@@ -15,6 +15,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from hrstream.errors import ConfigError
+from hrstream.track.appearance import appearance_distance, box_histograms
 from hrstream.track.box_kalman import BoxKalman
 from hrstream.track.geometry import COCO_SIGMAS, box_iou, oks_matrix, xyxy_to_cxcywh
 from hrstream.types import Poses
@@ -36,6 +37,7 @@ class _Track:
     hits: int = 1
     track_id: int = 0  # 0 while tentative
     missed: int = 0  # updates since the last match (0: matched on the last update)
+    appearance: np.ndarray | None = None  # (D,) running colour histogram; None until seen unoccluded
 
     @property
     def confirmed(self) -> bool:
@@ -64,6 +66,12 @@ class PoseTracker:
         oks_sigmas: ``(K,)`` OKS sigmas; the 17 COCO sigmas by default.
         keypoint_thr: keypoints scoring below this are left out of OKS.
         accel_std, meas_std: Kalman noise, see :class:`~hrstream.track.box_kalman.BoxKalman`.
+        appearance_weight: with frames passed to :meth:`update`, the cost becomes
+            ``(1 - w) * motion_cost + w * d`` with ``d`` the Bhattacharyya distance between the track's
+            running colour histogram and the detection's (:mod:`hrstream.track.appearance`); 0 turns it off.
+        appearance_gate: pairs with ``d`` above this are never matched (people in other clothes).
+        appearance_momentum: the track's histogram is ``m * old + (1 - m) * new`` on each match whose box
+            overlaps no other detection (IoU < 0.1), so an occluder's colours do not leak into it.
     """
 
     def __init__(
@@ -80,11 +88,21 @@ class PoseTracker:
         keypoint_thr: float = 0.3,
         accel_std: float = 1.0,
         meas_std: float = 0.05,
+        appearance_weight: float = 0.0,
+        appearance_gate: float = 1.0,
+        appearance_momentum: float = 0.8,
     ) -> None:
         if not 0.0 <= low_thr <= high_thr <= 1.0:
             raise ConfigError(f"tracker: need 0 <= low_thr <= high_thr <= 1, got {low_thr=} {high_thr=}")
         if not 0.0 <= iou_weight <= 1.0:
             raise ConfigError(f"tracker: iou_weight must be in [0, 1], got {iou_weight}")
+        if not (
+            0.0 <= appearance_weight <= 1.0 and appearance_gate > 0.0 and 0.0 <= appearance_momentum < 1.0
+        ):
+            raise ConfigError(
+                "tracker: need 0 <= appearance_weight <= 1, appearance_gate > 0, 0 <= appearance_momentum < 1; "
+                f"got {appearance_weight=} {appearance_gate=} {appearance_momentum=}"
+            )
         if min_hits < 1 or max_age_s < 0 or match_thr <= 0:
             raise ConfigError(
                 f"tracker: need min_hits >= 1, max_age_s >= 0, match_thr > 0; got {min_hits=} {max_age_s=} "
@@ -100,6 +118,10 @@ class PoseTracker:
         self.oks_sigmas = np.asarray(COCO_SIGMAS if oks_sigmas is None else oks_sigmas, dtype=np.float64)
         self.keypoint_thr = float(keypoint_thr)
         self._kalman_args = {"accel_std": float(accel_std), "meas_std": float(meas_std)}
+        self.appearance_weight = float(appearance_weight)
+        self.appearance_gate = float(appearance_gate)
+        self.appearance_momentum = float(appearance_momentum)
+        self._hists: np.ndarray | None = None  # (n_detections, D) of the frame being updated
         self.reset()
 
     def reset(self) -> None:
@@ -140,6 +162,16 @@ class PoseTracker:
             )
             mixed = self.iou_weight * (1.0 - iou) + (1.0 - self.iou_weight) * (1.0 - oks)
             cost = np.where(defined, mixed, cost)
+        if self._hists is not None and self.appearance_weight > 0:
+            ref = [tr.appearance for tr in tracks]
+            if any(a is not None for a in ref):
+                dim = self._hists.shape[1]
+                ref_m = np.stack([a if a is not None else np.zeros(dim, np.float32) for a in ref])
+                d = appearance_distance(ref_m, self._hists[det_idx])
+                known = np.isfinite(d)
+                w = self.appearance_weight
+                cost = np.where(known, (1.0 - w) * cost + w * np.where(known, d, 0.0), cost)
+                cost = np.where(known & (d > self.appearance_gate), _INVALID, cost)
         return np.where(cost > self.match_thr, _INVALID, cost)
 
     def _assign(
@@ -163,12 +195,14 @@ class PoseTracker:
 
     # ------------------------------------------------------------------ public API
 
-    def update(self, poses: Poses, *, t: float) -> Poses:
+    def update(self, poses: Poses, *, t: float, image: np.ndarray | None = None) -> Poses:
         """Associate this frame's detections with the tracks.
 
         Args:
             poses: the detections of one frame (``track_ids`` ignored).
             t: frame time in seconds; times should increase (a time going back is treated as no motion).
+            image: the frame, ``uint8 (H, W, 3)`` RGB, for the appearance term (ignored when
+                ``appearance_weight`` is 0).
 
         Returns:
             The detections that belong to confirmed tracks (including the one that confirms a track on
@@ -187,6 +221,12 @@ class PoseTracker:
         for tr in self._tracks:
             tr.kalman.predict(dt, hold_size=tr.missed > 0)
 
+        use_app = image is not None and self.appearance_weight > 0 and len(poses) > 0
+        self._hists = (
+            box_histograms(image, poses.boxes, poses.keypoints, poses.keypoint_scores, self.keypoint_thr)
+            if use_app
+            else None
+        )
         scores = poses.box_scores
         high = np.flatnonzero(scores >= self.high_thr)
         low = np.flatnonzero((scores >= self.low_thr) & (scores < self.high_thr))
@@ -210,6 +250,7 @@ class PoseTracker:
             tr.last_hit_t = t
             tr.hits += 1
             tr.missed = -1  # becomes 0 below
+            self._update_appearance(tr, poses, d)
             self._maybe_confirm(tr)
             if tr.confirmed:
                 out_idx.append(d)
@@ -229,6 +270,7 @@ class PoseTracker:
                 keypoint_scores=poses.keypoint_scores[d].copy(),
                 last_hit_t=t,
             )
+            self._update_appearance(tr, poses, int(d))
             self._tracks.append(tr)
             self._maybe_confirm(tr)
             if tr.confirmed:
@@ -240,6 +282,20 @@ class PoseTracker:
         result = poses[idx]
         result.track_ids = np.asarray(out_ids, dtype=np.int64)[order]
         return result
+
+    def _update_appearance(self, tr: _Track, poses: Poses, d: int) -> None:
+        """Blend detection ``d``'s histogram into the track's, unless another detection overlaps it."""
+        if self._hists is None or not self._hists[d].any():
+            return
+        others = np.delete(poses.boxes, d, axis=0)
+        if (
+            len(others)
+            and box_iou(poses.boxes[d : d + 1].astype(np.float64), others.astype(np.float64)).max() >= 0.1
+        ):
+            return
+        new = self._hists[d]
+        m = self.appearance_momentum
+        tr.appearance = new.copy() if tr.appearance is None else m * tr.appearance + (1.0 - m) * new
 
     def _maybe_confirm(self, tr: _Track) -> None:
         if not tr.confirmed and tr.hits >= self.min_hits:

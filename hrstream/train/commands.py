@@ -1,4 +1,4 @@
-"""The ``hrstream train pose|seg`` command group (attach with ``main.add_command(train_group, "train")``)."""
+"""The ``hrstream train pose|seg|det`` command group (attach with ``main.add_command(train_group, "train")``)."""
 
 from __future__ import annotations
 
@@ -76,7 +76,7 @@ def _run(fn: Callable[..., Any], *args: Any, **kw: Any) -> None:
 @click.group("train")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors on stderr.")
 def train_group(quiet: bool) -> None:
-    """Train pose_hrnet (COCO keypoints) or seg_hrnet (images + label masks)."""
+    """Train pose_hrnet (COCO keypoints), seg_hrnet (images + label masks) or det_hrnet (COCO person boxes)."""
     if not logging.getLogger().handlers:  # per-step losses on stderr, like `hrstream run`'s log lines
         logging.basicConfig(
             level=logging.WARNING if quiet else logging.INFO, format="%(levelname)s %(message)s"
@@ -114,3 +114,27 @@ def train_seg_cmd(
     from hrstream.train.seg import train_seg
 
     _run(train_seg, config, images_dir, masks_dir, out_dir, augment=not no_augment, **kw)
+
+
+@train_group.command("det")
+@click.option("--images", "images_dir", required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--ann", "ann_file", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--val-ann", default=None, type=click.Path(exists=True, dir_okay=False))
+@click.option("--val-images", default=None, type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "--init-backbone",
+    default=None,
+    type=click.Path(exists=True, dir_okay=False),
+    help="A seg/pose HRNet checkpoint of the same layout whose backbone starts the detector.",
+)
+@_common
+def train_det_cmd(
+    config: str, images_dir: str, ann_file: str, out_dir: str, no_augment: bool, amp: str, **kw: Any
+) -> None:
+    """Train a det_hrnet person detector (FCOS on HRNetV2p) on a COCO dataset (images + annotation JSON)."""
+    from hrstream.train.det import train_det
+
+    if amp != "off":
+        click.echo("hrstream: error: --amp: detector training runs in fp32; leave --amp off", err=True)
+        sys.exit(2)
+    _run(train_det, config, images_dir, ann_file, out_dir, augment=not no_augment, **kw)
