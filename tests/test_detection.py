@@ -135,9 +135,10 @@ def test_detector_checkpoint_of_another_layout_is_refused(tmp_path: Path) -> Non
 
 def test_run_with_a_det_hrnet_detector(tmp_path: Path) -> None:
     """`hrstream run --detector CONFIG`: the shipped detector finds the people of a generated clip."""
+    from support.cli_checks import run_cli
+
     from hrstream.synth import write_clip
     from hrstream.tasks.demo import DEMO_DET_MODEL
-    from support.cli_checks import run_cli
 
     clip = write_clip(
         SynthConfig(width=640, height=360, num_frames=6, num_people=2, seed=9001), tmp_path, "c"

@@ -46,20 +46,17 @@ def box_histograms(
         return out
     h, w = image.shape[:2]
     hsv = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2HSV)
+    has_torso = (
+        np.all(np.asarray(keypoint_scores)[:, list(_TORSO)] >= keypoint_thr, axis=1)
+        if keypoints is not None and keypoint_scores is not None and np.shape(keypoints)[1] > max(_TORSO)
+        else np.zeros(len(b), bool)
+    )
     for i, (x0, y0, x1, y1) in enumerate(b):
-        if keypoints is not None and keypoint_scores is not None and len(keypoints[i]) > max(_TORSO):
-            if np.all(np.asarray(keypoint_scores[i])[list(_TORSO)] >= keypoint_thr):
-                quad = np.asarray(keypoints[i], np.float64)[list(_TORSO)]
-                lo = np.clip(np.floor(quad.min(0)).astype(int), 0, [w, h])
-                hi = np.clip(np.ceil(quad.max(0)).astype(int) + 1, 0, [w, h])
-                if np.all(hi - lo >= 2):
-                    mask = np.zeros((hi[1] - lo[1], hi[0] - lo[0]), np.uint8)
-                    cv2.fillConvexPoly(mask, np.rint(quad - lo).astype(np.int32), 255)
-                    roi = hsv[lo[1] : hi[1], lo[0] : hi[0]]
-                    hist = cv2.calcHist([roi], [0, 1, 2], mask, list(HIST_BINS), _RANGES).ravel()
-                    if hist.sum() > 0:
-                        out[i] = hist / hist.sum()
-                        continue
+        if has_torso[i]:
+            hist = _torso_hist(hsv, np.asarray(keypoints, np.float64)[i, list(_TORSO)])
+            if hist is not None:
+                out[i] = hist
+                continue
         bw, bh = x1 - x0, y1 - y0
         c0 = int(np.clip(np.floor(x0 + 0.25 * bw + 0.5), 0, w))
         c1 = int(np.clip(np.ceil(x1 - 0.25 * bw + 0.5), 0, w))
@@ -72,6 +69,21 @@ def box_histograms(
         if total > 0:
             out[i] = hist / total
     return out
+
+
+def _torso_hist(hsv: np.ndarray, quad: np.ndarray) -> np.ndarray | None:
+    """The normalised histogram inside the quad ``(4, 2)`` (pixels), or ``None`` if it covers no pixel."""
+    h, w = hsv.shape[:2]
+    lo = np.clip(np.floor(quad.min(0)).astype(int), 0, [w, h])
+    hi = np.clip(np.ceil(quad.max(0)).astype(int) + 1, 0, [w, h])
+    if np.any(hi - lo < 2):
+        return None
+    mask = np.zeros((hi[1] - lo[1], hi[0] - lo[0]), np.uint8)
+    cv2.fillConvexPoly(mask, np.rint(quad - lo).astype(np.int32), 255)
+    roi = hsv[lo[1] : hi[1], lo[0] : hi[0]]
+    hist = cv2.calcHist([roi], [0, 1, 2], mask, list(HIST_BINS), _RANGES).ravel()
+    total = float(hist.sum())
+    return hist / total if total > 0 else None
 
 
 def appearance_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
