@@ -46,7 +46,7 @@ __all__ = [
 ]
 
 Layout = Literal["official_pose", "official_seg", "mmpose0", "mmpose1", "mmseg", "timm", "hrstream"]
-Task = Literal["pose", "seg"]
+Task = Literal["pose", "seg", "det"]
 #: ``sha256``: 64 hex digits; ``sha256_prefix``: the leading hex digits a file name carries (OpenMMLab:
 #: 8); ``none``: the publisher gives no hash (the download is accepted and its sha256 logged).
 HashKind = Literal["sha256", "sha256_prefix", "none"]
