@@ -190,7 +190,7 @@ def test_models_lists_registry_with_cached_column(tmp_path: Path) -> None:
     names = {r["name"] for r in rows}
     assert {HASHED, UNHASHED} <= names
     assert len(names) == len(rows) >= 10
-    assert _cached(rows) == _shipped() and len(_shipped()) == 2
+    assert _cached(rows) == _shipped() and len(_shipped()) == 3
 
 
 def test_weights_add_rejects_a_mismatching_file(tmp_path: Path) -> None:

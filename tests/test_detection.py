@@ -158,6 +158,6 @@ def test_run_with_a_det_hrnet_detector(tmp_path: Path) -> None:
             n_true[f] += 1
     found = [len(r["people"]) for r in recs]
     assert len(recs) == 6 and sum(found) >= 0.8 * n_true.sum(), (found, n_true)
-    bad = run_cli(["run", str(clip["video"]), "--task", "pose", "--detector", "synthetic_seg_hrnet_w18_small",
-                   "--out", str(tmp_path / "bad")])  # fmt: skip
+    bad = run_cli(["run", str(clip["video"]), "--task", "pose", "--model", "synthetic_pose_hrnet_w18_small_128x96",
+                   "--detector", "synthetic_seg_hrnet_w18_small", "--out", str(tmp_path / "bad")])  # fmt: skip
     assert bad.returncode == 2 and "a detector needs det_hrnet" in bad.stderr

@@ -17,14 +17,14 @@ from hrstream.models.registry import get_weights, list_weights
 from hrstream.pose import box_to_center_scale, crop_cpu
 from hrstream.runtime import amp_default
 from hrstream.synth import SynthConfig, generate
-from hrstream.tasks.demo import DEMO_POSE_MODEL, DEMO_SEG_MODEL, run_demo
+from hrstream.tasks.demo import DEMO_DET_MODEL, DEMO_POSE_MODEL, DEMO_SEG_MODEL, run_demo
 from hrstream.tasks.model_loading import load_model_bundle
 
 SHIPPED = [e for e in list_weights() if is_shipped(e)]
 
 
-def test_two_shipped_models_are_registered_with_their_hash() -> None:
-    assert {e.config for e in SHIPPED} == {DEMO_POSE_MODEL, DEMO_SEG_MODEL}
+def test_three_shipped_models_are_registered_with_their_hash() -> None:
+    assert {e.config for e in SHIPPED} == {DEMO_POSE_MODEL, DEMO_SEG_MODEL, DEMO_DET_MODEL}
     for entry in SHIPPED:
         assert entry.name.startswith("synthetic_") and entry.layout == "hrstream"
         assert entry.hash_kind == "sha256"
@@ -39,7 +39,9 @@ def test_two_shipped_models_are_registered_with_their_hash() -> None:
         assert get_weights(entry.config) is entry  # the config's default weights
 
 
-@pytest.mark.parametrize("config, task", [(DEMO_POSE_MODEL, "pose"), (DEMO_SEG_MODEL, "seg")])
+@pytest.mark.parametrize(
+    "config, task", [(DEMO_POSE_MODEL, "pose"), (DEMO_SEG_MODEL, "seg"), (DEMO_DET_MODEL, "det")]
+)
 def test_shipped_models_load_strictly_offline(
     config: str, task: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

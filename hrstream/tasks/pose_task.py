@@ -205,6 +205,9 @@ class TrackStage:
             PoseTracker(
                 max_age_s=float(tr["max_age_s"]),
                 min_hits=int(tr["min_hits"]),
+                high_thr=float(tr["high_thr"]),
+                low_thr=float(tr["low_thr"]),
+                new_track_thr=float(tr["new_track_thr"]),
                 match_thr=float(tr["match_thr"]),
                 iou_weight=float(tr["iou_weight"]),
                 appearance_weight=float(tr["appearance_weight"]),
