@@ -360,7 +360,7 @@ _ENTRIES += (
     _shipped(
         "synthetic_pose_hrnet_w18_small_128x96",
         "pose",
-        "a8fd84abc0bf45c0fc867983bc3113eed87baa76cb6f96971e93c1c898587fab",
+        "c21f526210e4dcef681f7490a6f6bde834ff78d48f49f70a9b111e53f6bf94a8",
         {
             "dataset": "synthetic",
             "keypoint_names": list(dm.COCO_KEYPOINT_NAMES),
