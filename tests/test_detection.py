@@ -26,12 +26,7 @@ SEG_WEIGHTS = ROOT / "hrstream" / "weights" / "synthetic_seg_hrnet_w18_small.saf
 POSE_WEIGHTS = ROOT / "hrstream" / "weights" / "synthetic_pose_hrnet_w18_small_128x96.safetensors"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -21,12 +21,7 @@ POSE_CFG = ROOT / "configs" / "synthetic_pose_hrnet_w18_small_128x96.yaml"
 SEG_CFG = ROOT / "configs" / "synthetic_seg_hrnet_w18_small.yaml"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import random
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ from torch import nn
 from hrstream.errors import ConfigError
 
 __all__ = [
+    "end_epoch",
     "TrainResult",
     "autocast_for",
     "deterministic",
@@ -63,6 +65,11 @@ class TrainResult:
     steps: int = 0
     steps_per_s: float = 0.0
     seconds: float = 0.0
+
+    def stop_clock(self, t0: float) -> None:
+        """Set ``seconds`` and ``steps_per_s`` from the ``time.perf_counter()`` value the run started at."""
+        self.seconds = time.perf_counter() - t0
+        self.steps_per_s = self.steps / self.seconds if self.seconds > 0 else 0.0
 
 
 def seed_everything(seed: int) -> None:
@@ -205,6 +212,33 @@ def run_sidecar(task: str, source: str, r: TrainResult, epoch: int, **fields: An
         "hrstream_version": getattr(hrstream, "__version__", "unknown"),
         "torch_version": torch.__version__,
     }
+
+
+def end_epoch(
+    model: nn.Module,
+    result: TrainResult,
+    *,
+    task: str,
+    source: str,
+    epoch: int,
+    metrics: dict[str, float] | None,
+    metric_name: str,
+    run_info: Mapping[str, Any],
+) -> None:
+    """Close an epoch: keep the validation ``metrics`` (selection by ``metrics[metric_name]``; without
+    validation by minus the epoch loss), write ``last`` and, when the score improved, ``best``."""
+    if metrics is not None:
+        result.metrics = metrics
+        score = metrics[metric_name]
+        log.info("epoch %d: loss %.6f, %s %.4f", epoch, result.epoch_losses[-1], metric_name, score)
+    else:
+        score = -result.epoch_losses[-1]
+    sidecar = run_sidecar(task, source, result, epoch, **run_info)
+    if score > result.best_metric:
+        result.best_metric = score
+        selected_by = metric_name if metrics is not None else "-loss"
+        save_weights(model, result.best_path, {**sidecar, "selected_by": selected_by})
+    save_weights(model, result.last_path, sidecar)
 
 
 def train_section(cfg: Mapping[str, Any]) -> dict[str, Any]:

@@ -29,12 +29,11 @@ from hrstream.models.config import ModelSpec, parse_config
 from hrstream.train.common import (
     TrainResult,
     deterministic,
+    end_epoch,
     hash_files,
     init_official,
     make_optimizer,
     resolve_device,
-    run_sidecar,
-    save_weights,
     seed_everything,
     seed_worker,
     train_section,
@@ -254,22 +253,15 @@ def train_det(
                 if max_steps is not None and result.steps >= max_steps:
                     break
             result.epoch_losses.append(epoch_sum / max(n, 1))
-            if val_ann is not None and val_images is not None:
-                result.metrics = validate_det(model, val_ann, val_images, device=dev, batch_size=batch_size)
-                score = result.metrics["AP"]
-                log.info("epoch %d: loss %.4f, box AP %.4f", epoch, result.epoch_losses[-1], score)
-            else:
-                score = -result.epoch_losses[-1]
-            sidecar = run_sidecar("det", spec.source, result, epoch, **run_info)
-            if score > result.best_metric:
-                result.best_metric = score
-                save_weights(
-                    model, result.best_path, {**sidecar, "selected_by": "AP" if val_ann else "-loss"}
-                )
-            save_weights(model, result.last_path, sidecar)
+            metrics = (
+                validate_det(model, val_ann, val_images, device=dev, batch_size=batch_size)
+                if val_ann is not None and val_images is not None
+                else None
+            )
+            end_epoch(model, result, task="det", source=spec.source, epoch=epoch, metrics=metrics,
+                      metric_name="AP", run_info=run_info)  # fmt: skip
             if max_steps is not None and result.steps >= max_steps:
                 break
-        result.seconds = time.perf_counter() - t0
-        result.steps_per_s = result.steps / result.seconds if result.seconds > 0 else 0.0
+        result.stop_clock(t0)
     model.eval()
     return result

@@ -8,8 +8,6 @@ the number of loader workers.
 
 from __future__ import annotations
 
-import contextlib
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +16,7 @@ import torch
 from torch.utils.data import Dataset
 
 from hrstream.errors import InputError
-from hrstream.train.pose_data import read_rgb
+from hrstream.train.pose_data import read_coco, read_rgb
 
 __all__ = ["DetDataset", "ImageBoxes", "load_coco_boxes"]
 
@@ -39,16 +37,8 @@ def load_coco_boxes(ann_file: str | Path, images_dir: str | Path) -> list[ImageB
 
     Raises :class:`InputError` naming the file for unreadable annotations or missing images.
     """
-    from pycocotools.coco import COCO
-
     ann_file, images_dir = Path(ann_file), Path(images_dir)
-    if not ann_file.is_file():
-        raise InputError(f"{ann_file}: annotation file not found; pass a COCO annotation JSON")
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            coco = COCO(str(ann_file))
-    except (OSError, ValueError, KeyError) as e:
-        raise InputError(f"{ann_file}: cannot read it as COCO annotations ({e})") from e
+    coco = read_coco(ann_file)
     out: list[ImageBoxes] = []
     for image_id in sorted(coco.getImgIds()):
         info = coco.loadImgs(image_id)[0]

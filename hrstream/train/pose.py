@@ -32,12 +32,11 @@ from hrstream.train.common import (
     TrainResult,
     autocast_for,
     deterministic,
+    end_epoch,
     hash_files,
     init_official,
     make_optimizer,
     resolve_device,
-    run_sidecar,
-    save_weights,
     seed_everything,
     seed_worker,
     train_section,
@@ -264,24 +263,17 @@ def train_pose(
                     break
             sched.step()
             result.epoch_losses.append(epoch_sum / max(n, 1))
-            if val_ann is not None:
-                result.metrics = validate_pose(
+            metrics = (
+                validate_pose(
                     model, spec, val_ann, val_images or images_dir, device=dev, flip_test=flip_test, amp=amp
                 )
-                score = result.metrics["AP"]
-                log.info("epoch %d: loss %.6f, AP %.4f", epoch, result.epoch_losses[-1], score)
-            else:
-                score = -result.epoch_losses[-1]
-            sidecar = run_sidecar("pose", spec.source, result, epoch, **run_info)
-            if score > result.best_metric:
-                result.best_metric = score
-                save_weights(
-                    model, result.best_path, {**sidecar, "selected_by": "AP" if val_ann else "-loss"}
-                )
-            save_weights(model, result.last_path, sidecar)
+                if val_ann is not None
+                else None
+            )
+            end_epoch(model, result, task="pose", source=spec.source, epoch=epoch, metrics=metrics,
+                      metric_name="AP", run_info=run_info)  # fmt: skip
             if max_steps is not None and result.steps >= max_steps:
                 break
-        result.seconds = time.perf_counter() - t0
-        result.steps_per_s = result.steps / result.seconds if result.seconds > 0 else 0.0
+        result.stop_clock(t0)
     model.eval()
     return result

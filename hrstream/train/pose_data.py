@@ -31,7 +31,7 @@ from hrstream.pose.crops import IMAGENET_MEAN, IMAGENET_STD, box_to_center_scale
 from hrstream.pose.keypoints import COCO_FLIP_PAIRS
 from hrstream.train.targets import generate_target
 
-__all__ = ["PersonRecord", "PoseAugment", "PoseDataset", "load_coco_people", "read_rgb"]
+__all__ = ["PersonRecord", "PoseAugment", "PoseDataset", "load_coco_people", "read_coco", "read_rgb"]
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,20 @@ def read_rgb(path: Path) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
+def read_coco(ann_file: Path) -> Any:
+    """A ``pycocotools.coco.COCO`` index of ``ann_file`` (its prints silenced); :class:`InputError` naming the
+    file when it is missing or not COCO annotations."""
+    from pycocotools.coco import COCO
+
+    if not ann_file.is_file():
+        raise InputError(f"{ann_file}: annotation file not found; pass a COCO annotation JSON")
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            return COCO(str(ann_file))
+    except (OSError, ValueError, KeyError) as e:
+        raise InputError(f"{ann_file}: cannot read it as COCO annotations ({e})") from e
+
+
 def load_coco_people(
     ann_file: str | Path, images_dir: str | Path, *, num_joints: int, aspect_ratio: float
 ) -> list[PersonRecord]:
@@ -97,16 +111,8 @@ def load_coco_people(
     labelled keypoints are dropped. Raises :class:`InputError` naming the file for unreadable annotations or
     missing images.
     """
-    from pycocotools.coco import COCO
-
     ann_file, images_dir = Path(ann_file), Path(images_dir)
-    if not ann_file.is_file():
-        raise InputError(f"{ann_file}: annotation file not found; pass a COCO keypoints JSON")
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            coco = COCO(str(ann_file))
-    except (OSError, ValueError, KeyError) as e:
-        raise InputError(f"{ann_file}: cannot read it as COCO annotations ({e})") from e
+    coco = read_coco(ann_file)
     people: list[PersonRecord] = []
     for image_id in sorted(coco.getImgIds()):
         info = coco.loadImgs(image_id)[0]

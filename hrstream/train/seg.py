@@ -28,12 +28,11 @@ from hrstream.train.common import (
     TrainResult,
     autocast_for,
     deterministic,
+    end_epoch,
     hash_files,
     init_official,
     make_optimizer,
     resolve_device,
-    run_sidecar,
-    save_weights,
     seed_everything,
     seed_worker,
     train_section,
@@ -214,22 +213,15 @@ def train_seg(
                 if max_steps is not None and result.steps >= max_steps:
                     break
             result.epoch_losses.append(epoch_sum / max(n, 1))
-            if val_images is not None and val_masks is not None:
-                result.metrics = validate_seg(model, spec, val_images, val_masks, device=dev, amp=amp)
-                score = result.metrics["mIoU"]
-                log.info("epoch %d: loss %.6f, mIoU %.4f", epoch, result.epoch_losses[-1], score)
-            else:
-                score = -result.epoch_losses[-1]
-            sidecar = run_sidecar("seg", spec.source, result, epoch, **run_info)
-            if score > result.best_metric:
-                result.best_metric = score
-                save_weights(
-                    model, result.best_path, {**sidecar, "selected_by": "mIoU" if val_images else "-loss"}
-                )
-            save_weights(model, result.last_path, sidecar)
+            metrics = (
+                validate_seg(model, spec, val_images, val_masks, device=dev, amp=amp)
+                if val_images is not None and val_masks is not None
+                else None
+            )
+            end_epoch(model, result, task="seg", source=spec.source, epoch=epoch, metrics=metrics,
+                      metric_name="mIoU", run_info=run_info)  # fmt: skip
             if max_steps is not None and result.steps >= max_steps:
                 break
-        result.seconds = time.perf_counter() - t0
-        result.steps_per_s = result.steps / result.seconds if result.seconds > 0 else 0.0
+        result.stop_clock(t0)
     model.eval()
     return result
