@@ -52,21 +52,23 @@ def test_shipped_models_load_strictly_offline(
 
 
 def test_pipeline_accuracy_on_a_generated_clip(tmp_path) -> None:
-    """The whole HRNet-only pipeline (seg boxes, pose, tracking, smoothing) on a clip never used in training.
+    """The whole HRNet-only pipeline (V2p detector boxes, pose, tracking, smoothing) on a clip never used in
+    training.
 
-    Recorded on 10 eight-second clips (docs/accuracy.md): PCK@0.1 0.569 (0.845 on matched people), IDF1
-    0.482, 51 switches in 2000 frames, jitter -39% with the keypoint error unchanged (14.45 -> 14.36 px).
+    Recorded on 10 eight-second clips (docs/accuracy.md): PCK@0.1 0.927 (0.977 on matched people), IDF1
+    0.834, 15 switches in 2000 frames (at most 3 in a clip), jitter -59% with the keypoint error lowered
+    (6.17 -> 5.83 px). The thresholds keep a margin below those figures (a 4-second clip is noisier).
     """
     result = run_demo(tmp_path, seed=7001, seconds=4.0, people=3, device="cpu")
     m = result.metrics
-    assert m["pck"]["visible"]["0.1"] >= 0.45
-    assert m["pck_matched"]["visible"]["0.1"] >= 0.70
-    assert m["mot"]["idf1"] >= 0.35
-    assert m["mot"]["id_switches"] <= 6
+    assert m["pck"]["visible"]["0.1"] >= 0.85
+    assert m["pck_matched"]["visible"]["0.1"] >= 0.94
+    assert m["mot"]["idf1"] >= 0.75
+    assert m["mot"]["id_switches"] <= 3
     jit = m["jitter"]
-    assert jit["reduction"] >= 0.30  # smoothing reduces jitter ...
+    assert jit["reduction"] >= 0.45  # smoothing reduces jitter ...
     err = m["keypoint_error_px"]
-    assert err["smoothed"] <= err["raw"] * 1.05  # ... without raising the keypoint error
+    assert err["smoothed"] <= err["raw"]  # ... without raising the keypoint error
 
 
 def _crops_and_frames(seed: int, n: int) -> tuple[torch.Tensor, np.ndarray, torch.Tensor]:
