@@ -280,5 +280,8 @@ def make_detector(
             model, score_thr=score_thr, nms_iou=nms_iou, max_people=max_people, device=device
         )
     else:
-        raise ConfigError(f"unknown detector {spec!r}; expected one of {', '.join(DETECTOR_SPECS)}")
+        raise ConfigError(
+            f"unknown detector {spec!r}; expected one of {', '.join(DETECTOR_SPECS)}, seg, "
+            "or a det_hrnet config (registered name or YAML path)"
+        )
     return EveryNDetector(det, every_n) if every_n > 1 else det
