@@ -20,8 +20,11 @@ import torch
 from torch import nn
 
 from hrstream.errors import ConfigError
+from hrstream.models.builder import resolve_config
+from hrstream.models.config import NAMES, ModelSpec, parse_config
 
 __all__ = [
+    "task_spec",
     "end_epoch",
     "TrainResult",
     "autocast_for",
@@ -239,6 +242,17 @@ def end_epoch(
         selected_by = metric_name if metrics is not None else "-loss"
         save_weights(model, result.best_path, {**sidecar, "selected_by": selected_by})
     save_weights(model, result.last_path, sidecar)
+
+
+def task_spec(config: str | Path | Mapping[str, Any], task: str) -> ModelSpec:
+    """Parse a config (registered name, YAML path or dict); :class:`ConfigError` unless it builds a ``task``
+    network (``pose_hrnet`` / ``seg_hrnet`` / ``det_hrnet``)."""
+    data, src = resolve_config(config)
+    spec = parse_config(data, source=src)
+    if spec.task != task:
+        wanted = next(name for name, t in NAMES.items() if t == task)
+        raise ConfigError(f"{src}: MODEL.NAME is {spec.name}; `train {task}` needs a {wanted} config")
+    return spec
 
 
 def train_section(cfg: Mapping[str, Any]) -> dict[str, Any]:

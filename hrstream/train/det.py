@@ -23,9 +23,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from hrstream.errors import ConfigError, WeightsError
-from hrstream.models.builder import build_model, resolve_config
+from hrstream.models.builder import build_model
 from hrstream.models.checkpoints import convert_state_dict, detect_layout, load_weights, read_checkpoint
-from hrstream.models.config import ModelSpec, parse_config
+from hrstream.models.config import ModelSpec
 from hrstream.train.common import (
     TrainResult,
     deterministic,
@@ -36,6 +36,7 @@ from hrstream.train.common import (
     resolve_device,
     seed_everything,
     seed_worker,
+    task_spec,
     train_section,
 )
 from hrstream.train.det_data import DetDataset, load_coco_boxes
@@ -47,11 +48,7 @@ log = logging.getLogger(__name__)
 
 def det_spec(config: str | Path | Mapping[str, Any]) -> ModelSpec:
     """Parse a detector config; :class:`ConfigError` unless ``MODEL.NAME`` is ``det_hrnet``."""
-    data, src = resolve_config(config)
-    spec = parse_config(data, source=src)
-    if spec.task != "det":
-        raise ConfigError(f"{src}: MODEL.NAME is {spec.name}; `train det` needs a det_hrnet config")
-    return spec
+    return task_spec(config, "det")
 
 
 def init_backbone_from(model: nn.Module, path: str | Path) -> int:

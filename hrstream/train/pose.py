@@ -21,9 +21,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from hrstream.errors import ConfigError
-from hrstream.models.builder import build_model, resolve_config
+from hrstream.models.builder import build_model
 from hrstream.models.checkpoints import load_weights
-from hrstream.models.config import ModelSpec, parse_config
+from hrstream.models.config import ModelSpec
 from hrstream.pose.decode import decode_heatmaps, flip_test_merge
 from hrstream.pose.evaluate import evaluate_coco_keypoints, to_coco_results
 from hrstream.pose.keypoints import COCO_FLIP_PAIRS
@@ -39,6 +39,7 @@ from hrstream.train.common import (
     resolve_device,
     seed_everything,
     seed_worker,
+    task_spec,
     train_section,
 )
 from hrstream.train.pose_data import PoseAugment, PoseDataset, load_coco_people
@@ -53,12 +54,11 @@ log = logging.getLogger(__name__)
 def pose_spec(config: str | Path | Mapping[str, Any]) -> ModelSpec:
     """Parse a pose config (name, YAML path or dict); :class:`ConfigError` unless it is a ``pose_hrnet`` with
     ``MODEL.IMAGE_SIZE`` and ``MODEL.HEATMAP_SIZE``."""
-    data, src = resolve_config(config)
-    spec = parse_config(data, source=src)
-    if spec.task != "pose":
-        raise ConfigError(f"{src}: MODEL.NAME is {spec.name}; `train pose` needs a pose_hrnet config")
+    spec = task_spec(config, "pose")
     if spec.image_size is None or spec.heatmap_size is None:
-        raise ConfigError(f"{src}: pose training needs MODEL.IMAGE_SIZE and MODEL.HEATMAP_SIZE ([W, H])")
+        raise ConfigError(
+            f"{spec.source}: pose training needs MODEL.IMAGE_SIZE and MODEL.HEATMAP_SIZE ([W, H])"
+        )
     return spec
 
 

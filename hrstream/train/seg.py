@@ -21,9 +21,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from hrstream.errors import ConfigError
-from hrstream.models.builder import build_model, resolve_config
+from hrstream.models.builder import build_model
 from hrstream.models.checkpoints import load_weights
-from hrstream.models.config import ModelSpec, parse_config
+from hrstream.models.config import ModelSpec
 from hrstream.train.common import (
     TrainResult,
     autocast_for,
@@ -35,6 +35,7 @@ from hrstream.train.common import (
     resolve_device,
     seed_everything,
     seed_worker,
+    task_spec,
     train_section,
 )
 from hrstream.train.seg_data import IGNORE_LABEL, SegAugment, SegDataset, pair_images_masks
@@ -46,11 +47,7 @@ log = logging.getLogger(__name__)
 
 def seg_spec(config: str | Path | Mapping[str, Any]) -> ModelSpec:
     """Parse a segmentation config; :class:`ConfigError` unless ``MODEL.NAME`` is ``seg_hrnet``."""
-    data, src = resolve_config(config)
-    spec = parse_config(data, source=src)
-    if spec.task != "seg":
-        raise ConfigError(f"{src}: MODEL.NAME is {spec.name}; `train seg` needs a seg_hrnet config")
-    return spec
+    return task_spec(config, "seg")
 
 
 def _logits(model: nn.Module, x: torch.Tensor, size: tuple[int, int], align_corners: bool) -> torch.Tensor:
