@@ -2,8 +2,8 @@
 
 It renders a synthetic clip (``hrstream.synth``), runs ``--task pose,seg`` with the small HRNets that ship
 inside the package (person boxes from the HRNetV2p detector, top-down pose, tracking, smoothing, segmentation
-overlay, annotated video, JSONL and tracks), then scores the tracks against the truth (``hrstream.metrics``). The shipped networks were
-trained on synthetic figures only and are not meant for real footage.
+overlay, annotated video, JSONL and tracks), then scores the tracks against the truth (``hrstream.metrics``).
+The shipped networks were trained on synthetic figures only and are not meant for real footage.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from hrstream.errors import ConfigError
 from hrstream.models.builder import resolve_config
 from hrstream.models.config import parse_config
 from hrstream.pose import TopDownEstimator, draw_poses, make_detector
-from hrstream.pose.detectors import Detector, TorchvisionDetector
+from hrstream.pose.detectors import DETECTOR_SPECS, Detector, TorchvisionDetector
 from hrstream.runtime import InferenceEngine
 from hrstream.tasks.model_loading import load_model_bundle
 from hrstream.track import KeypointSmoother, PoseTracker, make_smoother
@@ -63,7 +63,7 @@ def frame_time(frame: Frame) -> float:
 
 def _det_config(name: str) -> bool:
     """Whether ``--detector NAME`` names a ``det_hrnet`` config (registered name or YAML path)."""
-    if name in ("full-frame", "fast", "accurate", "seg") or name.startswith("file:"):
+    if name in DETECTOR_SPECS or name == "seg" or name.startswith("file:"):
         return False
     try:
         data, src = resolve_config(name)
@@ -82,22 +82,16 @@ def build_pose_detector(recipe: dict[str, Any], device: str, *, progress: bool =
     registry) or one of :func:`hrstream.pose.make_detector`'s specs."""
     det = recipe["detector"]
     name = str(det["name"])
+    common = {
+        "score_thr": float(det["score_thr"]),
+        "nms_iou": det.get("nms_iou"),
+        "max_people": det.get("max_people"),
+        "device": device,
+    }
     if _det_config(name):
         bundle = load_model_bundle(name, det.get("weights"), task="det", progress=progress)
-        return TorchvisionDetector(
-            bundle.model,
-            score_thr=float(det["score_thr"]),
-            nms_iou=det.get("nms_iou"),
-            max_people=det.get("max_people"),
-            device=device,
-        )
-    return make_detector(
-        name,
-        score_thr=float(det["score_thr"]),
-        nms_iou=det.get("nms_iou"),
-        max_people=det.get("max_people"),
-        device=device,
-    )
+        return TorchvisionDetector(bundle.model, **common)
+    return make_detector(name, **common)
 
 
 class DetectStage:

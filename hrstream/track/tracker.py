@@ -122,6 +122,7 @@ class PoseTracker:
         self.appearance_gate = float(appearance_gate)
         self.appearance_momentum = float(appearance_momentum)
         self._hists: np.ndarray | None = None  # (n_detections, D) of the frame being updated
+        self._alone: np.ndarray | None = None  # (n_detections,) bool: overlaps no other detection
         self.reset()
 
     def reset(self) -> None:
@@ -222,11 +223,15 @@ class PoseTracker:
             tr.kalman.predict(dt, hold_size=tr.missed > 0)
 
         use_app = image is not None and self.appearance_weight > 0 and len(poses) > 0
-        self._hists = (
-            box_histograms(image, poses.boxes, poses.keypoints, poses.keypoint_scores, self.keypoint_thr)
-            if use_app
-            else None
-        )
+        self._hists = self._alone = None
+        if use_app:
+            self._hists = box_histograms(
+                image, poses.boxes, poses.keypoints, poses.keypoint_scores, self.keypoint_thr
+            )
+            b = poses.boxes.astype(np.float64)
+            overlap = box_iou(b, b)
+            np.fill_diagonal(overlap, 0.0)
+            self._alone = overlap.max(1) < 0.1
         scores = poses.box_scores
         high = np.flatnonzero(scores >= self.high_thr)
         low = np.flatnonzero((scores >= self.low_thr) & (scores < self.high_thr))
@@ -250,7 +255,7 @@ class PoseTracker:
             tr.last_hit_t = t
             tr.hits += 1
             tr.missed = -1  # becomes 0 below
-            self._update_appearance(tr, poses, d)
+            self._update_appearance(tr, d)
             self._maybe_confirm(tr)
             if tr.confirmed:
                 out_idx.append(d)
@@ -270,7 +275,7 @@ class PoseTracker:
                 keypoint_scores=poses.keypoint_scores[d].copy(),
                 last_hit_t=t,
             )
-            self._update_appearance(tr, poses, int(d))
+            self._update_appearance(tr, int(d))
             self._tracks.append(tr)
             self._maybe_confirm(tr)
             if tr.confirmed:
@@ -283,15 +288,9 @@ class PoseTracker:
         result.track_ids = np.asarray(out_ids, dtype=np.int64)[order]
         return result
 
-    def _update_appearance(self, tr: _Track, poses: Poses, d: int) -> None:
+    def _update_appearance(self, tr: _Track, d: int) -> None:
         """Blend detection ``d``'s histogram into the track's, unless another detection overlaps it."""
-        if self._hists is None or not self._hists[d].any():
-            return
-        others = np.delete(poses.boxes, d, axis=0)
-        if (
-            len(others)
-            and box_iou(poses.boxes[d : d + 1].astype(np.float64), others.astype(np.float64)).max() >= 0.1
-        ):
+        if self._hists is None or self._alone is None or not self._alone[d] or not self._hists[d].any():
             return
         new = self._hists[d]
         m = self.appearance_momentum

@@ -60,18 +60,13 @@ def init_backbone_from(model: nn.Module, path: str | Path) -> int:
     target = model.backbone.backbone
     sd = read_checkpoint(path)
     converted, _ = convert_state_dict(sd, detect_layout(sd), target)
-    converted = {k: v for k, v in converted.items() if not k.startswith(("last_layer.", "final_layer."))}
-    want = target.state_dict()
-    missing = sorted(set(want) - set(converted))
-    unexpected = sorted(set(converted) - set(want))
-    shapes = [k for k in converted if k in want and converted[k].shape != want[k].shape]
-    if missing or unexpected or shapes:
+    backbone = {k: v for k, v in converted.items() if not k.startswith(("last_layer.", "final_layer."))}
+    try:
+        return load_weights(target, backbone).loaded
+    except WeightsError as e:
         raise WeightsError(
-            f"{path}: its backbone does not fit the detector's (missing {missing[:4]}, unexpected "
-            f"{unexpected[:4]}, mis-shaped {shapes[:4]}); use a checkpoint of the same HRNet layout"
-        )
-    target.load_state_dict(converted, strict=True)
-    return len(converted)
+            f"{path}: its backbone does not fit the detector's ({e}); use a checkpoint of the same HRNet layout"
+        ) from e
 
 
 def _collate(batch: list[Any]) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
