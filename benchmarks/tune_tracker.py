@@ -4,9 +4,13 @@ Replays the detections and raw keypoints of `hrstream run` JSONL records (every 
 tracked or not) through :class:`hrstream.track.PoseTracker` and the keypoint smoother with each parameter set,
 and scores the resulting tracks against the synthetic truth with :func:`hrstream.metrics.evaluate_tracks`.
 
-    python benchmarks/tune_tracker.py PRED_DIR TRUTH_DIR
+    python benchmarks/tune_tracker.py PRED_DIR TRUTH_DIR \
+        --grid '{"min_hits": [1, 2], "new_track_thr": [0.6, 0.7]}' --oks-nms 0.9 --min-score 0.5
 
-PRED_DIR holds NAME.jsonl from `hrstream run`; TRUTH_DIR holds NAME.tracks.json from `hrstream synth`.
+PRED_DIR holds NAME.jsonl from `hrstream run`; TRUTH_DIR holds NAME.tracks.json (and NAME.mp4, whose frames feed
+the appearance term) from `hrstream synth`. `--min-score` and `--oks-nms` apply the detector's score threshold
+and the pose estimator's OKS NMS to the records before tracking, as the pipeline does (record with a lower
+detector threshold and without OKS NMS to try them). Figures are means over the clips; switches are summed.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from hrstream.metrics import evaluate_tracks
+from hrstream.pose.nms import oks_nms
 from hrstream.track import PoseTracker, make_smoother
 from hrstream.types import Poses
 
@@ -37,9 +42,13 @@ def replay(
     tracker_kw: dict[str, Any],
     smoother_kw: dict[str, Any],
     frames: list[np.ndarray] | None = None,
+    *,
+    min_score: float = 0.0,
+    oks_nms_thr: float | None = None,
 ) -> dict:
     """A tracks document built by running the tracker and smoother over the recorded detections
-    (``frames``, indexed by the records' frame numbers, feed the tracker's appearance term)."""
+    (``frames``, indexed by the records' frame numbers, feed the tracker's appearance term). People scoring
+    below ``min_score`` are dropped, then OKS NMS (``oks_nms_thr``) runs per frame, as in the pipeline."""
     tracker = PoseTracker(**tracker_kw)
     smoother = make_smoother(**smoother_kw)
     tracks: dict[int, dict[str, list]] = {}
@@ -57,6 +66,9 @@ def replay(
                 n, 17
             ),
         )
+        poses = poses[poses.box_scores >= min_score]
+        if oks_nms_thr is not None and len(poses):
+            poses = oks_nms(poses, oks_nms_thr)
         t = rec["pts_s"]
         image = frames[rec["frame"]] if frames is not None else None
         out = smoother.update(tracker.update(poses, t=t, image=image), t=t)
@@ -87,43 +99,60 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("pred_dir", type=Path)
     ap.add_argument("truth_dir", type=Path)
+    ap.add_argument(
+        "--grid",
+        default='{"min_hits": [1, 2], "new_track_thr": [0.6, 0.7], "match_thr": [0.8, 0.9]}',
+        help="JSON object: PoseTracker argument -> list of values; every combination is replayed",
+    )
+    ap.add_argument(
+        "--smoother",
+        action="append",
+        default=None,
+        help='JSON keyword arguments of make_smoother (repeatable); default: {"name": "kalman"}',
+    )
+    ap.add_argument("--min-score", type=float, default=0.0, help="drop people scoring below this first")
+    ap.add_argument("--oks-nms", type=float, default=None, help="OKS NMS threshold per frame (0.9 official)")
     args = ap.parse_args(argv)
+    grid = json.loads(args.grid)
+    smoothers = [json.loads(s) for s in (args.smoother or ['{"name": "kalman"}'])]
     clips = sorted(p.stem for p in args.pred_dir.glob("*.jsonl"))
     data = {
         c: [json.loads(x) for x in (args.pred_dir / f"{c}.jsonl").read_text().splitlines()] for c in clips
     }
-    grid = {
-        "iou_weight": [0.5, 0.8, 1.0],
-        "match_thr": [0.8, 0.9],
-        "max_age_s": [1.0, 2.0],
+    frames = {
+        c: read_frames(args.truth_dir / f"{c}.mp4") if (args.truth_dir / f"{c}.mp4").exists() else None
+        for c in clips
     }
-    smoothers = [
-        {"name": "one_euro", "min_cutoff": 1.0, "beta": 0.05},
-        {"name": "one_euro", "min_cutoff": 0.5, "beta": 0.02},
-        {"name": "kalman"},
-    ]
     print(
-        "| params | smoother | IDF1 | switches | MOTA | PCK@0.1 smoothed | jitter reduction | error raw/smoothed |"
+        "| params | smoother | IDF1 | switches | MOTA | precision | recall | PCK@0.1 | jitter reduction | error raw/smoothed |"
     )
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     for values in itertools.product(*grid.values()):
         kw = dict(zip(grid, values, strict=True))
         for sm in smoothers:
-            idf1, sw, mota, pck, red, er, es = [], 0, [], [], [], [], []
-            for c in clips:
-                doc = replay(data[c], kw, sm)
-                m = evaluate_tracks(doc, args.truth_dir / f"{c}.tracks.json")
-                idf1.append(m["mot"]["idf1"] or 0.0)
-                sw += m["mot"]["id_switches"]
-                mota.append(m["mot"]["mota"] or 0.0)
-                pck.append(m["pck"]["visible"]["0.1"] or 0.0)
-                red.append(m["jitter"].get("reduction") or 0.0)
-                er.append(m["keypoint_error_px"]["raw"] or 0.0)
-                es.append(m["keypoint_error_px"]["smoothed"] or 0.0)
+            res = [
+                evaluate_tracks(
+                    replay(data[c], kw, sm, frames[c], min_score=args.min_score, oks_nms_thr=args.oks_nms),
+                    args.truth_dir / f"{c}.tracks.json",
+                )
+                for c in clips
+            ]
+
+            def mean(*path: str, res: list[dict] = res) -> float:
+                vals = []
+                for m in res:
+                    for key in path:
+                        m = m[key]
+                    vals.append(m or 0.0)
+                return float(np.mean(vals))
+
+            sw = sum(m["mot"]["id_switches"] for m in res)
             name = ",".join(f"{k}={v}" for k, v in sm.items() if k != "name")
             print(
-                f"| {kw} | {sm['name']} {name} | {np.mean(idf1):.3f} | {sw} | {np.mean(mota):.3f} | {np.mean(pck):.3f} "
-                f"| {np.mean(red):+.1%} | {np.mean(er):.2f} / {np.mean(es):.2f} |",
+                f"| {kw} | {sm['name']} {name} | {mean('mot', 'idf1'):.3f} | {sw} | {mean('mot', 'mota'):.3f} "
+                f"| {mean('mot', 'precision'):.3f} | {mean('mot', 'recall'):.3f} | {mean('pck', 'visible', '0.1'):.3f} "
+                f"| {mean('jitter', 'reduction'):+.1%} | {mean('keypoint_error_px', 'raw'):.2f} / "
+                f"{mean('keypoint_error_px', 'smoothed'):.2f} |",
                 flush=True,
             )
     return 0
