@@ -254,3 +254,42 @@ def test_appearance_histograms_tell_shirts_apart():
     assert not none.any() and np.isnan(appearance_distance(none, h0)).all()
     with pytest.raises(ConfigError, match="appearance_weight"):
         PoseTracker(appearance_weight=1.5)
+
+
+def _person(box: list[float], score: float) -> tuple[np.ndarray, float]:
+    return np.asarray(box, np.float32), score
+
+
+def _frame(*people: tuple[np.ndarray, float]) -> Poses:
+    """People with keypoints spread over their boxes (a 17-point grid), every keypoint confident."""
+    boxes = np.stack([b for b, _ in people]).astype(np.float32)
+    grid = np.stack(np.meshgrid(np.linspace(0.1, 0.9, 17), np.linspace(0.1, 0.9, 17))[::-1], -1)[0]
+    kps = boxes[:, None, :2] + grid[None] * (boxes[:, None, 2:] - boxes[:, None, :2])
+    return Poses(
+        boxes, np.array([s for _, s in people], np.float32), kps.astype(np.float32), np.ones((len(boxes), 17))
+    )
+
+
+def test_a_second_box_on_a_tracked_person_starts_no_track():
+    # A walks right; on frame 3 the detector adds a second, shifted box on A (IoU ~0.6 with A's box),
+    # and a separate person B appears far away. With new_track_iou 0.5 only B starts a track.
+    def frames():
+        for i in range(6):
+            x = 100.0 + 4 * i
+            a = _person([x, 50, x + 80, 250], 0.9)
+            if i == 3:
+                yield (
+                    i / 25,
+                    _frame(a, _person([x + 15, 60, x + 100, 248], 0.8), _person([400, 60, 470, 240], 0.9)),
+                )
+            else:
+                yield i / 25, _frame(a)
+
+    for thr, expected in ((1.0, {1, 2, 3}), (0.5, {1, 2})):
+        tracker = PoseTracker(min_hits=1, new_track_iou=thr)
+        ids = set()
+        for t, poses in frames():
+            ids |= set(tracker.update(poses, t=t).track_ids.tolist())
+        assert ids == expected, (thr, ids)
+    with pytest.raises(ConfigError, match="new_track_iou"):
+        PoseTracker(new_track_iou=0.0)

@@ -205,6 +205,7 @@ class TrackStage:
                 match_thr=float(tr["match_thr"]),
                 iou_weight=float(tr["iou_weight"]),
                 appearance_weight=float(tr["appearance_weight"]),
+                new_track_iou=float(tr["new_track_iou"]),
             )
             if tr["enabled"]
             else None

@@ -72,6 +72,8 @@ class PoseTracker:
         appearance_gate: pairs with ``d`` above this are never matched (people in other clothes).
         appearance_momentum: the track's histogram is ``m * old + (1 - m) * new`` on each match whose box
             overlaps no other detection (IoU < 0.1), so an occluder's colours do not leak into it.
+        new_track_iou: an unmatched detection whose box overlaps a detection matched to a track on the same
+            frame by more than this IoU starts no track (a second box on a tracked person); 1 turns it off.
     """
 
     def __init__(
@@ -91,6 +93,7 @@ class PoseTracker:
         appearance_weight: float = 0.0,
         appearance_gate: float = 1.0,
         appearance_momentum: float = 0.8,
+        new_track_iou: float = 1.0,
     ) -> None:
         if not 0.0 <= low_thr <= high_thr <= 1.0:
             raise ConfigError(f"tracker: need 0 <= low_thr <= high_thr <= 1, got {low_thr=} {high_thr=}")
@@ -103,6 +106,8 @@ class PoseTracker:
                 "tracker: need 0 <= appearance_weight <= 1, appearance_gate > 0, 0 <= appearance_momentum < 1; "
                 f"got {appearance_weight=} {appearance_gate=} {appearance_momentum=}"
             )
+        if not 0.0 < new_track_iou <= 1.0:
+            raise ConfigError(f"tracker: new_track_iou must be in (0, 1], got {new_track_iou}")
         if min_hits < 1 or max_age_s < 0 or match_thr <= 0:
             raise ConfigError(
                 f"tracker: need min_hits >= 1, max_age_s >= 0, match_thr > 0; got {min_hits=} {max_age_s=} "
@@ -121,6 +126,7 @@ class PoseTracker:
         self.appearance_weight = float(appearance_weight)
         self.appearance_gate = float(appearance_gate)
         self.appearance_momentum = float(appearance_momentum)
+        self.new_track_iou = float(new_track_iou)
         self._hists: np.ndarray | None = None  # (n_detections, D) of the frame being updated
         self._alone: np.ndarray | None = None  # (n_detections,) bool: overlaps no other detection
         self.reset()
@@ -265,8 +271,18 @@ class PoseTracker:
         self._tracks = [tr for tr in self._tracks if id(tr) not in dead]
         for tr in self._tracks:
             tr.missed += 1
+        matched_boxes = poses.boxes[[d for _, d in pairs]].astype(np.float64).reshape(-1, 4)
         for d in free_high:
             if scores[d] < self.new_track_thr:
+                continue
+            if (
+                len(matched_boxes)
+                and self.new_track_iou < 1.0
+                and (
+                    box_iou(poses.boxes[d : d + 1].astype(np.float64), matched_boxes).max()
+                    > self.new_track_iou
+                )
+            ):
                 continue
             tr = _Track(
                 kalman=BoxKalman(poses.boxes[d], **self._kalman_args),
