@@ -371,9 +371,9 @@ _ENTRIES += (
             "heatmap_size": (32, 24),
             "decoder": "msra",
             "metrics": {
-                "PCK@0.1": 0.927,
-                "PCK@0.1_matched": 0.977,
-                "IDF1": 0.834,
+                "PCK@0.1": 0.948,
+                "PCK@0.1_matched": 0.982,
+                "IDF1": 0.888,
                 "protocol": "10 generated 8 s clips (seeds 5000-5009), pipelines/synthetic.yaml (boxes from "
                 "synthetic_det_hrnet_w18_small_fcos)",
                 "source": "docs/accuracy.md",
@@ -401,17 +401,17 @@ _ENTRIES += (
     _shipped(
         "synthetic_det_hrnet_w18_small_fcos",
         "det",
-        "8ef29c92fbaf9fcd9d13b745a6114fd5096320cc6851f3f154f9a0f22fb28df4",
+        "741380e328f9e7e985d5aeb58d8e8f79d651cfaddd9e5e209279d0c3f48c468d",
         {
             "dataset": "synthetic",
             "classes": ["background", "person"],
             "head": "torchvision FCOS on HRNetV2p (HRFPN, 5 levels, 64 channels)",
             "input_size": (192, 320),
             "metrics": {
-                "AP": 0.716,
-                "AP .5": 0.909,
-                "pipeline_precision": 0.975,
-                "pipeline_recall": 0.884,
+                "AP": 0.753,
+                "AP .5": 0.915,
+                "pipeline_precision": 0.989,
+                "pipeline_recall": 0.910,
                 "protocol": "box AP: every 5th frame of 10 generated 8 s clips (seeds 5000-5009); precision and "
                 "recall at IoU 0.5 of the tracked boxes of pipelines/synthetic.yaml on those clips",
                 "source": "docs/accuracy.md",
