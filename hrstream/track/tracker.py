@@ -271,18 +271,15 @@ class PoseTracker:
         self._tracks = [tr for tr in self._tracks if id(tr) not in dead]
         for tr in self._tracks:
             tr.missed += 1
-        matched_boxes = poses.boxes[[d for _, d in pairs]].astype(np.float64).reshape(-1, 4)
-        for d in free_high:
-            if scores[d] < self.new_track_thr:
-                continue
-            if (
-                len(matched_boxes)
-                and self.new_track_iou < 1.0
-                and (
-                    box_iou(poses.boxes[d : d + 1].astype(np.float64), matched_boxes).max()
-                    > self.new_track_iou
-                )
-            ):
+        # a free detection overlapping a matched one is a second box on a tracked person: no new track
+        second_box = np.zeros(len(free_high), bool)
+        if self.new_track_iou < 1.0 and pairs and len(free_high):
+            matched = poses.boxes[[d for _, d in pairs]].astype(np.float64)
+            second_box = (
+                box_iou(poses.boxes[free_high].astype(np.float64), matched).max(1) > self.new_track_iou
+            )
+        for d, second in zip(free_high, second_box, strict=True):
+            if scores[d] < self.new_track_thr or second:
                 continue
             tr = _Track(
                 kalman=BoxKalman(poses.boxes[d], **self._kalman_args),
