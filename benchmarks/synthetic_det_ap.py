@@ -1,9 +1,10 @@
 """COCO box AP of a det_hrnet person detector on a COCO dataset (for example `hrstream synth DIR --coco`).
 
-    python benchmarks/synthetic_det_ap.py DATA_DIR [--model NAME|CONFIG] [--weights NAME|PATH]
+    python benchmarks/synthetic_det_ap.py DATA_DIR [--model NAME|CONFIG] [--weights NAME|PATH] [--flip-test]
 
 DATA_DIR holds images/ and annotations.json. Prints pycocotools' person-box AP, AP .5, AP .75 and AR 100
-(every visible-pixel box is a target, slivers included).
+(every visible-pixel box is a target, slivers included); `--flip-test` fuses each image's boxes with its
+mirror image's, as `detector.flip_test` does in the pipeline.
 """
 
 from __future__ import annotations
@@ -23,10 +24,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("data_dir", type=Path)
     ap.add_argument("--model", default="synthetic_det_hrnet_w18_small_fcos")
     ap.add_argument("--weights", default=None)
+    ap.add_argument("--flip-test", action="store_true", help="fuse with the mirror image's boxes")
     args = ap.parse_args(argv)
     bundle = load_model_bundle(args.model, args.weights, task="det", progress=False)
     metrics = validate_det(
-        bundle.model, args.data_dir / "annotations.json", args.data_dir / "images", device=torch.device("cpu")
+        bundle.model,
+        args.data_dir / "annotations.json",
+        args.data_dir / "images",
+        device=torch.device("cpu"),
+        flip_test=args.flip_test,
     )
     print(json.dumps({k: round(v, 4) for k, v in metrics.items()}))
     return 0

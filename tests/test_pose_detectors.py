@@ -143,3 +143,57 @@ def test_bad_specs(tmp_path):
     bad.write_text(json.dumps([{"image_id": 0, "score": 0.5}]))
     with pytest.raises(InputError, match="entry 0"):
         make_detector(f"file:{bad}")
+
+
+def test_fuse_flipped_weights_both_views_and_halves_lone_boxes():
+    from hrstream.pose import fuse_flipped
+
+    a = torch.tensor([[10.0, 20.0, 50.0, 100.0], [200.0, 20.0, 240.0, 100.0]])
+    sa = torch.tensor([0.8, 0.6])
+    b = torch.tensor([[12.0, 22.0, 52.0, 102.0]])  # the first person again, 2 px off; the second unseen
+    sb = torch.tensor([0.4])
+    boxes, scores = fuse_flipped(a, sa, b, sb, iou_thr=0.6)
+    assert boxes.shape == (2, 4) and scores.tolist() == pytest.approx([0.6, 0.3])
+    # score-weighted mean of the two views' boxes: (0.8 * a + 0.4 * b) / 1.2
+    assert boxes[0].tolist() == pytest.approx([10 + 2 / 3, 20 + 2 / 3, 50 + 2 / 3, 100 + 2 / 3])
+    assert boxes[1].tolist() == pytest.approx(a[1].tolist())
+    # a second box of the same view in the cluster does not enter the mean: only each view's best
+    boxes2, scores2 = fuse_flipped(
+        torch.cat([a[:1], a[:1] + 1]), torch.tensor([0.8, 0.7]), b, sb, iou_thr=0.6
+    )
+    assert len(boxes2) == 1 and boxes2[0].tolist() == pytest.approx(boxes[0].tolist())
+    assert scores2.tolist() == pytest.approx([0.6])
+    empty, none = fuse_flipped(torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, 4), torch.zeros(0))
+    assert empty.shape == (0, 4) and none.shape == (0,)
+
+
+def test_flip_test_detector_sees_a_mirrored_frame_as_the_mirror_image():
+    """The shipped synthetic detector with flip_test on a generated frame and on its mirror image: the two
+    fused sets of boxes are mirror images of each other (x -> W - 1 - x, pixel centres at integers), and the
+    confident fused boxes lie on the single-view boxes."""
+    from hrstream.synth import SynthConfig, generate
+    from hrstream.tasks.model_loading import load_model_bundle
+
+    frame = next(iter(generate(SynthConfig(width=320, height=180, num_frames=1, num_people=(3, 3), seed=11))))
+    model = load_model_bundle("synthetic_det_hrnet_w18_small_fcos", None, task="det", progress=False).model
+    kw = {"score_thr": 0.5, "nms_iou": 0.8, "pixel_edges_at_integers": False}
+    flip = TorchvisionDetector(model, flip_test=True, **kw)
+    plain = TorchvisionDetector(model, **kw)
+    image = frame.image
+    (b, s), (bm, sm) = flip.detect([Frame("s", 0, 0.0, image), Frame("s", 1, 0.0, image[:, ::-1].copy())])
+    assert len(b) >= 2
+    w = image.shape[1]
+    back = np.stack([w - 1 - bm[:, 2], bm[:, 1], w - 1 - bm[:, 0], bm[:, 3]], 1)
+    iou = torchvision.ops.box_iou(torch.from_numpy(b), torch.from_numpy(back)).numpy()
+    assert len(bm) == len(b) and np.all(iou.max(1) > 0.99)
+    assert s == pytest.approx(sm[iou.argmax(1)], abs=1e-4)
+    ((bp, _),) = plain.detect([Frame("s", 0, 0.0, image)])
+    near = torchvision.ops.box_iou(torch.from_numpy(b), torch.from_numpy(bp)).numpy().max(1)
+    assert np.all(near > 0.8)
+
+
+def test_flip_test_is_for_network_detectors():
+    with pytest.raises(ConfigError, match="flip_test"):
+        make_detector("full-frame", flip_test=True)
+    with pytest.raises(ConfigError, match="flip_iou"):
+        TorchvisionDetector(torch.nn.Identity(), flip_iou=0.0)

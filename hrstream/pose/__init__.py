@@ -21,6 +21,7 @@ from hrstream.pose.detectors import (
     FileDetector,
     FullFrameDetector,
     TorchvisionDetector,
+    fuse_flipped,
     make_detector,
 )
 from hrstream.pose.draw import DEFAULT_PALETTE, color_for, draw_poses
@@ -47,6 +48,7 @@ __all__ = [
     "FullFrameDetector",
     "TopDownEstimator",
     "TorchvisionDetector",
+    "fuse_flipped",
     "box_to_center_scale",
     "color_for",
     "crop_batch",

@@ -10,6 +10,9 @@ Specs for :func:`make_detector`:
   ``image_id`` is the frame index; only ``category_id == 1`` (person) is kept.
 * ``fast``: torchvision ``ssdlite320_mobilenet_v3_large`` (COCO); ``accurate``:
   ``fasterrcnn_resnet50_fpn_v2`` (COCO). Weights come from torchvision's weights API and torch's cache.
+
+A torchvision detector can test on the frame and its mirror image (``flip_test``) and fuse the two sets of
+boxes (:func:`fuse_flipped`), as the pose network's flip test does for heatmaps.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ __all__ = [
     "FullFrameDetector",
     "TorchvisionDetector",
     "filter_people",
+    "fuse_flipped",
     "make_detector",
     "torch_cache_path",
 ]
@@ -91,6 +95,48 @@ def filter_people(
     if max_people is not None:
         idx = idx[:max_people]
     return b[idx], s[idx]
+
+
+def fuse_flipped(
+    boxes: torch.Tensor,
+    scores: torch.Tensor,
+    boxes_flip: torch.Tensor,
+    scores_flip: torch.Tensor,
+    iou_thr: float = 0.6,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fuse the detections of a frame (``boxes (n, 4)``, ``scores (n,)``) with those of its mirror image,
+    already mapped back to the frame (``boxes_flip (m, 4)``, ``scores_flip (m,)``); boxes xyxy in pixels.
+
+    Weighted box fusion (Solovyev et al., "Weighted boxes fusion", 2021) over the two views: the union is
+    clustered by NMS at ``iou_thr`` (each kept box and the boxes it suppresses); a cluster's box is the
+    score-weighted mean of the best box of each view in it, its score the mean over the two views (a box
+    found in one view only keeps half its score). Returns ``(boxes (k, 4), scores (k,))`` sorted by score.
+    """
+    b = torch.cat([boxes, boxes_flip]).float()
+    s = torch.cat([scores, scores_flip]).float()
+    view = torch.cat(
+        [torch.zeros(len(boxes), dtype=torch.long), torch.ones(len(boxes_flip), dtype=torch.long)]
+    )
+    if len(b) == 0:
+        return b.reshape(0, 4), s
+    keep = torchvision.ops.nms(b, s, float(iou_thr))
+    member = torchvision.ops.box_iou(b[keep], b) >= iou_thr  # (k, n + m)
+    # best box of each view in each cluster: score where a member of that view, else -1
+    out_b = torch.zeros(len(keep), 4)
+    out_s = torch.zeros(len(keep))
+    for v in (0, 1):
+        masked = torch.where(
+            member & (view == v)[None], s[None], torch.full_like(member, -1.0, dtype=s.dtype)
+        )
+        best_s, best_j = masked.max(1)
+        found = best_s >= 0
+        w = torch.where(found, best_s, torch.zeros_like(best_s))
+        out_b += b[best_j] * w[:, None]
+        out_s += w
+    fused = out_b / out_s.clamp_min(1e-12)[:, None]
+    mean = out_s / 2.0
+    order = torch.argsort(mean, descending=True, stable=True)
+    return fused[order], mean[order]
 
 
 class FullFrameDetector:
@@ -152,7 +198,15 @@ class FileDetector:
 
 
 class TorchvisionDetector:
-    """A torchvision COCO detection model (``model(list of (3, H, W) float in [0, 1]) -> dicts``)."""
+    """A torchvision detection model (``model(list of (3, H, W) float in [0, 1]) -> dicts``), class 1 = person.
+
+    ``flip_test``: also run the mirror image of each frame (in the same batch) and fuse both views' boxes
+    with :func:`fuse_flipped` at ``flip_iou`` before the score threshold, NMS and ``max_people``.
+    ``pixel_edges_at_integers``: the model's box convention, which the mirror must respect. COCO-trained
+    torchvision models have pixel ``c`` spanning ``[c, c + 1)``, so a mirrored ``x`` maps back to ``W - x``;
+    hrstream's ``det_hrnet`` detectors learn boxes with pixel centres at integers (the synthetic truth's
+    convention, and their training flip's), so ``x`` maps back to ``W - 1 - x``.
+    """
 
     def __init__(
         self,
@@ -162,12 +216,20 @@ class TorchvisionDetector:
         nms_iou: float | None = 0.5,
         max_people: int | None = None,
         device: str | torch.device = "cpu",
+        flip_test: bool = False,
+        flip_iou: float = 0.6,
+        pixel_edges_at_integers: bool = True,
     ) -> None:
+        if not 0.0 < flip_iou <= 1.0:
+            raise ConfigError(f"detector flip_iou must be in (0, 1], got {flip_iou}")
         self.device = torch.device(device)
         self.model = model.eval().to(self.device)
         self.score_thr = score_thr
         self.nms_iou = nms_iou
         self.max_people = max_people
+        self.flip_test = bool(flip_test)
+        self.flip_iou = float(flip_iou)
+        self._mirror_width_offset = 0.0 if pixel_edges_at_integers else -1.0
 
     @torch.inference_mode()
     def detect(self, frames: Sequence[Frame]) -> list[Detections]:
@@ -177,14 +239,25 @@ class TorchvisionDetector:
             torch.from_numpy(np.ascontiguousarray(f.image)).to(self.device).permute(2, 0, 1).float() / 255.0
             for f in frames
         ]
-        outs = self.model(inputs)
+        n = len(inputs)
+        outs = self.model(inputs + [x.flip(-1) for x in inputs] if self.flip_test else inputs)
         result = []
-        for out in outs:
+        for i, out in enumerate(outs[:n]):
             person = out["labels"] == PERSON
+            boxes, scores = out["boxes"][person].float().cpu(), out["scores"][person].float().cpu()
+            if self.flip_test:
+                mirror = outs[n + i]
+                pm = mirror["labels"] == PERSON
+                bf = mirror["boxes"][pm].float().cpu()
+                width = inputs[i].shape[-1] + self._mirror_width_offset
+                bf = torch.stack([width - bf[:, 2], bf[:, 1], width - bf[:, 0], bf[:, 3]], 1)
+                boxes, scores = fuse_flipped(
+                    boxes, scores, bf, mirror["scores"][pm].float().cpu(), self.flip_iou
+                )
             result.append(
                 filter_people(
-                    out["boxes"][person].float().cpu().numpy(),
-                    out["scores"][person].float().cpu().numpy(),
+                    boxes.numpy(),
+                    scores.numpy(),
                     score_thr=self.score_thr,
                     nms_iou=self.nms_iou,
                     max_people=self.max_people,
@@ -257,8 +330,10 @@ def make_detector(
     device: str | torch.device = "cpu",
     every_n: int = 1,
     download_timeout_s: float = 30.0,
+    flip_test: bool = False,
 ) -> Detector:
-    """Build a detector from a spec (``full-frame``, ``file:PATH``, ``fast``, ``accurate``).
+    """Build a detector from a spec (``full-frame``, ``file:PATH``, ``fast``, ``accurate``); ``flip_test``
+    (torchvision models only) also runs the mirror image, see :class:`TorchvisionDetector`.
 
     Raises:
         ConfigError: unknown spec or bad option.
@@ -267,6 +342,11 @@ def make_detector(
     """
     if every_n < 1:
         raise ConfigError(f"detector every_n must be >= 1, got {every_n}")
+    if flip_test and spec not in _TORCHVISION:
+        raise ConfigError(
+            f"detector flip_test is for network detectors (fast, accurate, a det_hrnet config), not {spec!r}; "
+            "set detector.flip_test: false"
+        )
     det: Detector
     if spec == "full-frame":
         det = FullFrameDetector()
@@ -277,7 +357,12 @@ def make_detector(
         _ensure_weights(spec, arch, weights, download_timeout_s)
         model = builder(weights=weights)
         det = TorchvisionDetector(
-            model, score_thr=score_thr, nms_iou=nms_iou, max_people=max_people, device=device
+            model,
+            score_thr=score_thr,
+            nms_iou=nms_iou,
+            max_people=max_people,
+            device=device,
+            flip_test=flip_test,
         )
     else:
         raise ConfigError(

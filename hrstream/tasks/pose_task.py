@@ -87,10 +87,11 @@ def build_pose_detector(recipe: dict[str, Any], device: str, *, progress: bool =
         "nms_iou": det.get("nms_iou"),
         "max_people": det.get("max_people"),
         "device": device,
+        "flip_test": bool(det.get("flip_test", False)),
     }
     if _det_config(name):
         bundle = load_model_bundle(name, det.get("weights"), task="det", progress=progress)
-        return TorchvisionDetector(bundle.model, **common)
+        return TorchvisionDetector(bundle.model, pixel_edges_at_integers=False, **common)
     return make_detector(name, **common)
 
 

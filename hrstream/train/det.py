@@ -19,13 +19,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from hrstream.errors import ConfigError, WeightsError
 from hrstream.models.builder import build_model
 from hrstream.models.checkpoints import convert_state_dict, detect_layout, load_weights, read_checkpoint
 from hrstream.models.config import ModelSpec
+from hrstream.pose.detectors import fuse_flipped
 from hrstream.train.common import (
     TrainResult,
     deterministic,
@@ -73,6 +74,18 @@ def _collate(batch: list[Any]) -> tuple[list[torch.Tensor], list[dict[str, torch
     return [b[0] for b in batch], [b[1] for b in batch]
 
 
+def _fuse_mirror(out: dict[str, Tensor], mirror: dict[str, Tensor], width: int) -> dict[str, Tensor]:
+    """One image's person (label 1) detections fused with its mirror image's (pixel centres at integers, as
+    the training flip: ``x -> width - 1 - x``)."""
+    p, pm = out["labels"] == 1, mirror["labels"] == 1
+    bf = mirror["boxes"][pm].float().cpu()
+    bf = torch.stack([width - 1 - bf[:, 2], bf[:, 1], width - 1 - bf[:, 0], bf[:, 3]], 1)
+    boxes, scores = fuse_flipped(
+        out["boxes"][p].float().cpu(), out["scores"][p].float().cpu(), bf, mirror["scores"][pm].float().cpu()
+    )
+    return {"boxes": boxes, "scores": scores, "labels": torch.ones(len(boxes), dtype=torch.int64)}
+
+
 @torch.no_grad()
 def validate_det(
     model: nn.Module,
@@ -81,9 +94,11 @@ def validate_det(
     *,
     device: torch.device,
     batch_size: int = 8,
+    flip_test: bool = False,
 ) -> dict[str, float]:
     """pycocotools ``bbox`` metrics (``AP``, ``AP .5``, ``AP .75``, ``AR 100``) of the person class on a COCO
-    file. The model is left in eval mode."""
+    file; ``flip_test``: fuse each image's boxes with its mirror image's
+    (:func:`hrstream.pose.detectors.fuse_flipped`). The model is left in eval mode."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
@@ -93,7 +108,12 @@ def validate_det(
     results = []
     for start in range(0, len(ds), batch_size):
         idx = range(start, min(start + batch_size, len(ds)))
-        outs = model([ds[i][0].to(device) for i in idx])
+        images = [ds[i][0].to(device) for i in idx]
+        outs = model(images)
+        if flip_test:
+            outs = [_fuse_mirror(out, mirror, im.shape[-1]) for out, mirror, im in zip(
+                outs, model([im.flip(-1) for im in images]), images, strict=True
+            )]  # fmt: skip
         for i, out in zip(idx, outs, strict=True):
             b = out["boxes"].cpu().numpy()
             for (x0, y0, x1, y1), s, lab in zip(
