@@ -108,3 +108,22 @@ def test_detector_seg_without_person_classes_is_a_clear_error(tiny, tmp_path: Pa
     assert r.returncode == 2
     assert "pedestrian" in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_detector_flip_test_with_seg_boxes_is_a_clear_error(tiny, tmp_path: Path) -> None:
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump({"detector": {"flip_test": True}}))
+    r = _run(
+        str(CLIP),
+        "--pipeline",
+        str(recipe),
+        *_models(tiny),
+        "--detector",
+        "seg",
+        "--out",
+        str(tmp_path / "o"),
+    )
+    assert r.returncode == 2
+    assert "flip_test" in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
