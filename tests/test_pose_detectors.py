@@ -13,7 +13,7 @@ import torchvision
 
 from hrstream.errors import ConfigError, InputError, WeightsUnavailableError
 from hrstream.pose import EveryNDetector, FileDetector, TorchvisionDetector, make_detector
-from hrstream.pose.detectors import torch_cache_path
+from hrstream.pose.detectors import mirror_boxes, torch_cache_path
 from hrstream.types import Frame
 
 COCO = Path(__file__).parent / "data" / "coco"
@@ -182,9 +182,9 @@ def test_flip_test_detector_sees_a_mirrored_frame_as_the_mirror_image():
     image = frame.image
     (b, s), (bm, sm) = flip.detect([Frame("s", 0, 0.0, image), Frame("s", 1, 0.0, image[:, ::-1].copy())])
     assert len(b) >= 2
-    w = image.shape[1]
-    back = np.stack([w - 1 - bm[:, 2], bm[:, 1], w - 1 - bm[:, 0], bm[:, 3]], 1)
-    iou = torchvision.ops.box_iou(torch.from_numpy(b), torch.from_numpy(back)).numpy()
+    back = mirror_boxes(torch.from_numpy(bm), image.shape[1] - 1)
+    assert back[:, 0].tolist() == pytest.approx((image.shape[1] - 1 - bm[:, 2]).tolist())
+    iou = torchvision.ops.box_iou(torch.from_numpy(b), back).numpy()
     assert len(bm) == len(b) and np.all(iou.max(1) > 0.99)
     assert s == pytest.approx(sm[iou.argmax(1)], abs=1e-4)
     ((bp, _),) = plain.detect([Frame("s", 0, 0.0, image)])

@@ -44,6 +44,7 @@ __all__ = [
     "filter_people",
     "fuse_flipped",
     "make_detector",
+    "mirror_boxes",
     "torch_cache_path",
 ]
 
@@ -95,6 +96,15 @@ def filter_people(
     if max_people is not None:
         idx = idx[:max_people]
     return b[idx], s[idx]
+
+
+def mirror_boxes(boxes: torch.Tensor, axis: float) -> torch.Tensor:
+    """``(n, 4)`` xyxy boxes of a mirrored image mapped back: ``x -> axis - x`` (``x0`` and ``x1`` swap).
+
+    ``axis`` is ``W`` where pixel ``c`` spans ``[c, c + 1)`` (COCO-trained torchvision models) and ``W - 1``
+    where pixel centres are at integers (hrstream's convention and its detectors' training flip).
+    """
+    return torch.stack([axis - boxes[:, 2], boxes[:, 1], axis - boxes[:, 0], boxes[:, 3]], 1)
 
 
 def fuse_flipped(
@@ -249,8 +259,7 @@ class TorchvisionDetector:
                 mirror = outs[n + i]
                 pm = mirror["labels"] == PERSON
                 bf = mirror["boxes"][pm].float().cpu()
-                width = inputs[i].shape[-1] + self._mirror_width_offset
-                bf = torch.stack([width - bf[:, 2], bf[:, 1], width - bf[:, 0], bf[:, 3]], 1)
+                bf = mirror_boxes(bf, inputs[i].shape[-1] + self._mirror_width_offset)
                 boxes, scores = fuse_flipped(
                     boxes, scores, bf, mirror["scores"][pm].float().cpu(), self.flip_iou
                 )

@@ -26,7 +26,7 @@ from hrstream.errors import ConfigError, WeightsError
 from hrstream.models.builder import build_model
 from hrstream.models.checkpoints import convert_state_dict, detect_layout, load_weights, read_checkpoint
 from hrstream.models.config import ModelSpec
-from hrstream.pose.detectors import fuse_flipped
+from hrstream.pose.detectors import fuse_flipped, mirror_boxes
 from hrstream.train.common import (
     TrainResult,
     deterministic,
@@ -78,8 +78,7 @@ def _fuse_mirror(out: dict[str, Tensor], mirror: dict[str, Tensor], width: int) 
     """One image's person (label 1) detections fused with its mirror image's (pixel centres at integers, as
     the training flip: ``x -> width - 1 - x``)."""
     p, pm = out["labels"] == 1, mirror["labels"] == 1
-    bf = mirror["boxes"][pm].float().cpu()
-    bf = torch.stack([width - 1 - bf[:, 2], bf[:, 1], width - 1 - bf[:, 0], bf[:, 3]], 1)
+    bf = mirror_boxes(mirror["boxes"][pm].float().cpu(), width - 1)
     boxes, scores = fuse_flipped(
         out["boxes"][p].float().cpu(), out["scores"][p].float().cpu(), bf, mirror["scores"][pm].float().cpu()
     )
