@@ -43,6 +43,7 @@ __all__ = [
     "TorchvisionDetector",
     "filter_people",
     "fuse_flipped",
+    "fuse_mirror_outputs",
     "make_detector",
     "mirror_boxes",
     "torch_cache_path",
@@ -149,6 +150,21 @@ def fuse_flipped(
     return fused[order], mean[order]
 
 
+def fuse_mirror_outputs(
+    out: dict[str, torch.Tensor], mirror: dict[str, torch.Tensor], axis: float, iou_thr: float = 0.6
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The person (label 1) boxes and scores of one torchvision output dict fused with those of the output for
+    the mirror image (mapped back by :func:`mirror_boxes` at ``axis``) by :func:`fuse_flipped`, on the CPU."""
+    p, pm = out["labels"] == PERSON, mirror["labels"] == PERSON
+    return fuse_flipped(
+        out["boxes"][p].float().cpu(),
+        out["scores"][p].float().cpu(),
+        mirror_boxes(mirror["boxes"][pm].float().cpu(), axis),
+        mirror["scores"][pm].float().cpu(),
+        iou_thr,
+    )
+
+
 class FullFrameDetector:
     """One person box covering the whole frame, ``(0, 0, W, H)``, score 1."""
 
@@ -253,16 +269,12 @@ class TorchvisionDetector:
         outs = self.model(inputs + [x.flip(-1) for x in inputs] if self.flip_test else inputs)
         result = []
         for i, out in enumerate(outs[:n]):
-            person = out["labels"] == PERSON
-            boxes, scores = out["boxes"][person].float().cpu(), out["scores"][person].float().cpu()
             if self.flip_test:
-                mirror = outs[n + i]
-                pm = mirror["labels"] == PERSON
-                bf = mirror["boxes"][pm].float().cpu()
-                bf = mirror_boxes(bf, inputs[i].shape[-1] + self._mirror_width_offset)
-                boxes, scores = fuse_flipped(
-                    boxes, scores, bf, mirror["scores"][pm].float().cpu(), self.flip_iou
-                )
+                axis = inputs[i].shape[-1] + self._mirror_width_offset
+                boxes, scores = fuse_mirror_outputs(out, outs[n + i], axis, self.flip_iou)
+            else:
+                person = out["labels"] == PERSON
+                boxes, scores = out["boxes"][person].float().cpu(), out["scores"][person].float().cpu()
             result.append(
                 filter_people(
                     boxes.numpy(),

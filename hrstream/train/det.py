@@ -26,7 +26,7 @@ from hrstream.errors import ConfigError, WeightsError
 from hrstream.models.builder import build_model
 from hrstream.models.checkpoints import convert_state_dict, detect_layout, load_weights, read_checkpoint
 from hrstream.models.config import ModelSpec
-from hrstream.pose.detectors import fuse_flipped, mirror_boxes
+from hrstream.pose.detectors import fuse_mirror_outputs
 from hrstream.train.common import (
     TrainResult,
     deterministic,
@@ -77,11 +77,7 @@ def _collate(batch: list[Any]) -> tuple[list[torch.Tensor], list[dict[str, torch
 def _fuse_mirror(out: dict[str, Tensor], mirror: dict[str, Tensor], width: int) -> dict[str, Tensor]:
     """One image's person (label 1) detections fused with its mirror image's (pixel centres at integers, as
     the training flip: ``x -> width - 1 - x``)."""
-    p, pm = out["labels"] == 1, mirror["labels"] == 1
-    bf = mirror_boxes(mirror["boxes"][pm].float().cpu(), width - 1)
-    boxes, scores = fuse_flipped(
-        out["boxes"][p].float().cpu(), out["scores"][p].float().cpu(), bf, mirror["scores"][pm].float().cpu()
-    )
+    boxes, scores = fuse_mirror_outputs(out, mirror, width - 1)
     return {"boxes": boxes, "scores": scores, "labels": torch.ones(len(boxes), dtype=torch.int64)}
 
 
@@ -97,7 +93,7 @@ def validate_det(
 ) -> dict[str, float]:
     """pycocotools ``bbox`` metrics (``AP``, ``AP .5``, ``AP .75``, ``AR 100``) of the person class on a COCO
     file; ``flip_test``: fuse each image's boxes with its mirror image's
-    (:func:`hrstream.pose.detectors.fuse_flipped`). The model is left in eval mode."""
+    (:func:`hrstream.pose.detectors.fuse_mirror_outputs`). The model is left in eval mode."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
