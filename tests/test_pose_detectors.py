@@ -145,7 +145,7 @@ def test_bad_specs(tmp_path):
         make_detector(f"file:{bad}")
 
 
-def test_fuse_flipped_weights_both_views_and_halves_lone_boxes():
+def test_fuse_flipped_pairs_the_views_one_to_one_and_halves_lone_boxes():
     from hrstream.pose import fuse_flipped
 
     a = torch.tensor([[10.0, 20.0, 50.0, 100.0], [200.0, 20.0, 240.0, 100.0]])
@@ -157,12 +157,19 @@ def test_fuse_flipped_weights_both_views_and_halves_lone_boxes():
     # score-weighted mean of the two views' boxes: (0.8 * a + 0.4 * b) / 1.2
     assert boxes[0].tolist() == pytest.approx([10 + 2 / 3, 20 + 2 / 3, 50 + 2 / 3, 100 + 2 / 3])
     assert boxes[1].tolist() == pytest.approx(a[1].tolist())
-    # a second box of the same view in the cluster does not enter the mean: only each view's best
+    # two people who overlap (IoU 0.74), seen in both views: two boxes, each fused with its own partner
+    p, q = torch.tensor([10.0, 20.0, 50.0, 100.0]), torch.tensor([16.0, 20.0, 56.0, 100.0])
+    shift = torch.tensor([1.0, 0.0, 1.0, 0.0])
     boxes2, scores2 = fuse_flipped(
-        torch.cat([a[:1], a[:1] + 1]), torch.tensor([0.8, 0.7]), b, sb, iou_thr=0.6
+        torch.stack([p, q]),
+        torch.tensor([0.9, 0.5]),
+        torch.stack([q + shift, p + shift]),
+        torch.tensor([0.7, 0.9]),
+        iou_thr=0.6,
     )
-    assert len(boxes2) == 1 and boxes2[0].tolist() == pytest.approx(boxes[0].tolist())
-    assert scores2.tolist() == pytest.approx([0.6])
+    assert scores2.tolist() == pytest.approx([0.9, 0.6])
+    assert boxes2[0].tolist() == pytest.approx((p + shift / 2).tolist())
+    assert boxes2[1].tolist() == pytest.approx((q + shift * 0.7 / 1.2).tolist())
     empty, none = fuse_flipped(torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, 4), torch.zeros(0))
     assert empty.shape == (0, 4) and none.shape == (0,)
 
@@ -197,3 +204,15 @@ def test_flip_test_is_for_network_detectors():
         make_detector("full-frame", flip_test=True)
     with pytest.raises(ConfigError, match="flip_iou"):
         TorchvisionDetector(torch.nn.Identity(), flip_iou=0.0)
+
+
+def test_recipe_nms_iou_replaces_the_det_networks_own_nms() -> None:
+    """FCOS runs its own NMS (config NMS_THRESH 0.6) before the recipe's: a looser recipe value must reach it."""
+    from hrstream.tasks.demo import synthetic_recipe
+    from hrstream.tasks.pose_task import build_pose_detector
+
+    recipe = synthetic_recipe()
+    assert recipe["detector"]["nms_iou"] == 0.8
+    assert build_pose_detector(recipe, "cpu", progress=False).model.nms_thresh == pytest.approx(0.8)
+    recipe["detector"]["nms_iou"] = 0.5
+    assert build_pose_detector(recipe, "cpu", progress=False).model.nms_thresh == pytest.approx(0.5)

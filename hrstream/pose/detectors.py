@@ -29,6 +29,7 @@ from urllib.parse import urlparse
 import numpy as np
 import torch
 import torchvision
+from scipy.optimize import linear_sum_assignment
 from torchvision.models import detection as tvdet
 
 from hrstream.errors import ConfigError, InputError, WeightsUnavailableError
@@ -118,34 +119,32 @@ def fuse_flipped(
     """Fuse the detections of a frame (``boxes (n, 4)``, ``scores (n,)``) with those of its mirror image,
     already mapped back to the frame (``boxes_flip (m, 4)``, ``scores_flip (m,)``); boxes xyxy in pixels.
 
-    Weighted box fusion (Solovyev et al., "Weighted boxes fusion", 2021) over the two views: the union is
-    clustered by NMS at ``iou_thr`` (each kept box and the boxes it suppresses); a cluster's box is the
-    score-weighted mean of the best box of each view in it, its score the mean over the two views (a box
-    found in one view only keeps half its score). Returns ``(boxes (k, 4), scores (k,))`` sorted by score.
+    Weighted box fusion (Solovyev et al., "Weighted boxes fusion", 2021) over the two views, one box per view:
+    each box of the frame is paired with at most one box of the mirror (the optimal assignment on IoU,
+    ``scipy.optimize.linear_sum_assignment``; pairs below ``iou_thr`` are not paired). A pair's box is the
+    score-weighted mean of its two boxes, its score their mean; a box without a partner keeps half its score.
+    Two boxes of the same view are never merged: the model's own NMS already kept them apart (two people
+    who overlap). Returns ``(boxes (k, 4), scores (k,))`` sorted by score.
     """
-    b = torch.cat([boxes, boxes_flip]).float()
-    s = torch.cat([scores, scores_flip]).float()
-    view = torch.cat(
-        [torch.zeros(len(boxes), dtype=torch.long), torch.ones(len(boxes_flip), dtype=torch.long)]
-    )
-    if len(b) == 0:
-        return b.reshape(0, 4), s
-    keep = torchvision.ops.nms(b, s, float(iou_thr))
-    member = torchvision.ops.box_iou(b[keep], b) >= iou_thr  # (k, n + m)
-    # best box of each view in each cluster: score where a member of that view, else -1
-    out_b = torch.zeros(len(keep), 4)
-    out_s = torch.zeros(len(keep))
-    for v in (0, 1):
-        masked = torch.where(
-            member & (view == v)[None], s[None], torch.full_like(member, -1.0, dtype=s.dtype)
-        )
-        best_s, best_j = masked.max(1)
-        found = best_s >= 0
-        w = torch.where(found, best_s, torch.zeros_like(best_s))
-        out_b += b[best_j] * w[:, None]
-        out_s += w
-    fused = out_b / out_s.clamp_min(1e-12)[:, None]
-    mean = out_s / 2.0
+    b0, s0 = boxes.float().reshape(-1, 4), scores.float().reshape(-1)
+    b1, s1 = boxes_flip.float().reshape(-1, 4), scores_flip.float().reshape(-1)
+    paired0 = torch.zeros(len(b0), dtype=torch.bool)
+    paired1 = torch.zeros(len(b1), dtype=torch.bool)
+    out_b: list[torch.Tensor] = []
+    out_s: list[torch.Tensor] = []
+    if len(b0) and len(b1):
+        iou = torchvision.ops.box_iou(b0, b1)
+        rows, cols = linear_sum_assignment(iou.numpy(), maximize=True)
+        ok = iou[rows, cols] >= iou_thr
+        r, c = torch.as_tensor(rows)[ok], torch.as_tensor(cols)[ok]
+        w0, w1 = s0[r][:, None], s1[c][:, None]
+        out_b.append((b0[r] * w0 + b1[c] * w1) / (w0 + w1).clamp_min(1e-12))
+        out_s.append((s0[r] + s1[c]) / 2.0)
+        paired0[r] = True
+        paired1[c] = True
+    out_b += [b0[~paired0], b1[~paired1]]
+    out_s += [s0[~paired0] / 2.0, s1[~paired1] / 2.0]
+    fused, mean = torch.cat(out_b), torch.cat(out_s)
     order = torch.argsort(mean, descending=True, stable=True)
     return fused[order], mean[order]
 

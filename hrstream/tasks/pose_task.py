@@ -79,7 +79,8 @@ def _det_config(name: str) -> bool:
 
 def build_pose_detector(recipe: dict[str, Any], device: str, *, progress: bool = True) -> Detector:
     """The recipe's person detector: a ``det_hrnet`` config (its weights from ``detector.weights`` or the
-    registry) or one of :func:`hrstream.pose.make_detector`'s specs."""
+    registry; ``detector.nms_iou`` becomes the network's own NMS threshold) or one of
+    :func:`hrstream.pose.make_detector`'s specs."""
     det = recipe["detector"]
     name = str(det["name"])
     common = {
@@ -91,6 +92,10 @@ def build_pose_detector(recipe: dict[str, Any], device: str, *, progress: bool =
     }
     if _det_config(name):
         bundle = load_model_bundle(name, det.get("weights"), task="det", progress=progress)
+        if common["nms_iou"] is not None:
+            # FCOS's own per-class NMS runs first (per view with the flip test): the recipe's value replaces the
+            # config's NMS_THRESH, or a looser recipe NMS would have no effect
+            bundle.model.nms_thresh = float(common["nms_iou"])
         return TorchvisionDetector(bundle.model, pixel_edges_at_integers=False, **common)
     return make_detector(name, **common)
 
