@@ -55,13 +55,13 @@ def test_pipeline_accuracy_on_a_generated_clip(tmp_path) -> None:
     """The whole HRNet-only pipeline (V2p detector boxes, pose, tracking, smoothing) on a clip never used in
     training.
 
-    Recorded on 10 eight-second clips (docs/accuracy.md): PCK@0.1 0.951 (0.981 on matched people, 0.866 on the
-    worst clip), IDF1 0.889, 16 switches in 2000 frames (at most 6 in a clip, 4 in the next), jitter -58% (-54%
-    on the worst clip). On this clip: PCK@0.1 0.974 (0.983 matched), IDF1 0.982, no switch, jitter -57%. The
-    thresholds keep a margin below those figures (a 4-second clip is noisier).
+    Recorded on 10 eight-second clips (docs/accuracy.md): PCK@0.1 0.952 (0.981 on matched people, 0.867 on the
+    worst clip), IDF1 0.884, 6 switches in 2000 frames (at most 1 in a clip; 16 with the recipe before),
+    jitter -58% (-54% on the worst clip). On this clip: PCK@0.1 0.974 (0.983 matched), IDF1 0.978, no switch,
+    jitter -57%. The thresholds keep a margin below those figures (a 4-second clip is noisier).
 
-    The keypoint error: smoothing lowered it on all 10 evaluation clips (5.39 -> 5.23 px); on this clip the
-    Kalman lag raises it by 0.6% (4.380 -> 4.407 px), as on 2 of the 15 tuning clips earlier, so a single clip
+    The keypoint error: smoothing lowered it on all 10 evaluation clips (5.44 -> 5.27 px); on this clip the
+    Kalman lag raises it by 0.6% (4.381 -> 4.406 px), as on 2 of the 15 tuning clips earlier, so a single clip
     may not rise by more than 1%.
     """
     result = run_demo(tmp_path, seed=7001, seconds=4.0, people=3, device="cpu")
