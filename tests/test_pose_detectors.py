@@ -170,6 +170,9 @@ def test_fuse_flipped_pairs_the_views_one_to_one_and_halves_lone_boxes():
     assert scores2.tolist() == pytest.approx([0.9, 0.6])
     assert boxes2[0].tolist() == pytest.approx((p + shift / 2).tolist())
     assert boxes2[1].tolist() == pytest.approx((q + shift * 0.7 / 1.2).tolist())
+    dot = torch.tensor([[5.0, 5.0, 5.0, 5.0]])  # an empty box in both views is not a pair (IoU 0 / 0)
+    lone, halves = fuse_flipped(dot, torch.tensor([0.8]), dot, torch.tensor([0.6]), iou_thr=0.6)
+    assert len(lone) == 2 and halves.tolist() == pytest.approx([0.4, 0.3])
     empty, none = fuse_flipped(torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, 4), torch.zeros(0))
     assert empty.shape == (0, 4) and none.shape == (0,)
 

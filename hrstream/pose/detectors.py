@@ -133,7 +133,7 @@ def fuse_flipped(
     out_b: list[torch.Tensor] = []
     out_s: list[torch.Tensor] = []
     if len(b0) and len(b1):
-        iou = torchvision.ops.box_iou(b0, b1)
+        iou = torch.nan_to_num(torchvision.ops.box_iou(b0, b1), nan=0.0)  # two empty boxes: 0 / 0
         rows, cols = linear_sum_assignment(iou.numpy(), maximize=True)
         ok = iou[rows, cols] >= iou_thr
         r, c = torch.as_tensor(rows)[ok], torch.as_tensor(cols)[ok]
