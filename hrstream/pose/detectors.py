@@ -42,6 +42,7 @@ __all__ = [
     "FileDetector",
     "FullFrameDetector",
     "TorchvisionDetector",
+    "check_flip_test",
     "filter_people",
     "fuse_flipped",
     "fuse_mirror_outputs",
@@ -341,6 +342,16 @@ def _ensure_weights(spec: str, arch: str, weights: Any, timeout_s: float) -> Non
         socket.setdefaulttimeout(old)
 
 
+def check_flip_test(spec: str, flip_test: bool) -> None:
+    """Raise :class:`ConfigError` when ``flip_test`` is asked of a detector that is no network (``full-frame``,
+    ``file:PATH``, ``seg``): only network detectors can run the mirror image."""
+    if flip_test and spec not in _TORCHVISION:
+        raise ConfigError(
+            f"detector flip_test is for network detectors (fast, accurate, a det_hrnet config), not {spec!r}; "
+            "set detector.flip_test: false"
+        )
+
+
 def make_detector(
     spec: str,
     *,
@@ -362,11 +373,7 @@ def make_detector(
     """
     if every_n < 1:
         raise ConfigError(f"detector every_n must be >= 1, got {every_n}")
-    if flip_test and spec not in _TORCHVISION:
-        raise ConfigError(
-            f"detector flip_test is for network detectors (fast, accurate, a det_hrnet config), not {spec!r}; "
-            "set detector.flip_test: false"
-        )
+    check_flip_test(spec, flip_test)
     det: Detector
     if spec == "full-frame":
         det = FullFrameDetector()

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hrstream.errors import ConfigError
 from hrstream.io.base import Source
+from hrstream.pose.detectors import check_flip_test
 from hrstream.runtime import InferenceEngine, Pipeline
 from hrstream.tasks.model_loading import ModelBundle, load_model_bundle
 from hrstream.tasks.outputs import JobOutputs
@@ -207,10 +207,7 @@ def prepare(task: str, recipe: dict[str, Any], out_dir: str | Path, *, progress:
         seg_engine = _engine(seg_bundle, rt)
     if det["name"] == "seg":
         assert seg_bundle is not None
-        if det.get("flip_test"):
-            raise ConfigError(
-                "detector flip_test is for network detectors, not --detector seg; set detector.flip_test: false"
-            )
+        check_flip_test("seg", bool(det.get("flip_test")))
         detector: Any = SegPersonDetector(
             seg_bundle.meta["classes"],
             det.get("seg_classes") or ["person", "rider"],
