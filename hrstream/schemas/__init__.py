@@ -81,7 +81,16 @@ def _check_tracks(doc: dict[str, Any], label: str) -> None:
             raise _fail(label, "tracks", where, f"track_id {tr['track_id']} appears twice")
         seen.add(tr["track_id"])
         n = len(tr["frames"])
-        for key in ("times", "boxes", "box_scores", "keypoints", "scores", "smoothed", "smoothed_offline"):
+        for key in (
+            "times",
+            "boxes",
+            "box_scores",
+            "keypoints",
+            "scores",
+            "smoothed",
+            "smoothed_offline",
+            "online_ids",
+        ):
             if key in tr and len(tr[key]) != n:
                 raise _fail(label, "tracks", f"{where}.{key}", f"{len(tr[key])} entries for {n} frames")
         if any(b <= a for a, b in zip(tr["frames"], tr["frames"][1:], strict=False)):

@@ -28,6 +28,7 @@ from hrstream.tasks.pose_task import (
     TrackStage,
     build_pose_detector,
     build_pose_estimator,
+    repair_params,
 )
 from hrstream.tasks.seg_task import (
     SegDrawStage,
@@ -91,6 +92,7 @@ class PreparedTask:
         pose_kw: dict[str, Any] = {
             "tracks": bool(sinks.get("tracks", False)),
             "savgol_window_s": None if live else self.recipe["smoother"].get("tracks_savgol_window_s"),
+            "track_repair": None if live else repair_params(self.recipe["tracker"]),
             "model": model,
             "meta": self.bundle.meta,
         }

@@ -22,6 +22,8 @@ import numpy as np
 from hrstream.io import IMAGE_EXTENSIONS, JsonlWriter, SourceInfo, output_path, write_json_atomic
 from hrstream.io.video_writer import VideoWriter
 from hrstream.track import savgol_smooth_track
+from hrstream.track.appearance import clear_view_histograms
+from hrstream.track.repair import RepairParams, repair_tracks
 from hrstream.types import FrameResult
 
 __all__ = ["JobOutputs", "frame_record", "source_metadata"]
@@ -86,10 +88,18 @@ def frame_record(result: FrameResult, extra: dict[str, Any] | None = None) -> di
 
 
 class _TrackLog:
-    """Per-track lists that become the tracks document."""
+    """Per-track lists that become the tracks document.
 
-    def __init__(self) -> None:
+    With ``repair`` (files only), the torso histogram of every tracked person seen clear of the others is
+    kept (``float16``, 384 bytes per person and frame) so that :func:`hrstream.track.repair.repair_tracks`
+    can cut and join the tracks by clothing when the document is made.
+    """
+
+    def __init__(self, repair: RepairParams | None = None, fps: float | None = None) -> None:
         self.tracks: dict[int, dict[str, list]] = {}
+        self.repair = repair if (repair is not None and fps and fps > 0) else None
+        self.fps = float(fps or 0.0)
+        self.views: dict[tuple[int, int], np.ndarray] = {}
 
     def add(self, result: FrameResult) -> None:
         p = result.poses
@@ -114,18 +124,29 @@ class _TrackLog:
             tr["keypoints"].append(_r(raw))
             tr["scores"].append(np.round(p.keypoint_scores[i].astype(np.float64), 4).tolist())
             tr["smoothed"].append(_r(p.keypoints[i]))
+        if self.repair is not None and (p.track_ids >= 0).any():
+            sel = np.flatnonzero(p.track_ids >= 0)
+            raw_all = p.raw_keypoints if p.raw_keypoints is not None else p.keypoints
+            hists = clear_view_histograms(
+                result.frame.image, p.boxes[sel], raw_all[sel], p.keypoint_scores[sel]
+            )
+            for i, h in zip(sel.tolist(), hists, strict=True):
+                if h is not None:
+                    self.views[(int(p.track_ids[i]), int(result.frame.index))] = h.astype(np.float16)
 
     def document(self, savgol_window_s: float | None) -> list[dict[str, Any]]:
+        tracks: list[dict[str, Any]] = [{"track_id": tid, **self.tracks[tid]} for tid in sorted(self.tracks)]
+        if self.repair is not None:
+            views = {k: v.astype(np.float32) for k, v in self.views.items()}
+            tracks = repair_tracks(tracks, views, self.fps, self.repair)
         out = []
-        for tid in sorted(self.tracks):
-            tr = self.tracks[tid]
-            doc: dict[str, Any] = {"track_id": tid, **tr}
-            times = np.asarray([np.nan if t is None else t for t in tr["times"]], np.float64)
+        for doc in tracks:
+            times = np.asarray([np.nan if t is None else t for t in doc["times"]], np.float64)
             if savgol_window_s and len(times) >= 3 and np.all(np.isfinite(times)):
                 sg = savgol_smooth_track(
                     times,
-                    np.asarray(tr["keypoints"], np.float32),
-                    np.asarray(tr["scores"], np.float32),
+                    np.asarray(doc["keypoints"], np.float32),
+                    np.asarray(doc["scores"], np.float32),
                     window_s=savgol_window_s,
                 )
                 doc["smoothed_offline"] = _r(sg)
@@ -171,6 +192,8 @@ class JobOutputs:
         video, jsonl, tracks: which files to write; ``preset``: libx264 speed preset.
         audio_source: a file whose audio is passed through into the video.
         progress: a callable ``progress(n_frames_done)`` (the CLI's progress bar), or ``None``.
+        track_repair: cut and join the pose tracks by clothing before the tracks document is written
+            (:mod:`hrstream.track.repair`; files: needs the source's frame rate), or ``None``.
     """
 
     def __init__(
@@ -189,6 +212,7 @@ class JobOutputs:
         savgol_window_s: float | None = None,
         record_extra: Any = None,
         progress: Any = None,
+        track_repair: RepairParams | None = None,
     ) -> None:
         self.info = info
         self.model = model
@@ -225,7 +249,7 @@ class JobOutputs:
             # which the appending writer would otherwise keep in front of the new ones
             self.paths["jsonl"].unlink(missing_ok=True)
             self._jsonl = JsonlWriter(self.paths["jsonl"])
-        self._tracks = _TrackLog() if (tracks and "pose" in task) else None
+        self._tracks = _TrackLog(track_repair, info.fps) if (tracks and "pose" in task) else None
         if self._tracks is not None:
             self.paths["tracks"] = output_path(out_dir, name, ".tracks.json")
 

@@ -25,6 +25,7 @@ from hrstream.pose.detectors import DETECTOR_SPECS, Detector, TorchvisionDetecto
 from hrstream.runtime import InferenceEngine
 from hrstream.tasks.model_loading import load_model_bundle
 from hrstream.track import KeypointSmoother, PoseTracker, make_smoother
+from hrstream.track.repair import RepairParams
 from hrstream.types import Frame, FrameResult, Poses, SegMap
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "TrackStage",
     "build_pose_estimator",
     "build_pose_detector",
+    "repair_params",
 ]
 
 log = logging.getLogger(__name__)
@@ -189,6 +191,30 @@ class PoseInferStage:
             w.poses = p
             w.timings["infer"] = dt
         return batch
+
+
+def repair_params(tracker: dict[str, Any]) -> RepairParams | None:
+    """The recipe's ``tracker.repair`` section as :class:`RepairParams`, or ``None`` when it is off (or the
+    tracker is)."""
+    rep = tracker.get("repair") or {}
+    if not (tracker.get("enabled") and rep.get("enabled")):
+        return None
+    try:
+        params = RepairParams(
+            cut_distance=float(rep["cut_distance"]),
+            join_distance=float(rep["join_distance"]),
+            max_gap_s=float(rep["max_gap_s"]),
+        )
+    except (KeyError, TypeError, ValueError) as e:
+        raise ConfigError(
+            f"tracker.repair: {e!r}; give cut_distance, join_distance and max_gap_s as numbers"
+        ) from None
+    if not (0 < params.join_distance <= 1 and 0 < params.cut_distance <= 1 and params.max_gap_s >= 0):
+        raise ConfigError(
+            "tracker.repair: need 0 < join_distance <= 1, 0 < cut_distance <= 1 and max_gap_s >= 0; "
+            f"got {params.join_distance}, {params.cut_distance}, {params.max_gap_s}"
+        )
+    return params
 
 
 class TrackStage:

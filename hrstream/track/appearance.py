@@ -11,7 +11,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-__all__ = ["HIST_BINS", "appearance_distance", "box_histograms"]
+from hrstream.track.geometry import box_iou
+
+__all__ = ["HIST_BINS", "appearance_distance", "box_histograms", "clear_view_histograms"]
 
 #: HSV bins (hue, saturation, value).
 HIST_BINS: tuple[int, int, int] = (12, 4, 4)
@@ -99,3 +101,49 @@ def appearance_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
             if b[j].any():
                 d[i, j] = cv2.compareHist(a[i], b[j], cv2.HISTCMP_BHATTACHARYYA)
     return d
+
+
+def clear_view_histograms(
+    image: np.ndarray,
+    boxes: np.ndarray,
+    keypoints: np.ndarray,
+    keypoint_scores: np.ndarray,
+    *,
+    keypoint_thr: float = 0.3,
+    alone_iou: float = 0.1,
+    border: float = 2.0,
+) -> list[np.ndarray | None]:
+    """Torso histograms of the people seen clear of everyone else, for comparing a track with itself later.
+
+    A person is seen clear when their box overlaps no other box of ``boxes`` by IoU ``alone_iou`` or more,
+    and their shoulders and hips all score at least ``keypoint_thr`` and lie at least ``border`` pixels
+    inside the frame; then the histogram is taken inside the torso quad (as :func:`box_histograms`).
+
+    Args:
+        image: ``uint8 (H, W, 3)`` RGB frame.
+        boxes: ``(n, 4)`` xyxy; ``keypoints``: ``(n, 17, 2)`` COCO poses; ``keypoint_scores``: ``(n, 17)``.
+
+    Returns:
+        Per person, a ``float32 (prod(HIST_BINS),)`` histogram summing to 1, or ``None`` (not seen clear).
+    """
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    n = len(b)
+    if n == 0:
+        return []
+    h, w = image.shape[:2]
+    overlap = box_iou(b, b)
+    np.fill_diagonal(overlap, 0.0)
+    torso = np.asarray(keypoints, np.float64).reshape(n, -1, 2)[:, list(_TORSO)]
+    confident = np.all(np.asarray(keypoint_scores).reshape(n, -1)[:, list(_TORSO)] >= keypoint_thr, axis=1)
+    inside = np.all(
+        (torso[..., 0] >= border)
+        & (torso[..., 0] <= w - 1 - border)
+        & (torso[..., 1] >= border)
+        & (torso[..., 1] <= h - 1 - border),
+        axis=1,
+    )
+    clear = confident & inside & (overlap.max(1) < alone_iou)
+    if not clear.any():
+        return [None] * n
+    hsv = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2HSV)
+    return [_torso_hist(hsv, torso[i]) if clear[i] else None for i in range(n)]

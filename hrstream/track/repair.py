@@ -57,7 +57,7 @@ class RepairParams:
         max_speed: box heights per second a person may move while unseen (plus half a height).
     """
 
-    cut_distance: float = 0.6
+    cut_distance: float = 0.8
     join_distance: float = 0.5
     window: int = 10
     min_views: int = 3
@@ -143,7 +143,9 @@ def repair_tracks(
     views_of: list[list[tuple[int, np.ndarray]]] = []
     for i, t in enumerate(tracks):
         tid = int(t["track_id"])
-        views = [(r, clear_views[(tid, int(f))]) for r, f in enumerate(t["frames"]) if (tid, int(f)) in clear_views]
+        views = [
+            (r, clear_views[(tid, int(f))]) for r, f in enumerate(t["frames"]) if (tid, int(f)) in clear_views
+        ]
         views_of.append(views)
         pieces += [_Piece(i, lo, hi) for lo, hi in _cut(boxes[i], views, 0, len(t["frames"]) - 1, p)]
     n_cuts = len(pieces) - len(tracks)
@@ -211,8 +213,9 @@ def _assemble(tracks: list[dict[str, Any]], chain: list[_Piece], track_id: int) 
     doc[ONLINE_IDS] = [
         x
         for pc in chain
-        for x in (tracks[pc.src].get(ONLINE_IDS) or [int(tracks[pc.src]["track_id"])] * len(tracks[pc.src]["frames"]))[
-            pc.lo : pc.hi + 1
-        ]
+        for x in (
+            tracks[pc.src].get(ONLINE_IDS)
+            or [int(tracks[pc.src]["track_id"])] * len(tracks[pc.src]["frames"])
+        )[pc.lo : pc.hi + 1]
     ]
     return doc

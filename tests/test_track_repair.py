@@ -1,0 +1,154 @@
+"""Offline track repair (hrstream.track.repair): cut tracks where they pass to another person, join the pieces
+of one person, by the colour of their clothing on frames where they stand clear of the others."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from hrstream.errors import ConfigError
+from hrstream.tasks.pose_task import repair_params
+from hrstream.track.appearance import clear_view_histograms
+from hrstream.track.repair import RepairParams, repair_tracks
+
+W, H, FPS = 320, 240, 10.0
+SHIRTS = {"red": (200, 30, 30), "blue": (30, 60, 200), "green": (30, 170, 60)}
+
+
+def _person(x: float) -> tuple[list[float], np.ndarray]:
+    """Box and COCO keypoints (torso quad at the shirt's corners) of a person centred at column ``x``."""
+    x0, y0, x1, y1 = x - 20, 60, x + 20, 200
+    k = np.zeros((17, 2), np.float32)
+    k[:, 0], k[:, 1] = x, np.linspace(y0 + 5, y1 - 5, 17)
+    k[5], k[6], k[11], k[12] = (x0 + 2, y0 + 22), (x1 - 2, y0 + 22), (x0 + 4, y0 + 78), (x1 - 4, y0 + 78)
+    return [x0, y0, x1, y1], k
+
+
+def _render(people: list[tuple[str, float]]) -> np.ndarray:
+    """A frame with the people drawn in order (the last in front)."""
+    img = np.full((H, W, 3), 128, np.uint8)
+    for shirt, x in people:
+        (x0, y0, x1, y1), _ = _person(x)
+        x0, x1 = int(x0), int(x1)
+        img[y0 + 20 : y0 + 80, x0:x1] = SHIRTS[shirt]
+        img[y0 + 80 : y1, x0 + 5 : x1 - 5] = (40, 40, 40)
+        img[y0 : y0 + 20, x0 + 10 : x1 - 10] = (220, 170, 140)
+    return img
+
+
+def _tracks_and_views(
+    frames: list[list[tuple[int, str, float]]],
+) -> tuple[list[dict[str, Any]], dict[tuple[int, int], np.ndarray], dict[tuple[int, int], str]]:
+    """Online tracks, clear views and the truth (``(track_id, frame) -> shirt``) from per-frame lists of
+    ``(online track id, shirt, x)``."""
+    tracks: dict[int, dict[str, list]] = {}
+    views: dict[tuple[int, int], np.ndarray] = {}
+    truth: dict[tuple[int, int], str] = {}
+    for f, people in enumerate(frames):
+        img = _render([(s, x) for _, s, x in people])
+        boxes, kps = zip(*[_person(x) for _, _, x in people], strict=True) if people else ((), ())
+        hists = clear_view_histograms(
+            img, np.asarray(boxes).reshape(-1, 4), np.asarray(kps).reshape(-1, 17, 2), np.ones((len(people), 17))
+        )
+        for (tid, shirt, _), box, h in zip(people, boxes, hists, strict=True):
+            tr = tracks.setdefault(tid, {"frames": [], "times": [], "boxes": []})
+            tr["frames"].append(f)
+            tr["times"].append(f / FPS)
+            tr["boxes"].append(box)
+            truth[(tid, f)] = shirt
+            if h is not None:
+                views[(tid, f)] = h
+    return [{"track_id": t, **v} for t, v in sorted(tracks.items())], views, truth
+
+
+def _shirts_per_track(repaired: list[dict[str, Any]], truth: dict[tuple[int, int], str]) -> dict[int, set[str]]:
+    return {
+        t["track_id"]: {truth[(o, f)] for o, f in zip(t["online_ids"], t["frames"], strict=True)} for t in repaired
+    }
+
+
+def test_clear_views_only_for_people_standing_clear_and_inside_the_frame():
+    img = _render([("red", 60), ("blue", 150), ("green", 165), ("red", 310)])
+    boxes, kps = zip(*[_person(x) for x in (60, 150, 165, 310)], strict=True)
+    scores = np.ones((4, 17))
+    scores[0, 11] = 0.1  # a hip not seen: no clear view of the first
+    hists = clear_view_histograms(img, np.asarray(boxes), np.asarray(kps), scores)
+    assert hists[0] is None  # torso not confident
+    assert hists[1] is None and hists[2] is None  # overlapping each other
+    assert hists[3] is None  # torso reaching out of the frame
+    alone = clear_view_histograms(img, np.asarray(boxes[:1]), np.asarray(kps[:1]), np.ones((1, 17)))
+    assert alone[0] is not None and np.isclose(alone[0].sum(), 1.0)
+    assert clear_view_histograms(img, np.zeros((0, 4)), np.zeros((0, 17, 2)), np.zeros((0, 17))) == []
+
+
+def test_tracks_swapped_at_a_crossing_are_cut_and_joined_back():
+    # red walks right, blue walks left; they overlap on frames 10-15 and the online tracks swap on frame 13
+    frames = []
+    for f in range(26):
+        xr, xb = 40 + 9 * f, 280 - 9 * f
+        frames.append([(1 if f < 13 else 2, "red", xr), (2 if f < 13 else 1, "blue", xb)])
+    tracks, views, truth = _tracks_and_views(frames)
+    assert _shirts_per_track(
+        [{**t, "online_ids": [t["track_id"]] * len(t["frames"])} for t in tracks], truth
+    ) == {1: {"red", "blue"}, 2: {"red", "blue"}}
+    repaired = repair_tracks(tracks, views, FPS)
+    shirts = _shirts_per_track(repaired, truth)
+    assert sorted(map(sorted, shirts.values())) == [["blue"], ["red"]]
+    for t in repaired:  # every frame kept once, in order
+        assert t["frames"] == sorted(set(t["frames"])) and len(t["frames"]) == 26
+        assert len(t["times"]) == len(t["boxes"]) == len(t["online_ids"]) == 26
+
+
+def test_a_person_back_after_an_occlusion_gets_their_track_back_and_a_stranger_does_not():
+    # red walks, is hidden on frames 12-29 and comes back as online track 3; green appears on frame 30 far
+    # away (online track 4); blue walks throughout
+    frames = []
+    for f in range(45):
+        people = [(2, "blue", 290 - 2 * f)]
+        if f < 12 or f >= 30:
+            people.append((1 if f < 12 else 3, "red", 30 + 3 * f))
+        if f >= 30:
+            people.append((4, "green", 40))
+        frames.append(people)
+    tracks, views, truth = _tracks_and_views(frames)
+    repaired = repair_tracks(tracks, views, FPS)
+    by_id = {t["track_id"]: t for t in repaired}
+    assert sorted(by_id) == [1, 2, 4]
+    assert by_id[1]["online_ids"] == [1] * 12 + [3] * 15 and by_id[1]["frames"] == [*range(12), *range(30, 45)]
+    assert _shirts_per_track(repaired, truth) == {1: {"red"}, 2: {"blue"}, 4: {"green"}}
+    # out of reach: a gap longer than max_gap_s leaves the pieces apart
+    apart = repair_tracks(tracks, views, FPS, RepairParams(max_gap_s=1.0))
+    assert sorted(t["track_id"] for t in apart) == [1, 2, 3, 4]
+
+
+def test_a_track_that_passes_to_another_person_is_cut_and_the_rest_gets_a_new_id():
+    # online track 1 follows red until red leaves on frame 15, then takes green who enters at the same place
+    frames = [[(1, "red" if f < 15 else "green", 100 + 2 * f)] for f in range(30)]
+    tracks, views, truth = _tracks_and_views(frames)
+    repaired = repair_tracks(tracks, views, FPS)
+    assert [(t["track_id"], t["frames"][0], len(t["frames"])) for t in repaired] == [(1, 0, 15), (2, 15, 15)]
+    assert _shirts_per_track(repaired, truth) == {1: {"red"}, 2: {"green"}}
+    assert repaired[1]["online_ids"] == [1] * 15
+
+
+def test_one_person_stays_one_track_and_nothing_means_nothing():
+    frames = [[(5, "blue", 60 + 4 * f)] for f in range(30)]
+    tracks, views, _ = _tracks_and_views(frames)
+    (t,) = repair_tracks(tracks, views, FPS)
+    assert t["track_id"] == 5 and t["frames"] == list(range(30)) and t["online_ids"] == [5] * 30
+    assert repair_tracks([], {}, FPS) == []
+    (bare,) = repair_tracks(tracks, {}, FPS)  # no clear view: nothing to compare, nothing changes
+    assert bare["frames"] == list(range(30))
+
+
+def test_recipe_section_gives_params_or_none_and_names_bad_values():
+    section = {"enabled": True, "repair": {"enabled": True, "cut_distance": 0.8, "join_distance": 0.5, "max_gap_s": 4}}
+    assert repair_params(section) == RepairParams(cut_distance=0.8, join_distance=0.5, max_gap_s=4.0)
+    assert repair_params({**section, "enabled": False}) is None
+    assert repair_params({"enabled": True, "repair": {**section["repair"], "enabled": False}}) is None
+    with pytest.raises(ConfigError, match="tracker.repair: need 0 < join_distance"):
+        repair_params({"enabled": True, "repair": {**section["repair"], "join_distance": 2}})
+    with pytest.raises(ConfigError, match="tracker.repair"):
+        repair_params({"enabled": True, "repair": {**section["repair"], "max_gap_s": "long"}})
