@@ -52,13 +52,14 @@ def test_shipped_models_load_strictly_offline(
 
 
 def test_pipeline_accuracy_on_a_generated_clip(tmp_path) -> None:
-    """The whole HRNet-only pipeline (V2p detector boxes, pose, tracking, smoothing) on a clip never used in
-    training.
+    """The whole HRNet-only pipeline (V2p detector boxes, pose, tracking, track repair, smoothing) on a clip
+    never used in training.
 
     Recorded on 10 eight-second clips (docs/accuracy.md): PCK@0.1 0.952 (0.981 on matched people, 0.867 on the
-    worst clip), IDF1 0.884, 6 switches in 2000 frames (at most 1 in a clip; 16 with the recipe before),
-    jitter -58% (-54% on the worst clip). On this clip: PCK@0.1 0.974 (0.983 matched), IDF1 0.978, no switch,
-    jitter -57%. The thresholds keep a margin below those figures (a 4-second clip is noisier).
+    worst clip), IDF1 0.946 (0.859 on the worst clip; 0.884 with the online identities, before the repair),
+    9 switches in 2000 frames (at most 3 in a clip), jitter -58% (-54% on the worst clip). On this clip: PCK@0.1
+    0.974 (0.983 matched), IDF1 0.978, no switch, jitter -57%. The thresholds keep a margin below those figures
+    (a 4-second clip is noisier); IDF1 is held to the 0.90 target.
 
     The keypoint error: smoothing lowered it on all 10 evaluation clips (5.44 -> 5.27 px); on this clip the
     Kalman lag raises it by 0.6% (4.381 -> 4.406 px), as on 2 of the 15 tuning clips earlier, so a single clip
@@ -68,7 +69,7 @@ def test_pipeline_accuracy_on_a_generated_clip(tmp_path) -> None:
     m = result.metrics
     assert m["pck"]["visible"]["0.1"] >= 0.90
     assert m["pck_matched"]["visible"]["0.1"] >= 0.95
-    assert m["mot"]["idf1"] >= 0.80
+    assert m["mot"]["idf1"] >= 0.90
     assert m["mot"]["id_switches"] <= 3
     jit = m["jitter"]
     assert jit["reduction"] >= 0.45  # smoothing reduces jitter ...

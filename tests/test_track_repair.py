@@ -50,7 +50,10 @@ def _tracks_and_views(
         img = _render([(s, x) for _, s, x in people])
         boxes, kps = zip(*[_person(x) for _, _, x in people], strict=True) if people else ((), ())
         hists = clear_view_histograms(
-            img, np.asarray(boxes).reshape(-1, 4), np.asarray(kps).reshape(-1, 17, 2), np.ones((len(people), 17))
+            img,
+            np.asarray(boxes).reshape(-1, 4),
+            np.asarray(kps).reshape(-1, 17, 2),
+            np.ones((len(people), 17)),
         )
         for (tid, shirt, _), box, h in zip(people, boxes, hists, strict=True):
             tr = tracks.setdefault(tid, {"frames": [], "times": [], "boxes": []})
@@ -63,9 +66,12 @@ def _tracks_and_views(
     return [{"track_id": t, **v} for t, v in sorted(tracks.items())], views, truth
 
 
-def _shirts_per_track(repaired: list[dict[str, Any]], truth: dict[tuple[int, int], str]) -> dict[int, set[str]]:
+def _shirts_per_track(
+    repaired: list[dict[str, Any]], truth: dict[tuple[int, int], str]
+) -> dict[int, set[str]]:
     return {
-        t["track_id"]: {truth[(o, f)] for o, f in zip(t["online_ids"], t["frames"], strict=True)} for t in repaired
+        t["track_id"]: {truth[(o, f)] for o, f in zip(t["online_ids"], t["frames"], strict=True)}
+        for t in repaired
     }
 
 
@@ -116,7 +122,10 @@ def test_a_person_back_after_an_occlusion_gets_their_track_back_and_a_stranger_d
     repaired = repair_tracks(tracks, views, FPS)
     by_id = {t["track_id"]: t for t in repaired}
     assert sorted(by_id) == [1, 2, 4]
-    assert by_id[1]["online_ids"] == [1] * 12 + [3] * 15 and by_id[1]["frames"] == [*range(12), *range(30, 45)]
+    assert by_id[1]["online_ids"] == [1] * 12 + [3] * 15 and by_id[1]["frames"] == [
+        *range(12),
+        *range(30, 45),
+    ]
     assert _shirts_per_track(repaired, truth) == {1: {"red"}, 2: {"blue"}, 4: {"green"}}
     # out of reach: a gap longer than max_gap_s leaves the pieces apart
     apart = repair_tracks(tracks, views, FPS, RepairParams(max_gap_s=1.0))
@@ -144,7 +153,10 @@ def test_one_person_stays_one_track_and_nothing_means_nothing():
 
 
 def test_recipe_section_gives_params_or_none_and_names_bad_values():
-    section = {"enabled": True, "repair": {"enabled": True, "cut_distance": 0.8, "join_distance": 0.5, "max_gap_s": 4}}
+    section = {
+        "enabled": True,
+        "repair": {"enabled": True, "cut_distance": 0.8, "join_distance": 0.5, "max_gap_s": 4},
+    }
     assert repair_params(section) == RepairParams(cut_distance=0.8, join_distance=0.5, max_gap_s=4.0)
     assert repair_params({**section, "enabled": False}) is None
     assert repair_params({"enabled": True, "repair": {**section["repair"], "enabled": False}}) is None
@@ -152,3 +164,45 @@ def test_recipe_section_gives_params_or_none_and_names_bad_values():
         repair_params({"enabled": True, "repair": {**section["repair"], "join_distance": 2}})
     with pytest.raises(ConfigError, match="tracker.repair"):
         repair_params({"enabled": True, "repair": {**section["repair"], "max_gap_s": "long"}})
+
+
+def test_job_outputs_write_repaired_tracks_and_keep_online_ids_in_jsonl(tmp_path):
+    """The sink keeps clear views while frames pass and writes the repaired tracks; the JSONL keeps the
+    online IDs (what the video showed)."""
+    import json
+    from fractions import Fraction
+
+    from hrstream.io.base import SourceInfo
+    from hrstream.schemas import validate
+    from hrstream.tasks.outputs import JobOutputs
+    from hrstream.types import Frame, FrameResult, Poses
+
+    info = SourceInfo("cross", W, H, FPS, Fraction(1, 10), 2.6, 26, 0, False, False, "h264", "cross.mp4")
+    model = {"name": "test", "architecture": "synth", "width": None, "weights": None, "weights_sha256": None,
+             "trained_on": None}  # fmt: skip
+    out = JobOutputs(
+        tmp_path, info, model=model, meta={"keypoint_names": [f"k{i}" for i in range(17)], "skeleton": []},
+        task="pose", video=False, track_repair=RepairParams(),
+    )  # fmt: skip
+    for f in range(26):  # the crossing of the test above: online IDs swap on frame 13
+        people = [(1 if f < 13 else 2, "red", 40 + 9 * f), (2 if f < 13 else 1, "blue", 280 - 9 * f)]
+        img = _render([(s, x) for _, s, x in people])
+        boxes, kps = zip(*[_person(x) for _, _, x in people], strict=True)
+        poses = Poses(
+            boxes=np.asarray(boxes, np.float32),
+            box_scores=np.full(2, 0.9, np.float32),
+            keypoints=np.asarray(kps, np.float32),
+            keypoint_scores=np.full((2, 17), 0.9, np.float32),
+            track_ids=np.asarray([p[0] for p in people], np.int64),
+        )
+        frame = Frame("cross", f, f / FPS, img, pts=f, time_base=Fraction(1, 10))
+        out.write((FrameResult(frame, poses=poses), img))
+    out.close()
+    doc = json.loads(out.paths["tracks"].read_text())
+    validate(doc, "tracks")
+    red_x0 = {t["track_id"]: [b[0] for b in t["boxes"]] for t in doc["tracks"]}
+    assert sorted(red_x0) == [1, 2]
+    assert red_x0[1] == [40 + 9 * f - 20 for f in range(26)]  # track 1 follows red throughout
+    assert doc["tracks"][0]["online_ids"] == [1] * 13 + [2] * 13
+    records = [json.loads(x) for x in out.paths["jsonl"].read_text().splitlines()]
+    assert [p["track_id"] for p in records[20]["people"]] == [2, 1]

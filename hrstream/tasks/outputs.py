@@ -138,7 +138,14 @@ class _TrackLog:
         tracks: list[dict[str, Any]] = [{"track_id": tid, **self.tracks[tid]} for tid in sorted(self.tracks)]
         if self.repair is not None:
             views = {k: v.astype(np.float32) for k, v in self.views.items()}
-            tracks = repair_tracks(tracks, views, self.fps, self.repair)
+            try:
+                tracks = repair_tracks(tracks, views, self.fps, self.repair)
+            except Exception as e:  # the online tracks are still worth writing
+                log.warning(
+                    "track repair failed (%s: %s); the tracks document keeps the online tracks",
+                    type(e).__name__,
+                    e,
+                )
         out = []
         for doc in tracks:
             times = np.asarray([np.nan if t is None else t for t in doc["times"]], np.float64)
