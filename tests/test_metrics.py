@@ -222,3 +222,33 @@ def test_eval_command_scores_files_and_rejects_mixed_inputs(tmp_path: Path, trut
     assert res.exit_code == 1 and "two folders" in res.output
     res = CliRunner().invoke(eval_command, [str(tmp_path / "p"), str(tmp_path / "t")])
     assert res.exit_code == 0 and "OVERALL" in res.output
+
+
+def test_online_identities_of_repaired_tracks_are_scored_on_request(tmp_path: Path, truth: dict) -> None:
+    """A repaired tracks document carries the online tracker's per-frame IDs (`online_ids`): `identities=
+    "online"` scores those (what the JSONL and video showed), the default the repaired track IDs."""
+    from click.testing import CliRunner
+
+    from hrstream.metrics.command import eval_command
+
+    pred = _pred(truth)
+    a, b = pred["tracks"][0], pred["tracks"][1]
+    half = sorted(set(a["frames"]) & set(b["frames"]))[len(set(a["frames"]) & set(b["frames"])) // 2]
+    ida, idb = a["track_id"], b["track_id"]
+    a["online_ids"] = [ida if f < half else idb for f in a["frames"]]  # online: exchanged from `half` on
+    b["online_ids"] = [idb if f < half else ida for f in b["frames"]]
+    repaired = evaluate_tracks(pred, truth)
+    online = evaluate_tracks(pred, truth, identities="online")
+    assert repaired["mot"]["idf1"] == 1.0 and repaired["mot"]["id_switches"] == 0
+    assert online["mot"]["idf1"] < 1.0 and online["mot"]["id_switches"] >= 2
+    assert online["identities"] == "online" and online["pck"] == repaired["pck"]
+    with pytest.raises(InputError, match="identities"):
+        evaluate_tracks(pred, truth, identities="both")
+    tpath, ppath, out = tmp_path / "t.tracks.json", tmp_path / "p.tracks.json", tmp_path / "r.json"
+    tpath.write_text(json.dumps(truth))
+    ppath.write_text(json.dumps(pred))
+    res = CliRunner().invoke(
+        eval_command, [str(ppath), str(tpath), "--identities", "online", "--json", str(out)]
+    )
+    assert res.exit_code == 0, res.output
+    assert json.loads(out.read_text())["mot"]["idf1"] == online["mot"]["idf1"]

@@ -43,16 +43,35 @@ __all__ = ["eval_command"]
     help="True people with fewer visible keypoints are ignored (neither missed nor false positives).",
 )
 @click.option(
+    "--identities",
+    type=click.Choice(["tracks", "online"]),
+    default="tracks",
+    show_default=True,
+    help="tracks: the tracks' IDs (repaired when the run repaired them); online: the per-frame online_ids of "
+    "repaired tracks (the IDs of the JSONL and the video).",
+)
+@click.option(
     "--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Also write the results here."
 )
 def eval_command(
-    pred: str, truth: str, use: str, iou_threshold: float, min_visible: int, json_out: str | None
+    pred: str,
+    truth: str,
+    use: str,
+    iou_threshold: float,
+    min_visible: int,
+    identities: str,
+    json_out: str | None,
 ) -> None:
     """Score PRED against TRUTH: two NAME.tracks.json files, or two folders of them (matched by name)."""
     from hrstream.metrics.evaluate import evaluate_dir, evaluate_tracks
     from hrstream.metrics.report import format_report
 
-    kw = {"use": use, "iou_threshold": iou_threshold, "min_visible_keypoints": min_visible}
+    kw = {
+        "use": use,
+        "iou_threshold": iou_threshold,
+        "min_visible_keypoints": min_visible,
+        "identities": identities,
+    }
     try:
         p, t = Path(pred), Path(truth)
         if p.is_dir() != t.is_dir():

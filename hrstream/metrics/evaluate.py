@@ -85,14 +85,14 @@ def _sources(pred: dict[str, Any], use: str) -> tuple[str, ...]:
     return ("raw", "smoothed", "offline") if has_offline else ("raw", "smoothed")
 
 
-def _score_clip(pred_doc: Any, truth_doc: Any, use: str, iou_threshold: float,
-                min_visible_keypoints: int) -> tuple[Counter, mm.MOTAccumulator, dict[str, Any]]:  # fmt: skip
+def _score_clip(pred_doc: Any, truth_doc: Any, use: str, iou_threshold: float, min_visible_keypoints: int,
+                identities: str = "tracks") -> tuple[Counter, mm.MOTAccumulator, dict[str, Any]]:  # fmt: skip
     """The additive tallies, the MOT accumulator and clip facts of one clip."""
     pred = load_tracks_doc(pred_doc)
     truth = load_tracks_doc(truth_doc)
     sources = _sources(pred, use)
     tp = people_by_frame(truth, ("raw",), truth=True)
-    pp = people_by_frame(pred, sources)
+    pp = people_by_frame(pred, sources, identities=identities)
     n_frames = int(truth.get("num_frames") or (max(tp, default=-1) + 1))
     late = [f for f in pp if f >= n_frames]
     if late:
@@ -230,8 +230,8 @@ def _summary(tally: Counter, sources: list[str], mot_row: Any) -> dict[str, Any]
 
 
 def evaluate_tracks(pred_tracks_doc: dict[str, Any] | str | Path, truth_tracks_doc: dict[str, Any] | str | Path,
-                    *, use: str = "smoothed", iou_threshold: float = 0.5,
-                    min_visible_keypoints: int = 1) -> dict[str, Any]:  # fmt: skip
+                    *, use: str = "smoothed", iou_threshold: float = 0.5, min_visible_keypoints: int = 1,
+                    identities: str = "tracks") -> dict[str, Any]:  # fmt: skip
     """Score one clip's predicted tracks document against its truth (dicts or ``NAME.tracks.json`` paths).
 
     ``use``: the keypoints PCK is scored on: ``"smoothed"`` (online smoother), ``"raw"`` (network output)
@@ -239,19 +239,27 @@ def evaluate_tracks(pred_tracks_doc: dict[str, Any] | str | Path, truth_tracks_d
     ``frames``, ``use``, ``iou_threshold``, ``matching``, ``pck`` / ``pck_matched`` (``{"visible" |
     "in_frame": {"0.05": x, "0.1": x}}``), ``keypoints_scored``, ``keypoint_error_px`` (per source),
     ``jitter`` and ``mot``; a figure with nothing to average over is ``None``. See the module docstring.
+    ``identities``: ``"tracks"`` scores the tracks' IDs; ``"online"`` the per-frame ``online_ids`` of repaired
+    tracks (the IDs of the JSONL and the video; tracks without them keep their ``track_id``).
     """
     tally, acc, facts = _score_clip(
-        pred_tracks_doc, truth_tracks_doc, use, iou_threshold, min_visible_keypoints
+        pred_tracks_doc, truth_tracks_doc, use, iou_threshold, min_visible_keypoints, identities
     )
     row = mm.metrics.create().compute(acc, metrics=list(MOT_METRICS), name="clip").iloc[0]
     res = _summary(tally, facts["sources"], row)
-    res.update(use=use, iou_threshold=iou_threshold, min_visible_keypoints=min_visible_keypoints)
+    res.update(
+        use=use,
+        iou_threshold=iou_threshold,
+        min_visible_keypoints=min_visible_keypoints,
+        identities=identities,
+    )
     return res
 
 
 def evaluate_dir(pred_dir: str | Path, truth_dir: str | Path, *, use: str = "smoothed", iou_threshold: float = 0.5,
-                 min_visible_keypoints: int = 1) -> dict[str, Any]:  # fmt: skip
-    """Score every ``truth_dir/NAME.tracks.json`` against ``pred_dir/NAME.tracks.json``.
+                 min_visible_keypoints: int = 1, identities: str = "tracks") -> dict[str, Any]:  # fmt: skip
+    """Score every ``truth_dir/NAME.tracks.json`` against ``pred_dir/NAME.tracks.json`` (``identities`` as in
+    :func:`evaluate_tracks`).
 
     Returns ``{"clips": {NAME: result}, "overall": result, "missing": [NAME, ...], "use": use}``; ``overall``
     pools the counts of all clips (PCK, errors and jitter over all keypoints; MOT over the concatenated
@@ -269,7 +277,9 @@ def evaluate_dir(pred_dir: str | Path, truth_dir: str | Path, *, use: str = "smo
         if not ppath.is_file():
             missing.append(name)
             continue
-        tally, acc, facts = _score_clip(str(ppath), str(tpath), use, iou_threshold, min_visible_keypoints)
+        tally, acc, facts = _score_clip(
+            str(ppath), str(tpath), use, iou_threshold, min_visible_keypoints, identities
+        )
         names.append(name)
         tallies.append(tally)
         accs.append(acc)
@@ -295,5 +305,5 @@ def evaluate_dir(pred_dir: str | Path, truth_dir: str | Path, *, use: str = "smo
         total.update(tally)
     srcs = [s for s in ("raw", "smoothed", "offline") if s in all_sources]
     overall = _summary(total, srcs, table.loc["OVERALL"])
-    overall.update(use=use, iou_threshold=iou_threshold, clips=len(names))
+    overall.update(use=use, iou_threshold=iou_threshold, clips=len(names), identities=identities)
     return {"clips": results, "overall": overall, "missing": missing, "use": use}

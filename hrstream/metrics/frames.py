@@ -86,14 +86,17 @@ def num_keypoints(doc: dict[str, Any]) -> int:
 
 
 def people_by_frame(
-    doc: dict[str, Any], sources: tuple[str, ...], *, truth: bool = False
+    doc: dict[str, Any], sources: tuple[str, ...], *, truth: bool = False, identities: str = "tracks"
 ) -> dict[int, FramePeople]:
     """Regroup a tracks document by frame: ``{frame_index: FramePeople}`` (frames without people absent).
 
     ``sources``: which keypoint lists to load (names of :data:`KEYPOINT_SOURCES`); a source missing from a
     track raises :class:`InputError`. ``truth``: read the ``visibility`` object (when a truth document has
-    none, keypoints with a positive score count as visible).
+    none, keypoints with a positive score count as visible). ``identities="online"``: a person's ID is the
+    track's per-frame ``online_ids`` entry where the track has them (repaired tracks), else its ``track_id``.
     """
+    if identities not in ("tracks", "online"):
+        raise InputError(f"identities={identities!r}: pick 'tracks' or 'online'")
     k = num_keypoints(doc)
     vis_doc = doc.get("visibility") or {}
     rows: dict[int, list[tuple[int, list, dict[str, list], list | None]]] = {}
@@ -109,6 +112,9 @@ def people_by_frame(
                 hint = " (run with an offline Savitzky-Golay window)" if src == "offline" else ""
                 raise InputError(f"track {tid} has no {key!r} keypoints{hint}; pick another keypoint source")
             lists[src] = tr[key]
+        frame_ids = tr.get("online_ids") if identities == "online" else None
+        if frame_ids is not None and len(frame_ids) != len(frames):
+            raise InputError(f"track {tid}: {len(frame_ids)} online_ids for {len(frames)} frames")
         vis = None
         if truth:
             vis = vis_doc.get(str(tid))
@@ -116,7 +122,12 @@ def people_by_frame(
                 vis = [[2 if s > 0 else 0 for s in sc] for sc in tr["scores"]]
         for j, f in enumerate(frames):
             rows.setdefault(int(f), []).append(
-                (tid, tr["boxes"][j], {s: v[j] for s, v in lists.items()}, None if vis is None else vis[j])
+                (
+                    tid if frame_ids is None else int(frame_ids[j]),
+                    tr["boxes"][j],
+                    {s: v[j] for s, v in lists.items()},
+                    None if vis is None else vis[j],
+                )
             )
     out: dict[int, FramePeople] = {}
     for f, people in rows.items():
