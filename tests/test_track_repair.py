@@ -153,17 +153,17 @@ def test_one_person_stays_one_track_and_nothing_means_nothing():
 
 
 def test_recipe_section_gives_params_or_none_and_names_bad_values():
-    section = {
-        "enabled": True,
-        "repair": {"enabled": True, "cut_distance": 0.8, "join_distance": 0.5, "max_gap_s": 4},
-    }
+    rep = {"offline": True, "online": False, "cut_distance": 0.8, "join_distance": 0.5, "max_gap_s": 4}
+    section = {"enabled": True, "repair": rep}
     assert repair_params(section) == RepairParams(cut_distance=0.8, join_distance=0.5, max_gap_s=4.0)
+    assert repair_params(section, online=True) is None
+    assert repair_params({"enabled": True, "repair": {**rep, "online": True}}, online=True) == RepairParams()
     assert repair_params({**section, "enabled": False}) is None
-    assert repair_params({"enabled": True, "repair": {**section["repair"], "enabled": False}}) is None
+    assert repair_params({"enabled": True, "repair": {**rep, "offline": False}}) is None
     with pytest.raises(ConfigError, match="tracker.repair: need 0 < join_distance"):
-        repair_params({"enabled": True, "repair": {**section["repair"], "join_distance": 2}})
+        repair_params({"enabled": True, "repair": {**rep, "join_distance": 2}})
     with pytest.raises(ConfigError, match="tracker.repair"):
-        repair_params({"enabled": True, "repair": {**section["repair"], "max_gap_s": "long"}})
+        repair_params({"enabled": True, "repair": {**rep, "max_gap_s": "long"}})
 
 
 def test_job_outputs_write_repaired_tracks_and_keep_online_ids_in_jsonl(tmp_path):

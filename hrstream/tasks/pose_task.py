@@ -25,6 +25,7 @@ from hrstream.pose.detectors import DETECTOR_SPECS, Detector, TorchvisionDetecto
 from hrstream.runtime import InferenceEngine
 from hrstream.tasks.model_loading import load_model_bundle
 from hrstream.track import KeypointSmoother, PoseTracker, make_smoother
+from hrstream.track.relabel import OnlineRelabel
 from hrstream.track.repair import RepairParams
 from hrstream.types import Frame, FrameResult, Poses, SegMap
 
@@ -193,11 +194,12 @@ class PoseInferStage:
         return batch
 
 
-def repair_params(tracker: dict[str, Any]) -> RepairParams | None:
-    """The recipe's ``tracker.repair`` section as :class:`RepairParams`, or ``None`` when it is off (or the
-    tracker is)."""
+def repair_params(tracker: dict[str, Any], *, online: bool = False) -> RepairParams | None:
+    """The recipe's ``tracker.repair`` section as :class:`RepairParams` when its ``offline`` switch (the
+    tracks document of a file) or, with ``online``, its ``online`` switch (:class:`OnlineRelabel`: the IDs of
+    the JSONL, the video and live streams) is on; else (or with the tracker off) ``None``."""
     rep = tracker.get("repair") or {}
-    if not (tracker.get("enabled") and rep.get("enabled")):
+    if not (tracker.get("enabled") and rep.get("online" if online else "offline")):
         return None
     try:
         params = RepairParams(
@@ -218,11 +220,18 @@ def repair_params(tracker: dict[str, Any]) -> RepairParams | None:
 
 
 class TrackStage:
-    """Identities (``PoseTracker``) and keypoint smoothing (``KeypointSmoother``) on one thread."""
+    """Identities (``PoseTracker``, then optionally ``OnlineRelabel``) and keypoint smoothing
+    (``KeypointSmoother``, keyed by the tracker's own IDs) on one thread."""
 
-    def __init__(self, tracker: PoseTracker | None, smoother: KeypointSmoother | None) -> None:
+    def __init__(
+        self,
+        tracker: PoseTracker | None,
+        smoother: KeypointSmoother | None,
+        relabel: OnlineRelabel | None = None,
+    ) -> None:
         self.tracker = tracker
         self.smoother = smoother
+        self.relabel = relabel
 
     @classmethod
     def from_recipe(cls, recipe: dict[str, Any], *, live: bool) -> TrackStage:
@@ -252,7 +261,8 @@ class TrackStage:
                 else {}
             )
             smoother = make_smoother(method, **params)  # type: ignore[arg-type]
-        return cls(tracker, smoother)
+        online = repair_params(tr, online=True)
+        return cls(tracker, smoother, OnlineRelabel(online) if online is not None else None)
 
     def process(self, w: PoseWork) -> Iterable[FrameResult]:
         t0 = time.perf_counter()
@@ -262,6 +272,8 @@ class TrackStage:
             tracked = self.tracker.update(poses, t=t, image=w.frame.image)
             if self.smoother is not None:
                 tracked = self.smoother.update(tracked, t=t)
+            if self.relabel is not None:
+                tracked = self.relabel.update(tracked, t=t, image=w.frame.image)
             poses = _with_untracked(tracked, poses)
         w.timings["track"] = time.perf_counter() - t0
         yield FrameResult(w.frame, poses=poses, seg=w.seg, timings=w.timings, dropped_before=w.dropped_before)

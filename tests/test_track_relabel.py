@@ -1,0 +1,90 @@
+"""Online identity repair (hrstream.track.relabel.OnlineRelabel): the tracker's IDs renamed frame by frame by
+the colour of the torso, with what has been seen so far."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hrstream.track.relabel import OnlineRelabel
+from hrstream.track.repair import RepairParams
+from hrstream.types import Poses
+from tests.test_track_repair import FPS, _person, _render
+
+
+def _relabel(
+    frames: list[list[tuple[int, str, float]]], relabel: OnlineRelabel, t0: float = 0.0
+) -> list[dict[str, int]]:
+    """Per frame, shirt -> reported ID, for frames given as lists of ``(tracker id, shirt, x)`` (ordered by
+    tracker ID, as the tracker reports them), from time ``t0``."""
+    out = []
+    for f, people in enumerate(frames):
+        people = sorted(people)
+        img = _render([(s, x) for _, s, x in people])
+        boxes, kps = zip(*[_person(x) for _, _, x in people], strict=True) if people else ((), ())
+        n = len(people)
+        poses = Poses(
+            boxes=np.asarray(boxes, np.float32).reshape(n, 4),
+            box_scores=np.full(n, 0.9, np.float32),
+            keypoints=np.asarray(kps, np.float32).reshape(n, 17, 2),
+            keypoint_scores=np.full((n, 17), 0.9, np.float32),
+            track_ids=np.asarray([p[0] for p in people], np.int64),
+        )
+        res = relabel.update(poses, t=t0 + f / FPS, image=img)
+        assert np.array_equal(res.boxes, poses.boxes)  # only the IDs change
+        out.append({shirt: int(tid) for (_, shirt, _), tid in zip(people, res.track_ids, strict=True)})
+    return out
+
+
+def test_a_track_passed_to_another_person_gets_a_new_id_after_min_views_frames():
+    # tracker track 1 follows red until red leaves on frame 15, then takes green who enters at the same place
+    frames = [[(1, "red" if f < 15 else "green", 100 + 2 * f)] for f in range(30)]
+    ids = _relabel(frames, OnlineRelabel())
+    assert all(ids[f]["red"] == 1 for f in range(15))
+    assert [ids[f]["green"] for f in range(15, 30)] == [1, 1] + [2] * 13  # the 3rd clear view decides
+
+
+def test_a_person_back_after_an_occlusion_gets_their_id_back_and_a_stranger_does_not():
+    # red is hidden on frames 12-29 and comes back as tracker track 3; green enters far away (track 4)
+    frames = []
+    for f in range(45):
+        people = [(2, "blue", 290 - 2 * f)]
+        if f < 12 or f >= 30:
+            people.append((1 if f < 12 else 3, "red", 30 + 3 * f))
+        if f >= 30:
+            people.append((4, "green", 40))
+        frames.append(people)
+    ids = _relabel(frames, OnlineRelabel())
+    assert {ids[f]["red"] for f in range(12)} == {1} and {ids[f]["blue"] for f in range(45)} == {2}
+    assert [ids[f]["red"] for f in range(30, 45)] == [3, 3] + [1] * 13
+    assert {ids[f]["green"] for f in range(30, 45)} == {4}
+    # out of reach: a gap longer than max_gap_s keeps the new ID
+    ids = _relabel(frames, OnlineRelabel(RepairParams(max_gap_s=1.0)))
+    assert {ids[f]["red"] for f in range(30, 45)} == {3}
+
+
+def test_the_old_track_coming_back_after_its_person_was_taken_over_reports_a_new_id():
+    # red hidden on frames 10-19 comes back as track 2 and takes back ID 1; then tracker track 1 (alive,
+    # lost) matches a blue person on frame 30: it may not report red's ID
+    frames = []
+    for f in range(40):
+        people = []
+        if f < 10:
+            people.append((1, "red", 40 + 2 * f))
+        elif f >= 20:
+            people.append((2, "red", 40 + 2 * f))
+        if f >= 30:
+            people.append((1, "blue", 280))
+        frames.append(people)
+    ids = _relabel(frames, OnlineRelabel())
+    assert [ids[f]["red"] for f in range(20, 25)] == [2, 2, 1, 1, 1]
+    assert {ids[f]["blue"] for f in range(30, 40)} == {3}
+
+
+def test_memory_stays_bounded_on_a_long_stream_and_reset_restarts_ids():
+    relabel = OnlineRelabel()
+    for k in range(40):  # 40 people, one after another, each seen for 1 s, 10 s apart
+        _relabel([[(k + 1, "red" if k % 2 else "blue", 60 + 4 * f)] for f in range(10)], relabel, t0=10.0 * k)
+    assert len(relabel._people) <= 7 and len(relabel._tracks) <= 7  # the last minute's
+    relabel.reset()
+    ids = _relabel([[(7, "blue", 60)]], relabel)
+    assert ids == [{"blue": 1}]
