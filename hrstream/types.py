@@ -78,6 +78,8 @@ class Poses:
         keypoint_scores: ``float32 (n, K)`` heatmap maxima (official ``maxvals``).
         track_ids: ``int64 (n,)`` identities from the tracker, or ``None`` before tracking.
         raw_keypoints: ``float32 (n, K, 2)`` keypoints before smoothing, or ``None`` if not smoothed.
+        tracker_ids: ``int64 (n,)`` the tracker's own IDs where an online relabelling
+            (:class:`~hrstream.track.OnlineRelabel`) renamed ``track_ids``, else ``None``.
     """
 
     boxes: np.ndarray
@@ -86,6 +88,7 @@ class Poses:
     keypoint_scores: np.ndarray
     track_ids: np.ndarray | None = None
     raw_keypoints: np.ndarray | None = None
+    tracker_ids: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
@@ -103,6 +106,8 @@ class Poses:
             self.track_ids = np.asarray(self.track_ids, dtype=np.int64).reshape(n)
         if self.raw_keypoints is not None:
             self.raw_keypoints = np.asarray(self.raw_keypoints, dtype=np.float32).reshape(n, k, 2)
+        if self.tracker_ids is not None:
+            self.tracker_ids = np.asarray(self.tracker_ids, dtype=np.int64).reshape(n)
 
     def __len__(self) -> int:
         return len(self.boxes)
@@ -132,6 +137,7 @@ class Poses:
             keypoint_scores=self.keypoint_scores[idx],
             track_ids=None if self.track_ids is None else self.track_ids[idx],
             raw_keypoints=None if self.raw_keypoints is None else self.raw_keypoints[idx],
+            tracker_ids=None if self.tracker_ids is None else self.tracker_ids[idx],
         )
 
     def __repr__(self) -> str:

@@ -166,43 +166,83 @@ def test_recipe_section_gives_params_or_none_and_names_bad_values():
         repair_params({"enabled": True, "repair": {**rep, "max_gap_s": "long"}})
 
 
-def test_job_outputs_write_repaired_tracks_and_keep_online_ids_in_jsonl(tmp_path):
-    """The sink keeps clear views while frames pass and writes the repaired tracks; the JSONL keeps the
-    online IDs (what the video showed)."""
-    import json
+def _sink_run(tmp_path, frames, *, relabelled: bool):
+    """Run the crossing scene's frames through a pose sink with the repair on; ``relabelled``: the reported
+    IDs differ from the tracker's (an online relabelling ran: reported = 10 + tracker ID)."""
     from fractions import Fraction
 
     from hrstream.io.base import SourceInfo
-    from hrstream.schemas import validate
     from hrstream.tasks.outputs import JobOutputs
     from hrstream.types import Frame, FrameResult, Poses
 
-    info = SourceInfo("cross", W, H, FPS, Fraction(1, 10), 2.6, 26, 0, False, False, "h264", "cross.mp4")
+    info = SourceInfo("cross", W, H, FPS, Fraction(1, 10), 2.6, len(frames), 0, False, False, "h264", "x.mp4")
     model = {"name": "test", "architecture": "synth", "width": None, "weights": None, "weights_sha256": None,
              "trained_on": None}  # fmt: skip
     out = JobOutputs(
         tmp_path, info, model=model, meta={"keypoint_names": [f"k{i}" for i in range(17)], "skeleton": []},
         task="pose", video=False, track_repair=RepairParams(),
     )  # fmt: skip
-    for f in range(26):  # the crossing of the test above: online IDs swap on frame 13
-        people = [(1 if f < 13 else 2, "red", 40 + 9 * f), (2 if f < 13 else 1, "blue", 280 - 9 * f)]
+    for f, people in enumerate(frames):
         img = _render([(s, x) for _, s, x in people])
         boxes, kps = zip(*[_person(x) for _, _, x in people], strict=True)
+        ids = np.asarray([p[0] for p in people], np.int64)
         poses = Poses(
             boxes=np.asarray(boxes, np.float32),
-            box_scores=np.full(2, 0.9, np.float32),
+            box_scores=np.full(len(people), 0.9, np.float32),
             keypoints=np.asarray(kps, np.float32),
-            keypoint_scores=np.full((2, 17), 0.9, np.float32),
-            track_ids=np.asarray([p[0] for p in people], np.int64),
+            keypoint_scores=np.full((len(people), 17), 0.9, np.float32),
+            track_ids=ids + 10 if relabelled else ids,
+            tracker_ids=ids if relabelled else None,
         )
         frame = Frame("cross", f, f / FPS, img, pts=f, time_base=Fraction(1, 10))
         out.write((FrameResult(frame, poses=poses), img))
     out.close()
+    return out
+
+
+def _crossing() -> list[list[tuple[int, str, float]]]:
+    return [
+        [(1 if f < 13 else 2, "red", 40 + 9 * f), (2 if f < 13 else 1, "blue", 280 - 9 * f)]
+        for f in range(26)
+    ]
+
+
+def test_job_outputs_write_repaired_tracks_and_keep_online_ids_in_jsonl(tmp_path):
+    """The sink keeps clear views while frames pass and writes the repaired tracks; the JSONL keeps the
+    IDs reported online (what the video showed)."""
+    import json
+
+    from hrstream.schemas import validate
+
+    out = _sink_run(tmp_path, _crossing(), relabelled=False)
     doc = json.loads(out.paths["tracks"].read_text())
     validate(doc, "tracks")
-    red_x0 = {t["track_id"]: [b[0] for b in t["boxes"]] for t in doc["tracks"]}
-    assert sorted(red_x0) == [1, 2]
-    assert red_x0[1] == [40 + 9 * f - 20 for f in range(26)]  # track 1 follows red throughout
+    x0 = {t["track_id"]: [b[0] for b in t["boxes"]] for t in doc["tracks"]}
+    assert sorted(x0) == [1, 2]
+    assert x0[1] == [40 + 9 * f - 20 for f in range(26)]  # track 1 follows red throughout
     assert doc["tracks"][0]["online_ids"] == [1] * 13 + [2] * 13
     records = [json.loads(x) for x in out.paths["jsonl"].read_text().splitlines()]
     assert [p["track_id"] for p in records[20]["people"]] == [2, 1]
+
+
+def test_repair_starts_from_the_tracker_ids_and_a_failed_repair_keeps_the_reported_ids(tmp_path, monkeypatch):
+    """With an online relabelling the repair starts from the tracker's own tracks (Poses.tracker_ids) and
+    lists the reported IDs in online_ids; if the repair fails, the document holds the tracks as reported."""
+    import json
+
+    import hrstream.tasks.outputs as outputs
+
+    out = _sink_run(tmp_path / "a", _crossing(), relabelled=True)
+    doc = json.loads(out.paths["tracks"].read_text())
+    assert [t["track_id"] for t in doc["tracks"]] == [1, 2]  # the tracker's IDs, repaired
+    assert doc["tracks"][0]["online_ids"] == [11] * 13 + [12] * 13
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("injected")
+
+    monkeypatch.setattr(outputs, "repair_tracks", broken)
+    out = _sink_run(tmp_path / "b", _crossing(), relabelled=True)
+    doc = json.loads(out.paths["tracks"].read_text())
+    assert [t["track_id"] for t in doc["tracks"]] == [11, 12]
+    assert doc["tracks"][0]["online_ids"] == [11] * 26 and len(doc["tracks"][0]["frames"]) == 26
+    assert [b[0] for b in doc["tracks"][0]["boxes"]][:13] == [40 + 9 * f - 20 for f in range(13)]

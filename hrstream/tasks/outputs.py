@@ -23,7 +23,7 @@ from hrstream.io import IMAGE_EXTENSIONS, JsonlWriter, SourceInfo, output_path, 
 from hrstream.io.video_writer import VideoWriter
 from hrstream.track import savgol_smooth_track
 from hrstream.track.appearance import clear_view_histograms
-from hrstream.track.repair import RepairParams, repair_tracks
+from hrstream.track.repair import ONLINE_IDS, RepairParams, repair_tracks
 from hrstream.types import FrameResult
 
 __all__ = ["JobOutputs", "frame_record", "source_metadata"]
@@ -92,8 +92,12 @@ class _TrackLog:
 
     With ``repair`` (files only), the torso histogram of every tracked person seen clear of the others is
     kept (``float16``, 384 bytes per person and frame) so that :func:`hrstream.track.repair.repair_tracks`
-    can cut and join the tracks by clothing when the document is made.
+    can cut and join the tracks by clothing when the document is made. The repair starts from the tracker's
+    own tracks (``Poses.tracker_ids`` where an online relabelling renamed them) and records the reported IDs
+    per frame in ``online_ids``.
     """
+
+    _LISTS = ("frames", "times", "boxes", "box_scores", "keypoints", "scores", "smoothed")
 
     def __init__(self, repair: RepairParams | None = None, fps: float | None = None) -> None:
         self.tracks: dict[int, dict[str, list]] = {}
@@ -106,16 +110,11 @@ class _TrackLog:
         if p is None or p.track_ids is None:
             return
         t = result.frame.pts_s
+        keys = p.tracker_ids if (self.repair is not None and p.tracker_ids is not None) else p.track_ids
         for i, tid in enumerate(p.track_ids.tolist()):
             if tid < 0:  # not (yet) a confirmed track
                 continue
-            tr = self.tracks.setdefault(
-                int(tid),
-                {
-                    k: []
-                    for k in ("frames", "times", "boxes", "box_scores", "keypoints", "scores", "smoothed")
-                },
-            )
+            tr = self.tracks.setdefault(int(keys[i]), {k: [] for k in self._LISTS})
             raw = p.raw_keypoints[i] if p.raw_keypoints is not None else p.keypoints[i]
             tr["frames"].append(result.frame.index)
             tr["times"].append(t)
@@ -124,6 +123,8 @@ class _TrackLog:
             tr["keypoints"].append(_r(raw))
             tr["scores"].append(np.round(p.keypoint_scores[i].astype(np.float64), 4).tolist())
             tr["smoothed"].append(_r(p.keypoints[i]))
+            if self.repair is not None:
+                tr.setdefault(ONLINE_IDS, []).append(int(tid))
         if self.repair is not None and (p.track_ids >= 0).any():
             sel = np.flatnonzero(p.track_ids >= 0)
             raw_all = p.raw_keypoints if p.raw_keypoints is not None else p.keypoints
@@ -132,7 +133,7 @@ class _TrackLog:
             )
             for i, h in zip(sel.tolist(), hists, strict=True):
                 if h is not None:
-                    self.views[(int(p.track_ids[i]), int(result.frame.index))] = h.astype(np.float16)
+                    self.views[(int(keys[i]), int(result.frame.index))] = h.astype(np.float16)
 
     def document(self, savgol_window_s: float | None) -> list[dict[str, Any]]:
         tracks: list[dict[str, Any]] = [{"track_id": tid, **self.tracks[tid]} for tid in sorted(self.tracks)]
@@ -140,12 +141,13 @@ class _TrackLog:
             views = {k: v.astype(np.float32) for k, v in self.views.items()}
             try:
                 tracks = repair_tracks(tracks, views, self.fps, self.repair)
-            except Exception as e:  # the online tracks are still worth writing
+            except Exception as e:  # the tracks as reported online are still worth writing
                 log.warning(
-                    "track repair failed (%s: %s); the tracks document keeps the online tracks",
+                    "track repair failed (%s: %s); the tracks document keeps the IDs reported online",
                     type(e).__name__,
                     e,
                 )
+                tracks = _by_online_ids(tracks)
         out = []
         for doc in tracks:
             times = np.asarray([np.nan if t is None else t for t in doc["times"]], np.float64)
@@ -159,6 +161,21 @@ class _TrackLog:
                 doc["smoothed_offline"] = _r(sg)
             out.append(doc)
         return out
+
+
+def _by_online_ids(tracks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Tracks regrouped by the IDs reported online (their per-frame ``online_ids``), in frame order."""
+    rows: dict[int, list[tuple[int, dict[str, Any], int]]] = {}
+    for tr in tracks:
+        for j, (f, oid) in enumerate(zip(tr["frames"], tr[ONLINE_IDS], strict=True)):
+            rows.setdefault(int(oid), []).append((int(f), tr, j))
+    out = []
+    for oid in sorted(rows):
+        rs = sorted(rows[oid], key=lambda r: r[0])
+        out.append(
+            {"track_id": oid, **{k: [r[1][k][r[2]] for r in rs] for k in (*_TrackLog._LISTS, ONLINE_IDS)}}
+        )
+    return out
 
 
 def is_image_source(info: SourceInfo) -> bool:

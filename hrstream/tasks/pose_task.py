@@ -298,6 +298,9 @@ def _with_untracked(tracked: Poses, detected: Poses) -> Poses:
         keypoint_scores=np.concatenate([tracked.keypoint_scores, rest.keypoint_scores]),
         track_ids=np.concatenate([tracked.track_ids, np.full(len(rest), -1)]),
         raw_keypoints=np.concatenate([raw_tracked, rest.keypoints]),
+        tracker_ids=None
+        if tracked.tracker_ids is None
+        else np.concatenate([tracked.tracker_ids, np.full(len(rest), -1)]),
     )
 
 

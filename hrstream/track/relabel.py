@@ -107,7 +107,7 @@ class OnlineRelabel:
             image: the frame, ``uint8 (H, W, 3)`` RGB (for the clear views).
 
         Returns:
-            A copy of ``poses`` whose ``track_ids`` are the repaired IDs.
+            A copy of ``poses`` whose ``track_ids`` are the repaired IDs and ``tracker_ids`` the tracker's.
         """
         p = self.params
         out = poses[np.arange(len(poses))]
@@ -142,6 +142,7 @@ class OnlineRelabel:
                 self._join(tid, st, t, box)
             new_ids[i] = st.out_id
         out.track_ids = new_ids
+        out.tracker_ids = ids
         self._forget(t)
         return out
 

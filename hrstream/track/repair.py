@@ -36,7 +36,7 @@ from scipy.optimize import linear_sum_assignment
 
 from hrstream.track.appearance import appearance_distance
 
-__all__ = ["RepairParams", "repair_tracks"]
+__all__ = ["ONLINE_IDS", "RepairParams", "repair_tracks"]
 
 log = logging.getLogger(__name__)
 
