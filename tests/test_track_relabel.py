@@ -8,7 +8,7 @@ import numpy as np
 from hrstream.track.relabel import OnlineRelabel
 from hrstream.track.repair import RepairParams
 from hrstream.types import Poses
-from tests.test_track_repair import FPS, _person, _render
+from tests.test_track_repair import FPS, _person, _render, hand_over_scene, occlusion_scene
 
 
 def _relabel(
@@ -36,23 +36,13 @@ def _relabel(
 
 
 def test_a_track_passed_to_another_person_gets_a_new_id_after_min_views_frames():
-    # tracker track 1 follows red until red leaves on frame 15, then takes green who enters at the same place
-    frames = [[(1, "red" if f < 15 else "green", 100 + 2 * f)] for f in range(30)]
-    ids = _relabel(frames, OnlineRelabel())
+    ids = _relabel(hand_over_scene(), OnlineRelabel())
     assert all(ids[f]["red"] == 1 for f in range(15))
     assert [ids[f]["green"] for f in range(15, 30)] == [1, 1] + [2] * 13  # the 3rd clear view decides
 
 
 def test_a_person_back_after_an_occlusion_gets_their_id_back_and_a_stranger_does_not():
-    # red is hidden on frames 12-29 and comes back as tracker track 3; green enters far away (track 4)
-    frames = []
-    for f in range(45):
-        people = [(2, "blue", 290 - 2 * f)]
-        if f < 12 or f >= 30:
-            people.append((1 if f < 12 else 3, "red", 30 + 3 * f))
-        if f >= 30:
-            people.append((4, "green", 40))
-        frames.append(people)
+    frames = occlusion_scene()
     ids = _relabel(frames, OnlineRelabel())
     assert {ids[f]["red"] for f in range(12)} == {1} and {ids[f]["blue"] for f in range(45)} == {2}
     assert [ids[f]["red"] for f in range(30, 45)] == [3, 3] + [1] * 13

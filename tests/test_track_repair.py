@@ -75,6 +75,25 @@ def _shirts_per_track(
     }
 
 
+def occlusion_scene() -> list[list[tuple[int, str, float]]]:
+    """Red walks, is hidden on frames 12-29 and comes back as track 3; green appears on frame 30 far away
+    (track 4); blue walks throughout (track 2). Per frame ``(track id, shirt, x)``."""
+    frames = []
+    for f in range(45):
+        people = [(2, "blue", 290 - 2 * f)]
+        if f < 12 or f >= 30:
+            people.append((1 if f < 12 else 3, "red", 30 + 3 * f))
+        if f >= 30:
+            people.append((4, "green", 40))
+        frames.append(people)
+    return frames
+
+
+def hand_over_scene() -> list[list[tuple[int, str, float]]]:
+    """Track 1 follows red until red leaves on frame 15, then takes green who enters at the same place."""
+    return [[(1, "red" if f < 15 else "green", 100 + 2 * f)] for f in range(30)]
+
+
 def test_clear_views_only_for_people_standing_clear_and_inside_the_frame():
     img = _render([("red", 60), ("blue", 150), ("green", 165), ("red", 310)])
     boxes, kps = zip(*[_person(x) for x in (60, 150, 165, 310)], strict=True)
@@ -108,16 +127,7 @@ def test_tracks_swapped_at_a_crossing_are_cut_and_joined_back():
 
 
 def test_a_person_back_after_an_occlusion_gets_their_track_back_and_a_stranger_does_not():
-    # red walks, is hidden on frames 12-29 and comes back as online track 3; green appears on frame 30 far
-    # away (online track 4); blue walks throughout
-    frames = []
-    for f in range(45):
-        people = [(2, "blue", 290 - 2 * f)]
-        if f < 12 or f >= 30:
-            people.append((1 if f < 12 else 3, "red", 30 + 3 * f))
-        if f >= 30:
-            people.append((4, "green", 40))
-        frames.append(people)
+    frames = occlusion_scene()
     tracks, views, truth = _tracks_and_views(frames)
     repaired = repair_tracks(tracks, views, FPS)
     by_id = {t["track_id"]: t for t in repaired}
@@ -133,8 +143,7 @@ def test_a_person_back_after_an_occlusion_gets_their_track_back_and_a_stranger_d
 
 
 def test_a_track_that_passes_to_another_person_is_cut_and_the_rest_gets_a_new_id():
-    # online track 1 follows red until red leaves on frame 15, then takes green who enters at the same place
-    frames = [[(1, "red" if f < 15 else "green", 100 + 2 * f)] for f in range(30)]
+    frames = hand_over_scene()
     tracks, views, truth = _tracks_and_views(frames)
     repaired = repair_tracks(tracks, views, FPS)
     assert [(t["track_id"], t["frames"][0], len(t["frames"])) for t in repaired] == [(1, 0, 15), (2, 15, 15)]
