@@ -4,11 +4,11 @@ the colour of the torso, with what has been seen so far."""
 from __future__ import annotations
 
 import numpy as np
+from support.scenes import FPS, hand_over_scene, occlusion_scene, person, render
 
 from hrstream.track.relabel import OnlineRelabel
 from hrstream.track.repair import RepairParams
 from hrstream.types import Poses
-from tests.test_track_repair import FPS, _person, _render, hand_over_scene, occlusion_scene
 
 
 def _relabel(
@@ -19,8 +19,8 @@ def _relabel(
     out = []
     for f, people in enumerate(frames):
         people = sorted(people)
-        img = _render([(s, x) for _, s, x in people])
-        boxes, kps = zip(*[_person(x) for _, _, x in people], strict=True) if people else ((), ())
+        img = render([(s, x) for _, s, x in people])
+        boxes, kps = zip(*[person(x) for _, _, x in people], strict=True) if people else ((), ())
         n = len(people)
         poses = Poses(
             boxes=np.asarray(boxes, np.float32).reshape(n, 4),

@@ -7,35 +7,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+from support.scenes import FPS, H, W, hand_over_scene, occlusion_scene, person, render
 
 from hrstream.errors import ConfigError
 from hrstream.tasks.pose_task import repair_params
 from hrstream.track.appearance import clear_view_histograms
 from hrstream.track.repair import RepairParams, repair_tracks
-
-W, H, FPS = 320, 240, 10.0
-SHIRTS = {"red": (200, 30, 30), "blue": (30, 60, 200), "green": (30, 170, 60)}
-
-
-def _person(x: float) -> tuple[list[float], np.ndarray]:
-    """Box and COCO keypoints (torso quad at the shirt's corners) of a person centred at column ``x``."""
-    x0, y0, x1, y1 = x - 20, 60, x + 20, 200
-    k = np.zeros((17, 2), np.float32)
-    k[:, 0], k[:, 1] = x, np.linspace(y0 + 5, y1 - 5, 17)
-    k[5], k[6], k[11], k[12] = (x0 + 2, y0 + 22), (x1 - 2, y0 + 22), (x0 + 4, y0 + 78), (x1 - 4, y0 + 78)
-    return [x0, y0, x1, y1], k
-
-
-def _render(people: list[tuple[str, float]]) -> np.ndarray:
-    """A frame with the people drawn in order (the last in front)."""
-    img = np.full((H, W, 3), 128, np.uint8)
-    for shirt, x in people:
-        (x0, y0, x1, y1), _ = _person(x)
-        x0, x1 = int(x0), int(x1)
-        img[y0 + 20 : y0 + 80, x0:x1] = SHIRTS[shirt]
-        img[y0 + 80 : y1, x0 + 5 : x1 - 5] = (40, 40, 40)
-        img[y0 : y0 + 20, x0 + 10 : x1 - 10] = (220, 170, 140)
-    return img
 
 
 def _tracks_and_views(
@@ -47,8 +24,8 @@ def _tracks_and_views(
     views: dict[tuple[int, int], np.ndarray] = {}
     truth: dict[tuple[int, int], str] = {}
     for f, people in enumerate(frames):
-        img = _render([(s, x) for _, s, x in people])
-        boxes, kps = zip(*[_person(x) for _, _, x in people], strict=True) if people else ((), ())
+        img = render([(s, x) for _, s, x in people])
+        boxes, kps = zip(*[person(x) for _, _, x in people], strict=True) if people else ((), ())
         hists = clear_view_histograms(
             img,
             np.asarray(boxes).reshape(-1, 4),
@@ -75,28 +52,9 @@ def _shirts_per_track(
     }
 
 
-def occlusion_scene() -> list[list[tuple[int, str, float]]]:
-    """Red walks, is hidden on frames 12-29 and comes back as track 3; green appears on frame 30 far away
-    (track 4); blue walks throughout (track 2). Per frame ``(track id, shirt, x)``."""
-    frames = []
-    for f in range(45):
-        people = [(2, "blue", 290 - 2 * f)]
-        if f < 12 or f >= 30:
-            people.append((1 if f < 12 else 3, "red", 30 + 3 * f))
-        if f >= 30:
-            people.append((4, "green", 40))
-        frames.append(people)
-    return frames
-
-
-def hand_over_scene() -> list[list[tuple[int, str, float]]]:
-    """Track 1 follows red until red leaves on frame 15, then takes green who enters at the same place."""
-    return [[(1, "red" if f < 15 else "green", 100 + 2 * f)] for f in range(30)]
-
-
 def test_clear_views_only_for_people_standing_clear_and_inside_the_frame():
-    img = _render([("red", 60), ("blue", 150), ("green", 165), ("red", 310)])
-    boxes, kps = zip(*[_person(x) for x in (60, 150, 165, 310)], strict=True)
+    img = render([("red", 60), ("blue", 150), ("green", 165), ("red", 310)])
+    boxes, kps = zip(*[person(x) for x in (60, 150, 165, 310)], strict=True)
     scores = np.ones((4, 17))
     scores[0, 11] = 0.1  # a hip not seen: no clear view of the first
     hists = clear_view_histograms(img, np.asarray(boxes), np.asarray(kps), scores)
@@ -192,8 +150,8 @@ def _sink_run(tmp_path, frames, *, relabelled: bool):
         task="pose", video=False, track_repair=RepairParams(),
     )  # fmt: skip
     for f, people in enumerate(frames):
-        img = _render([(s, x) for _, s, x in people])
-        boxes, kps = zip(*[_person(x) for _, _, x in people], strict=True)
+        img = render([(s, x) for _, s, x in people])
+        boxes, kps = zip(*[person(x) for _, _, x in people], strict=True)
         ids = np.asarray([p[0] for p in people], np.int64)
         poses = Poses(
             boxes=np.asarray(boxes, np.float32),
