@@ -8,12 +8,21 @@ holds mostly the person's clothing, little background. Histograms are OpenCV's (
 
 from __future__ import annotations
 
+from collections import deque
+
 import cv2
 import numpy as np
 
 from hrstream.track.geometry import box_iou
 
-__all__ = ["HIST_BINS", "appearance_distance", "box_histograms", "clear_view_histograms"]
+__all__ = [
+    "HIST_BINS",
+    "appearance_distance",
+    "box_histograms",
+    "clear_view_histograms",
+    "histogram_distance",
+    "mean_histogram",
+]
 
 #: HSV bins (hue, saturation, value).
 HIST_BINS: tuple[int, int, int] = (12, 4, 4)
@@ -101,6 +110,17 @@ def appearance_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
             if b[j].any():
                 d[i, j] = cv2.compareHist(a[i], b[j], cv2.HISTCMP_BHATTACHARYYA)
     return d
+
+
+def mean_histogram(hists: list[np.ndarray] | deque[np.ndarray]) -> np.ndarray:
+    """The mean of ``hists`` (each ``(D,)``), renormalised to sum to 1: ``float32 (D,)``."""
+    m = np.mean(np.stack(list(hists)), 0).astype(np.float32)
+    return m / max(float(m.sum()), 1e-12)
+
+
+def histogram_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """The Bhattacharyya distance of two histograms ``(D,)`` (see :func:`appearance_distance`)."""
+    return float(appearance_distance(a[None], b[None])[0, 0])
 
 
 def clear_view_histograms(

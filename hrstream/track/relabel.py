@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hrstream.track.appearance import appearance_distance, clear_view_histograms
-from hrstream.track.repair import RepairParams
+from hrstream.track.appearance import clear_view_histograms, histogram_distance, mean_histogram
+from hrstream.track.repair import RepairParams, within_reach
 from hrstream.types import Poses
 
 __all__ = ["OnlineRelabel"]
@@ -36,19 +36,6 @@ log = logging.getLogger(__name__)
 
 #: Tracks unseen for this long are forgotten (the tracker removed them long before).
 _FORGET_TRACK_S = 60.0
-
-
-def _mean(views: list[np.ndarray] | deque[np.ndarray]) -> np.ndarray:
-    m = np.mean(np.stack(list(views)), 0).astype(np.float32)
-    return m / max(float(m.sum()), 1e-12)
-
-
-def _distance(a: np.ndarray, b: np.ndarray) -> float:
-    return float(appearance_distance(a[None], b[None])[0, 0])
-
-
-def _centre(box: np.ndarray) -> np.ndarray:
-    return np.array([(box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0])
 
 
 @dataclass
@@ -148,9 +135,12 @@ class OnlineRelabel:
 
     def _add_view(self, tid: int, st: _TrackState, h: np.ndarray, t: float, box: np.ndarray) -> None:
         p = self.params
-        if len(st.views) >= p.min_views and _distance(_mean(st.views), h) > p.cut_distance:
+        if len(st.views) >= p.min_views and histogram_distance(mean_histogram(st.views), h) > p.cut_distance:
             st.odd.append(h)
-            if len(st.odd) >= p.min_views and _distance(_mean(st.views), _mean(st.odd)) > p.cut_distance:
+            if (
+                len(st.odd) >= p.min_views
+                and histogram_distance(mean_histogram(st.views), mean_histogram(st.odd)) > p.cut_distance
+            ):
                 log.debug("relabel: track %d passed to another person at t=%.2f s", tid, t)
                 st.out_id = self._new_person(tid, t, box, st.odd)
                 st.views = deque(st.odd, maxlen=p.window)
@@ -164,19 +154,15 @@ class OnlineRelabel:
     def _join(self, tid: int, st: _TrackState, t: float, box: np.ndarray) -> None:
         """Give ``st`` the ID of the person it most likely is, if any (see the module docstring)."""
         p = self.params
-        mine = _mean(st.views)
+        mine = mean_histogram(st.views)
         best, best_d = None, p.join_distance
         for out_id, person in self._people.items():
             gap = st.born_t - person.last_t
             if out_id == st.out_id or len(person.views) < p.min_views or not 0 < gap <= p.max_gap_s:
                 continue
-            height = max(min(person.last_box[3] - person.last_box[1], st.born_box[3] - st.born_box[1]), 1.0)
-            if (
-                np.linalg.norm(_centre(st.born_box) - _centre(person.last_box))
-                > (p.max_speed * gap + 0.5) * height
-            ):
+            if not within_reach(person.last_box, st.born_box, gap, p.max_speed):
                 continue
-            d = _distance(_mean(person.views), mine)
+            d = histogram_distance(mean_histogram(person.views), mine)
             if d <= best_d:
                 best, best_d = out_id, d
         if best is None:

@@ -34,9 +34,10 @@ from typing import Any
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from hrstream.track.appearance import appearance_distance
+from hrstream.track.appearance import histogram_distance, mean_histogram
+from hrstream.track.geometry import box_iou
 
-__all__ = ["ONLINE_IDS", "RepairParams", "repair_tracks"]
+__all__ = ["ONLINE_IDS", "RepairParams", "repair_tracks", "within_reach"]
 
 log = logging.getLogger(__name__)
 
@@ -74,24 +75,18 @@ class _Piece:
     hi: int
 
 
-def _mean_hist(hists: list[np.ndarray]) -> np.ndarray:
-    m = np.mean(np.stack(hists), 0).astype(np.float32)
-    return m / max(float(m.sum()), 1e-12)
-
-
-def _distance(a: np.ndarray, b: np.ndarray) -> float:
-    return float(appearance_distance(a[None], b[None])[0, 0])
+def within_reach(box_a: np.ndarray, box_b: np.ndarray, gap_s: float, max_speed: float) -> bool:
+    """Could a person seen in ``box_a`` be in ``box_b`` ``gap_s`` seconds later (xyxy boxes)? Their centres
+    may lie ``max_speed * gap_s + 0.5`` box heights apart (the smaller of the two heights, at least 1 px)."""
+    height = max(min(box_a[3] - box_a[1], box_b[3] - box_b[1]), 1.0)
+    ca = np.array([(box_a[0] + box_a[2]) / 2, (box_a[1] + box_a[3]) / 2])
+    cb = np.array([(box_b[0] + box_b[2]) / 2, (box_b[1] + box_b[3]) / 2])
+    return bool(np.linalg.norm(cb - ca) <= (max_speed * gap_s + 0.5) * height)
 
 
 def _box_jump(boxes: np.ndarray) -> np.ndarray:
     """``(n-1,)`` ``1 - IoU`` between consecutive boxes ``(n, 4)``."""
-    a, b = boxes[:-1], boxes[1:]
-    iw = np.clip(np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]), 0, None)
-    ih = np.clip(np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]), 0, None)
-    inter = iw * ih
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    return 1.0 - inter / np.maximum(area_a + area_b - inter, 1e-9)
+    return 1.0 - np.diag(box_iou(boxes[:-1], boxes[1:]))
 
 
 def _cut(
@@ -102,9 +97,9 @@ def _cut(
     n = len(obs)
     best_d, best_k = -1.0, -1
     for k in range(p.min_views - 1, n - p.min_views):
-        before = _mean_hist([h for _, h in obs[max(0, k - p.window + 1) : k + 1]])
-        after = _mean_hist([h for _, h in obs[k + 1 : k + 1 + p.window]])
-        d = _distance(before, after)
+        before = mean_histogram([h for _, h in obs[max(0, k - p.window + 1) : k + 1]])
+        after = mean_histogram([h for _, h in obs[k + 1 : k + 1 + p.window]])
+        d = histogram_distance(before, after)
         if d > best_d:
             best_d, best_k = d, k
     if best_k < 0 or best_d <= p.cut_distance:
@@ -125,7 +120,8 @@ def repair_tracks(
     Args:
         tracks: per-track dicts with ``track_id``, ``frames`` and ``boxes``; not modified.
         clear_views: ``(track_id, frame) -> (D,)`` clothing histogram of that track on that frame, for the
-            frames on which it overlapped no other track (:func:`hrstream.track.appearance.box_histograms`).
+            frames on which it overlapped no other track
+            (:func:`hrstream.track.appearance.clear_view_histograms`).
         fps: frames per second (turns ``max_gap_s`` and ``max_speed`` into frames).
         params: thresholds; the defaults when ``None``.
 
@@ -150,29 +146,27 @@ def repair_tracks(
         pieces += [_Piece(i, lo, hi) for lo, hi in _cut(boxes[i], views, 0, len(t["frames"]) - 1, p)]
     n_cuts = len(pieces) - len(tracks)
 
-    def end_facts(pc: _Piece, last: bool) -> tuple[int, np.ndarray, float, np.ndarray | None]:
-        frame = int(tracks[pc.src]["frames"][pc.hi if last else pc.lo])
-        b = boxes[pc.src][pc.hi if last else pc.lo]
+    def end_facts(pc: _Piece, last: bool) -> tuple[int, np.ndarray, np.ndarray | None]:
+        row = pc.hi if last else pc.lo
         obs = [h for r, h in views_of[pc.src] if pc.lo <= r <= pc.hi]
         obs = obs[-p.window :] if last else obs[: p.window]
-        hist = _mean_hist(obs) if len(obs) >= p.min_views else None
-        return frame, np.array([(b[0] + b[2]) / 2, (b[1] + b[3]) / 2]), float(b[3] - b[1]), hist
+        hist = mean_histogram(obs) if len(obs) >= p.min_views else None
+        return int(tracks[pc.src]["frames"][row]), boxes[pc.src][row], hist
 
     ends = [end_facts(pc, True) for pc in pieces]
     starts = [end_facts(pc, False) for pc in pieces]
     max_gap = p.max_gap_s * fps
     cost = np.full((len(pieces), len(pieces)), np.inf)
-    for a, (fa, ca, ha, hist_a) in enumerate(ends):
+    for a, (fa, box_a, hist_a) in enumerate(ends):
         if hist_a is None:
             continue
-        for b, (fb, cb, hb, hist_b) in enumerate(starts):
+        for b, (fb, box_b, hist_b) in enumerate(starts):
             gap = fb - fa
             if hist_b is None or gap <= 0 or gap > max_gap:
                 continue
-            height = max(min(ha, hb), 1.0)
-            if np.linalg.norm(cb - ca) > (p.max_speed * gap / fps + 0.5) * height:
+            if not within_reach(box_a, box_b, gap / fps, p.max_speed):
                 continue
-            d = _distance(hist_a, hist_b)
+            d = histogram_distance(hist_a, hist_b)
             if d <= p.join_distance:
                 cost[a, b] = d
     successor: dict[int, int] = {}
