@@ -173,7 +173,9 @@ class FrameResult:
     """What sinks receive: a frame and what the tasks found in it.
 
     ``timings`` maps a stage name to seconds spent on this frame; ``dropped_before`` counts the live frames
-    dropped between the previous result of this source and this one.
+    dropped between the previous result of this source and this one. ``clear_views``: with identity repair on,
+    per person of ``poses`` the torso histogram ``float32 (D,)`` where they stood clear of everyone else, else
+    ``None`` (:func:`hrstream.track.appearance.clear_view_histograms`, computed once in the track stage).
     """
 
     frame: Frame
@@ -181,6 +183,7 @@ class FrameResult:
     seg: SegMap | None = None
     timings: dict[str, float] = field(default_factory=dict)
     dropped_before: int = 0
+    clear_views: list[np.ndarray | None] | None = None
 
     def __repr__(self) -> str:
         return f"FrameResult({self.frame!r}, poses={self.poses!r}, seg={self.seg!r})"

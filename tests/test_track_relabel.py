@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 from support.scenes import FPS, hand_over_scene, occlusion_scene, person, render
 
+from hrstream.track.appearance import clear_view_histograms
 from hrstream.track.relabel import OnlineRelabel
 from hrstream.track.repair import RepairParams
 from hrstream.types import Poses
@@ -29,7 +30,8 @@ def _relabel(
             keypoint_scores=np.full((n, 17), 0.9, np.float32),
             track_ids=np.asarray([p[0] for p in people], np.int64),
         )
-        res = relabel.update(poses, t=t0 + f / FPS, image=img)
+        views = clear_view_histograms(img, poses.boxes, poses.keypoints, poses.keypoint_scores)
+        res = relabel.update(poses, t=t0 + f / FPS, views=views)
         assert np.array_equal(res.boxes, poses.boxes)  # only the IDs change
         out.append({shirt: int(tid) for (_, shirt, _), tid in zip(people, res.track_ids, strict=True)})
     return out
@@ -78,3 +80,37 @@ def test_memory_stays_bounded_on_a_long_stream_and_reset_restarts_ids():
     relabel.reset()
     ids = _relabel([[(7, "blue", 60)]], relabel)
     assert ids == [{"blue": 1}]
+
+
+def test_track_stage_computes_clear_views_once_and_passes_them_on():
+    """The recipe's repair switches: the track stage computes the clear views once per frame, relabels with
+    them (online) and hands them to the sink in FrameResult.clear_views (offline, files only)."""
+    from hrstream.tasks.pose_task import PoseWork, TrackStage
+    from hrstream.tasks.recipe import PIPELINES_DIR, load_recipe
+    from hrstream.types import Frame
+
+    synthetic = load_recipe("pose,seg", PIPELINES_DIR / "synthetic.yaml")
+    stage = TrackStage.from_recipe(synthetic, live=False)
+    assert stage.relabel is not None and stage.clear_views
+    assert TrackStage.from_recipe(synthetic, live=True).clear_views  # the online repair needs them live too
+    plain = TrackStage.from_recipe(load_recipe("pose"), live=False)
+    assert plain.relabel is None and not plain.clear_views
+
+    results = []
+    for f, people in enumerate(hand_over_scene()):
+        img = render([(s, x) for _, s, x in people])
+        box, kps = person(people[0][2])
+        poses = Poses(
+            boxes=np.asarray([box], np.float32),
+            box_scores=np.full(1, 0.9, np.float32),
+            keypoints=np.asarray([kps], np.float32),
+            keypoint_scores=np.full((1, 17), 0.9, np.float32),
+        )
+        work = PoseWork(Frame("s", f, f / FPS, img), poses.boxes, poses.box_scores, poses=poses)
+        results += list(stage.process(work))
+    assert all(r.clear_views is not None and len(r.clear_views) == len(r.poses) == 1 for r in results)
+    assert all(r.clear_views[0] is not None for r in results)  # one person, always clear
+    assert [int(r.poses.tracker_ids[0]) for r in results] == [1] * 30  # the tracker keeps one track ...
+    assert [int(r.poses.track_ids[0]) for r in results] == [1] * 17 + [2] * 13  # ... renamed on green
+    plain_out = next(iter(plain.process(work)))
+    assert plain_out.clear_views is None

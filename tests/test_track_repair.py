@@ -162,7 +162,8 @@ def _sink_run(tmp_path, frames, *, relabelled: bool):
             tracker_ids=ids if relabelled else None,
         )
         frame = Frame("cross", f, f / FPS, img, pts=f, time_base=Fraction(1, 10))
-        out.write((FrameResult(frame, poses=poses), img))
+        views = clear_view_histograms(img, poses.boxes, poses.keypoints, poses.keypoint_scores)
+        out.write((FrameResult(frame, poses=poses, clear_views=views), img))
     out.close()
     return out
 

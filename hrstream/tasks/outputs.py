@@ -22,7 +22,6 @@ import numpy as np
 from hrstream.io import IMAGE_EXTENSIONS, JsonlWriter, SourceInfo, output_path, write_json_atomic
 from hrstream.io.video_writer import VideoWriter
 from hrstream.track import savgol_smooth_track
-from hrstream.track.appearance import clear_view_histograms
 from hrstream.track.repair import ONLINE_IDS, RepairParams, repair_tracks
 from hrstream.types import FrameResult
 
@@ -90,8 +89,9 @@ def frame_record(result: FrameResult, extra: dict[str, Any] | None = None) -> di
 class _TrackLog:
     """Per-track lists that become the tracks document.
 
-    With ``repair`` (files only), the torso histogram of every tracked person seen clear of the others is
-    kept (``float16``, 384 bytes per person and frame) so that :func:`hrstream.track.repair.repair_tracks`
+    With ``repair`` (files only), the torso histogram of every tracked person seen clear of the others
+    (``FrameResult.clear_views``, from the track stage) is kept (``float16``, 384 bytes per person and frame)
+    so that :func:`hrstream.track.repair.repair_tracks`
     can cut and join the tracks by clothing when the document is made. The repair starts from the tracker's
     own tracks (``Poses.tracker_ids`` where an online relabelling renamed them) and records the reported IDs
     per frame in ``online_ids``.
@@ -125,14 +125,9 @@ class _TrackLog:
             tr["smoothed"].append(_r(p.keypoints[i]))
             if self.repair is not None:
                 tr.setdefault(ONLINE_IDS, []).append(int(tid))
-        if self.repair is not None and (p.track_ids >= 0).any():
-            sel = np.flatnonzero(p.track_ids >= 0)
-            raw_all = p.raw_keypoints if p.raw_keypoints is not None else p.keypoints
-            hists = clear_view_histograms(
-                result.frame.image, p.boxes[sel], raw_all[sel], p.keypoint_scores[sel]
-            )
-            for i, h in zip(sel.tolist(), hists, strict=True):
-                if h is not None:
+        if self.repair is not None and result.clear_views is not None:
+            for i, h in enumerate(result.clear_views):
+                if h is not None and p.track_ids[i] >= 0:
                     self.views[(int(keys[i]), int(result.frame.index))] = h.astype(np.float16)
 
     def document(self, savgol_window_s: float | None) -> list[dict[str, Any]]:

@@ -25,6 +25,7 @@ from hrstream.pose.detectors import DETECTOR_SPECS, Detector, TorchvisionDetecto
 from hrstream.runtime import InferenceEngine
 from hrstream.tasks.model_loading import load_model_bundle
 from hrstream.track import KeypointSmoother, PoseTracker, make_smoother
+from hrstream.track.appearance import clear_view_histograms
 from hrstream.track.relabel import OnlineRelabel
 from hrstream.track.repair import RepairParams
 from hrstream.types import Frame, FrameResult, Poses, SegMap
@@ -221,17 +222,24 @@ def repair_params(tracker: dict[str, Any], *, online: bool = False) -> RepairPar
 
 class TrackStage:
     """Identities (``PoseTracker``, then optionally ``OnlineRelabel``) and keypoint smoothing
-    (``KeypointSmoother``, keyed by the tracker's own IDs) on one thread."""
+    (``KeypointSmoother``, keyed by the tracker's own IDs) on one thread.
+
+    With ``clear_views`` (or a relabeller), the tracked people's clear-view histograms are computed once per
+    frame here and passed on in ``FrameResult.clear_views`` (the relabeller and the offline repair use them).
+    """
 
     def __init__(
         self,
         tracker: PoseTracker | None,
         smoother: KeypointSmoother | None,
         relabel: OnlineRelabel | None = None,
+        *,
+        clear_views: bool = False,
     ) -> None:
         self.tracker = tracker
         self.smoother = smoother
         self.relabel = relabel
+        self.clear_views = tracker is not None and (clear_views or relabel is not None)
 
     @classmethod
     def from_recipe(cls, recipe: dict[str, Any], *, live: bool) -> TrackStage:
@@ -262,21 +270,39 @@ class TrackStage:
             )
             smoother = make_smoother(method, **params)  # type: ignore[arg-type]
         online = repair_params(tr, online=True)
-        return cls(tracker, smoother, OnlineRelabel(online) if online is not None else None)
+        return cls(
+            tracker,
+            smoother,
+            OnlineRelabel(online) if online is not None else None,
+            clear_views=not live and repair_params(tr) is not None,  # the offline repair of files
+        )
 
     def process(self, w: PoseWork) -> Iterable[FrameResult]:
         t0 = time.perf_counter()
         poses = w.poses if w.poses is not None else Poses.empty()
         t = frame_time(w.frame)
+        views: list[np.ndarray | None] | None = None
         if self.tracker is not None:
             tracked = self.tracker.update(poses, t=t, image=w.frame.image)
             if self.smoother is not None:
                 tracked = self.smoother.update(tracked, t=t)
+            if self.clear_views:
+                raw = tracked.raw_keypoints if tracked.raw_keypoints is not None else tracked.keypoints
+                views = clear_view_histograms(w.frame.image, tracked.boxes, raw, tracked.keypoint_scores)
             if self.relabel is not None:
-                tracked = self.relabel.update(tracked, t=t, image=w.frame.image)
+                tracked = self.relabel.update(tracked, t=t, views=views)
             poses = _with_untracked(tracked, poses)
+            if views is not None:
+                views = views + [None] * (len(poses) - len(tracked))  # the untracked people follow
         w.timings["track"] = time.perf_counter() - t0
-        yield FrameResult(w.frame, poses=poses, seg=w.seg, timings=w.timings, dropped_before=w.dropped_before)
+        yield FrameResult(
+            w.frame,
+            poses=poses,
+            seg=w.seg,
+            timings=w.timings,
+            dropped_before=w.dropped_before,
+            clear_views=views,
+        )
 
 
 def _with_untracked(tracked: Poses, detected: Poses) -> Poses:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hrstream.track.appearance import clear_view_histograms, histogram_distance, mean_histogram
+from hrstream.track.appearance import histogram_distance, mean_histogram
 from hrstream.track.repair import RepairParams, within_reach
 from hrstream.types import Poses
 
@@ -85,13 +85,14 @@ class OnlineRelabel:
         self._people[out] = _Person(deque(views, maxlen=self.params.window), t, box, tid)
         return out
 
-    def update(self, poses: Poses, *, t: float, image: np.ndarray) -> Poses:
+    def update(self, poses: Poses, *, t: float, views: list[np.ndarray | None]) -> Poses:
         """The tracker's output for one frame with its IDs renamed.
 
         Args:
             poses: people with ``track_ids`` (the tracker's; entries < 0 are left as they are).
             t: frame time in seconds (increasing).
-            image: the frame, ``uint8 (H, W, 3)`` RGB (for the clear views).
+            views: per person, the clear-view histogram or ``None``
+                (:func:`hrstream.track.appearance.clear_view_histograms` over the tracked people).
 
         Returns:
             A copy of ``poses`` whose ``track_ids`` are the repaired IDs and ``tracker_ids`` the tracker's.
@@ -101,16 +102,13 @@ class OnlineRelabel:
         if poses.track_ids is None or len(poses) == 0:
             self._forget(t)
             return out
+        if len(views) != len(poses):
+            raise ValueError(f"OnlineRelabel.update: {len(views)} views for {len(poses)} people")
         ids = np.asarray(poses.track_ids, np.int64)
         sel = np.flatnonzero(ids >= 0)
-        raw = poses.raw_keypoints if poses.raw_keypoints is not None else poses.keypoints
-        hists = (
-            clear_view_histograms(image, poses.boxes[sel], raw[sel], poses.keypoint_scores[sel])
-            if sel.size
-            else []
-        )
         new_ids = ids.copy()
-        for i, h in zip(sel.tolist(), hists, strict=True):
+        for i in sel.tolist():
+            h = views[i]
             tid, box = int(ids[i]), poses.boxes[i].astype(np.float64)
             st = self._tracks.get(tid)
             if st is None or self._people.get(st.out_id) is None or self._people[st.out_id].holder != tid:
