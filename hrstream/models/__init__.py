@@ -1,4 +1,4 @@
-"""HRNet networks faithful to the official code, their configs, checkpoints and published weights.
+"""HRNet and Lite-HRNet networks faithful to the official code, their configs, checkpoints and published weights.
 
 Public API::
 
@@ -13,13 +13,17 @@ from hrstream.models.checkpoints import LoadReport, detect_layout, load_weights,
 from hrstream.models.config import ModelSpec, load_config, parse_config
 from hrstream.models.heads import HRFPN, PoseHRNet, SegHRNet
 from hrstream.models.hrnet import HRNetBackbone, StageSpec
+from hrstream.models.litehrnet import LiteHRNet, LiteHRNetSpec, PoseLiteHRNet
 
 __all__ = [
     "HRFPN",
     "HRNetBackbone",
+    "LiteHRNet",
+    "LiteHRNetSpec",
     "LoadReport",
     "ModelSpec",
     "PoseHRNet",
+    "PoseLiteHRNet",
     "SegHRNet",
     "StageSpec",
     "build_hrfpn",

@@ -8,9 +8,11 @@ from typing import Any
 
 from torch import nn
 
+from hrstream.errors import ConfigError
 from hrstream.models.config import ModelSpec, load_config, parse_config
 from hrstream.models.heads import HRFPN, PoseHRNet, SegHRNet
 from hrstream.models.hrnet import HRNetBackbone
+from hrstream.models.litehrnet import PoseLiteHRNet
 
 __all__ = ["build_hrfpn", "build_model", "from_config", "resolve_config"]
 
@@ -35,8 +37,10 @@ def build_model(spec: ModelSpec) -> nn.Module:
         from hrstream.models.detection import build_detector
 
         return build_detector(spec)
-    if spec.task == "pose":
-        model: nn.Module = PoseHRNet(
+    if spec.lite is not None:
+        model: nn.Module = PoseLiteHRNet(spec.lite, num_joints=spec.num_outputs)
+    elif spec.task == "pose":
+        model = PoseHRNet(
             spec.stages,
             num_joints=spec.num_outputs,
             final_conv_kernel=spec.final_conv_kernel,
@@ -63,10 +67,12 @@ def from_config(cfg: str | Path | Mapping[str, Any]) -> nn.Module:
 
     Args:
         cfg: a registered config name (``"pose_hrnet_w32_256x192"``), a YAML path, or a dict in the official
-            experiments schema (``MODEL.NAME`` ``pose_hrnet`` / ``seg_hrnet``, ``MODEL.EXTRA.STAGE2..4``, ...).
+            experiments schema (``MODEL.NAME`` ``pose_hrnet`` / ``seg_hrnet``, ``MODEL.EXTRA.STAGE2..4``, ...;
+            ``litehrnet`` with the official backbone ``extra`` dict as ``MODEL.EXTRA``).
 
     Returns:
-        ``pose_hrnet``: a module mapping ``(N, 3, H, W)`` normalised RGB to heatmaps ``(N, K, H/4, W/4)``.
+        ``pose_hrnet``, ``litehrnet``: a module mapping ``(N, 3, H, W)`` normalised RGB to heatmaps
+        ``(N, K, H/4, W/4)``.
         ``seg_hrnet``: a module mapping ``(N, 3, H, W)`` to logits ``(N, C, H/4, W/4)``.
         ``det_hrnet``: torchvision's FCOS on HRNetV2p (:mod:`hrstream.models.detection`).
         The parsed :class:`~hrstream.models.config.ModelSpec` is attached as ``model.spec``.
@@ -82,6 +88,8 @@ def build_hrfpn(cfg: str | Path | Mapping[str, Any], *, out_channels: int = 256,
     """V2p: an :class:`HRFPN` on the backbone of a config (any task: stage 4 is built multi-resolution)."""
     data, src = resolve_config(cfg)
     spec = parse_config(data, source=src)
+    if spec.lite is not None:
+        raise ConfigError(f"{src}: HRFPN (V2p) is built on an HRNet backbone; litehrnet configs have none")
     backbone = HRNetBackbone(
         spec.stages, upsample="bilinear", align_corners=spec.align_corners, last_multi_scale=True
     )

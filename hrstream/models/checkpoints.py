@@ -17,6 +17,10 @@ fcos       hrstream's person detector (:mod:`hrstream.models.detection`): torchv
            ``backbone.backbone.*`` (HRNet), ``backbone.*`` (HRFPN), ``head.classification_head.*`` ...
 ========== =================================================================================================
 
+The MMPose layouts serve HRNet and Lite-HRNet alike: :mod:`hrstream.models.litehrnet` keeps the official
+backbone names (found under ``backbone.``) and the head's ``final_layer``. MMPose's published Lite-HRNet
+checkpoints are in the 0.x layout.
+
 Files are read with ``torch.load(..., weights_only=True)`` (no pickle code runs) or safetensors.
 """
 

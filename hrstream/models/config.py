@@ -3,11 +3,16 @@
 An official YAML (``experiments/coco/hrnet/w32_256x192_adam_lr1e-3.yaml`` or
 ``experiments/cityscapes/seg_hrnet_w48_*.yaml``) loads as it is. The fields read here:
 
-* ``MODEL.NAME``: ``pose_hrnet``, ``seg_hrnet`` or hrstream's ``det_hrnet`` (person detection on V2p,
-  :mod:`hrstream.models.detection`; read like a segmentation config).
+* ``MODEL.NAME``: ``pose_hrnet``, ``seg_hrnet``, ``litehrnet`` (pose; :mod:`hrstream.models.litehrnet`) or
+  hrstream's ``det_hrnet`` (person detection on V2p, :mod:`hrstream.models.detection`; read like a
+  segmentation config).
 * ``MODEL.EXTRA.STAGE2..STAGE4``: ``NUM_MODULES``, ``NUM_BRANCHES``, ``BLOCK`` (BASIC/BOTTLENECK),
   ``NUM_BLOCKS``, ``NUM_CHANNELS``, ``FUSE_METHOD``; ``MODEL.EXTRA.STAGE1`` (segmentation; the official files
   spell ``NUM_RANCHES``, which is accepted); ``MODEL.EXTRA.FINAL_CONV_KERNEL``.
+* ``litehrnet``: ``MODEL.EXTRA`` is the official backbone ``extra`` dict as in the official configs
+  (``stem``, ``num_stages``, ``stages_spec`` with ``num_modules``, ``num_branches``, ``num_blocks``,
+  ``module_type``, ``with_fuse``, ``reduce_ratios``, ``num_channels``; ``with_head``), lists for tuples; the
+  head is the official one 1x1 convolution.
 * pose: ``MODEL.NUM_JOINTS``, ``MODEL.IMAGE_SIZE`` ``[W, H]``, ``MODEL.HEATMAP_SIZE`` ``[W, H]``,
   ``TEST.FLIP_TEST / POST_PROCESS / SHIFT_HEATMAP``.
 * segmentation and detection: ``DATASET.NUM_CLASSES`` (detection: with the background),
@@ -29,11 +34,12 @@ import yaml
 
 from hrstream.errors import ConfigError
 from hrstream.models.hrnet import BLOCKS, StageSpec
+from hrstream.models.litehrnet import MODULE_TYPES, LiteHRNetSpec
 
 __all__ = ["ModelSpec", "load_config", "parse_config"]
 
 Task = Literal["pose", "seg", "det"]
-NAMES: dict[str, Task] = {"pose_hrnet": "pose", "seg_hrnet": "seg", "det_hrnet": "det"}
+NAMES: dict[str, Task] = {"pose_hrnet": "pose", "seg_hrnet": "seg", "det_hrnet": "det", "litehrnet": "pose"}
 
 
 @dataclass(frozen=True)
@@ -41,12 +47,13 @@ class ModelSpec:
     """What a config says about the network, parsed and checked.
 
     ``image_size`` and ``heatmap_size`` are ``(W, H)`` as in the official files (``None`` where not given).
-    ``raw`` is the whole config dict, for the sections this class does not model.
+    ``raw`` is the whole config dict, for the sections this class does not model. ``stages`` holds HRNet's
+    STAGE2..4 (empty for ``litehrnet``, whose architecture is ``lite``).
     """
 
     name: str
     task: Task
-    stages: tuple[StageSpec, StageSpec, StageSpec]
+    stages: tuple[StageSpec, ...]
     final_conv_kernel: int
     num_outputs: int
     image_size: tuple[int, int] | None
@@ -55,10 +62,13 @@ class ModelSpec:
     stage1: StageSpec | None
     source: str
     raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
+    lite: LiteHRNetSpec | None = None
 
     @property
     def width(self) -> int:
-        """The HRNet width (channels of the highest-resolution branch): 18, 32, 48, ..."""
+        """Channels of the highest-resolution branch: 18, 32, 48, ... (HRNet), 40 (Lite-HRNet-18/30)."""
+        if self.lite is not None:
+            return self.lite.num_channels[0][0]
         return self.stages[0].num_channels[0]
 
     @property
@@ -150,6 +160,100 @@ def _size(d: Mapping[str, Any], path: str, src: str) -> tuple[int, int] | None:
     return vals[0], vals[1]
 
 
+_LITE_STAGE_FIELDS = (
+    "num_modules",
+    "num_branches",
+    "num_blocks",
+    "module_type",
+    "with_fuse",
+    "reduce_ratios",
+    "num_channels",
+)
+
+
+def _positive_int(value: Any, path: str, src: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"{src}: field {path} must be a positive integer, got {value!r}")
+    return value
+
+
+def _lite(d: Mapping[str, Any], src: str) -> LiteHRNetSpec:
+    """``MODEL.EXTRA`` of a ``litehrnet`` config: the official backbone ``extra`` dict."""
+    base = "MODEL.EXTRA"
+    stem = _get(d, f"{base}.stem", src)
+    if not isinstance(stem, Mapping):
+        raise ConfigError(f"{src}: field {base}.stem must be a mapping")
+    for f in ("stem_channels", "out_channels", "expand_ratio"):
+        if f not in stem:
+            raise ConfigError(f"{src}: missing field {base}.stem.{f}")
+    stem_channels = _positive_int(stem["stem_channels"], f"{base}.stem.stem_channels", src)
+    if stem_channels % 2:
+        raise ConfigError(f"{src}: field {base}.stem.stem_channels must be even, got {stem_channels}")
+    stem_out = _positive_int(stem["out_channels"], f"{base}.stem.out_channels", src)
+    ratio = stem["expand_ratio"]
+    if not isinstance(ratio, (int, float)) or isinstance(ratio, bool) or ratio <= 0:
+        raise ConfigError(f"{src}: field {base}.stem.expand_ratio must be a positive number, got {ratio!r}")
+    num_stages = _positive_int(_get(d, f"{base}.num_stages", src), f"{base}.num_stages", src)
+    spec = _get(d, f"{base}.stages_spec", src)
+    if not isinstance(spec, Mapping):
+        raise ConfigError(f"{src}: field {base}.stages_spec must be a mapping")
+    lists: dict[str, list[Any]] = {}
+    for f in _LITE_STAGE_FIELDS:
+        path = f"{base}.stages_spec.{f}"
+        if f not in spec:
+            raise ConfigError(f"{src}: missing field {path}")
+        v = spec[f]
+        if not isinstance(v, (list, tuple)) or len(v) != num_stages:
+            raise ConfigError(
+                f"{src}: field {path} must be a list of {num_stages} entries (num_stages), got {v!r}"
+            )
+        lists[f] = list(v)
+    sp = f"{base}.stages_spec"
+    modules = tuple(_positive_int(v, f"{sp}.num_modules", src) for v in lists["num_modules"])
+    branches = tuple(_positive_int(v, f"{sp}.num_branches", src) for v in lists["num_branches"])
+    blocks = tuple(_positive_int(v, f"{sp}.num_blocks", src) for v in lists["num_blocks"])
+    ratios = tuple(_positive_int(v, f"{sp}.reduce_ratios", src) for v in lists["reduce_ratios"])
+    types = tuple(str(v).upper() for v in lists["module_type"])
+    if any(t not in MODULE_TYPES for t in types):
+        raise ConfigError(
+            f"{src}: field {sp}.module_type entries must be one of {list(MODULE_TYPES)}, got {lists['module_type']!r}"
+        )
+    if not all(isinstance(v, bool) for v in lists["with_fuse"]):
+        raise ConfigError(
+            f"{src}: field {sp}.with_fuse must be a list of true/false, got {lists['with_fuse']!r}"
+        )
+    channels = tuple(_int_list(v, f"{sp}.num_channels", src) for v in lists["num_channels"])
+    prev = 1
+    for i, (n, ch) in enumerate(zip(branches, channels, strict=True)):
+        if len(ch) != n:
+            raise ConfigError(
+                f"{src}: field {sp}.num_channels[{i}] has {len(ch)} widths for num_branches {n}"
+            )
+        if n < 2 or n < prev:
+            raise ConfigError(
+                f"{src}: field {sp}.num_branches must be at least 2 and never decrease, got {list(branches)}"
+            )
+        if any(c % 2 for c in ch):
+            raise ConfigError(f"{src}: field {sp}.num_channels[{i}] must be even widths, got {list(ch)}")
+        prev = n
+    with_head = _get(d, f"{base}.with_head", src)
+    if not isinstance(with_head, bool):
+        raise ConfigError(f"{src}: field {base}.with_head must be true or false, got {with_head!r}")
+    return LiteHRNetSpec(
+        stem_channels=stem_channels,
+        stem_out_channels=stem_out,
+        expand_ratio=ratio,
+        num_modules=modules,
+        num_branches=branches,
+        num_blocks=blocks,
+        module_type=types,
+        with_fuse=tuple(lists["with_fuse"]),
+        reduce_ratios=ratios,
+        num_channels=channels,
+        with_head=with_head,
+    )
+
+
 def parse_config(data: Mapping[str, Any], *, source: str = "<config>") -> ModelSpec:
     """Check an official-schema config and return its :class:`ModelSpec`.
 
@@ -160,6 +264,8 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<config>") -> ModelS
     if name not in NAMES:
         raise ConfigError(f"{source}: field MODEL.NAME must be one of {sorted(NAMES)}, got {name!r}")
     task = NAMES[name]
+    if name == "litehrnet":
+        return _parse_lite(data, source)
     stages = (_stage(data, "STAGE2", source), _stage(data, "STAGE3", source), _stage(data, "STAGE4", source))
     for prev, cur, key in zip((None, *stages[:-1]), stages, ("STAGE2", "STAGE3", "STAGE4"), strict=True):
         if prev is not None and cur.num_branches != prev.num_branches + 1:
@@ -202,4 +308,30 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<config>") -> ModelS
         stage1=stage1,
         source=source,
         raw=dict(data),
+    )
+
+
+def _parse_lite(data: Mapping[str, Any], source: str) -> ModelSpec:
+    lite = _lite(data, source)
+    num = _positive_int(_get(data, "MODEL.NUM_JOINTS", source), "MODEL.NUM_JOINTS", source)
+    image_size = _size(data, "MODEL.IMAGE_SIZE", source)
+    stride = 4 * 2 ** (max(lite.num_branches) - 1)  # the lowest branch's
+    if image_size is not None and (image_size[0] % stride or image_size[1] % stride):
+        raise ConfigError(
+            f"{source}: field MODEL.IMAGE_SIZE must be multiples of {stride} for this litehrnet (its lowest "
+            f"branch runs at 1/{stride}), got {list(image_size)}"
+        )
+    return ModelSpec(
+        name="litehrnet",
+        task="pose",
+        stages=(),
+        final_conv_kernel=1,
+        num_outputs=num,
+        image_size=image_size,
+        heatmap_size=_size(data, "MODEL.HEATMAP_SIZE", source),
+        align_corners=False,
+        stage1=None,
+        source=source,
+        raw=dict(data),
+        lite=lite,
     )
