@@ -75,6 +75,48 @@ def test_writer_keeps_source_timestamps(tmp_path: Path, clip: str, max_frames: i
         assert steps == pytest.approx(1001 / 30000, abs=1e-9)  # 29.97 fps, not rounded to 30
 
 
+def _late_start_mkv(path: Path) -> list[float]:
+    """An MKV whose first video frame is at 21 ms (1/1000 time base, 40 ms steps) beside AAC audio whose
+    encoder priming starts it before 0, as real files are; returns the video frames' times."""
+    times_ms = [21 + 40 * i for i in range(8)]
+    with av.open(str(path), "w") as c:
+        video = c.add_stream("libx264", rate=25)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        video.time_base = video.codec_context.time_base = Fraction(1, 1000)
+        video.codec_context.max_b_frames = 0
+        audio = c.add_stream("aac", rate=16000)
+        audio.layout = "mono"
+        for i, t in enumerate(times_ms):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 20 * i, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = t, Fraction(1, 1000)
+            c.mux(video.encode(frame))
+        c.mux(video.encode(None))
+        for k in range(6):
+            tone = np.sin(np.arange(1024) * 0.2 + k).astype(np.float32)[None]
+            chunk = av.AudioFrame.from_ndarray(tone, format="fltp", layout="mono")
+            chunk.sample_rate, chunk.pts, chunk.time_base = 16000, 1024 * k, Fraction(1, 16000)
+            c.mux(audio.encode(chunk))
+        c.mux(audio.encode(None))
+    return [t / 1000 for t in times_ms]
+
+
+def _audio_times(path: Path) -> list[float]:
+    with av.open(str(path)) as c:
+        return [float(p.pts * p.time_base) for p in c.demux(audio=0) if p.pts is not None]
+
+
+def test_writer_keeps_a_late_first_frame_and_the_audio_times(tmp_path: Path) -> None:
+    src = tmp_path / "late_start.mkv"
+    want = _late_start_mkv(src)
+    src_audio = _audio_times(src)
+    assert src_audio[0] < 0 < want[0]  # the priming: audio before 0, video at 21 ms
+    out = tmp_path / "late_start.mp4"
+    assert _copy_through(src, out, audio=True) == pytest.approx(want, abs=1e-9)  # what the source reports
+    assert _decode_pts_s(out) == pytest.approx(want, abs=1e-9)  # every frame, the first one included
+    got_audio = _audio_times(out)
+    assert got_audio == pytest.approx(src_audio[: len(got_audio)], abs=1e-9) and len(got_audio) >= 3
+
+
 def test_writer_pads_odd_size_to_even(tmp_path: Path) -> None:
     out = tmp_path / "odd.mp4"
     with open_source(str(VIDEOS / "gen_odd_321x241.mkv")) as s:

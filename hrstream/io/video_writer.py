@@ -2,9 +2,11 @@
 
 * H.264 (libx264), ``yuv420p``; odd widths/heights are padded to even by repeating the last column/row.
 * Every frame carries its source ``pts`` in the source ``time_base`` and the output stream uses that time
-  base, so variable frame rate and 29.97 fps timestamps survive exactly. (The MP4 muxer starts the track at
-  0: a source whose first PTS is not 0 keeps its intervals, shifted by that constant.) No B-frames, so PTS
-  equal DTS and the muxer never shifts timestamps to avoid negative DTS.
+  base, so variable frame rate and 29.97 fps timestamps survive exactly, from the first frame on: a source
+  whose first PTS is not 0 (an MKV whose audio priming puts the first frame at 21 ms) keeps it. The muxer
+  would otherwise start each track at 0 (moving only the first frame, or shifting all by the audio priming);
+  ``frag_discont`` with ``use_editlist`` makes each fragment carry its own start time instead. No B-frames,
+  so PTS equal DTS.
 * Fragmented MP4 (``frag_keyframe+empty_moov+default_base_moof``) **and** ``flush_packets=1``, with a
   keyframe at least every ``gop_s`` seconds: a process killed with SIGKILL leaves a file that decodes up to
   the last complete fragment (at most about one GOP is lost).
@@ -30,7 +32,9 @@ __all__ = ["VideoWriter"]
 
 log = logging.getLogger(__name__)
 
-_MOVFLAGS = "frag_keyframe+empty_moov+default_base_moof"
+_MOVFLAGS = "frag_keyframe+empty_moov+default_base_moof+frag_discont"
+#: Fragments carry their own start time (``tfdt``) from the first packet's PTS, so no track is moved to 0.
+_MUXER_OPTIONS = {"movflags": _MOVFLAGS, "use_editlist": "1", "flush_packets": "1"}
 
 
 def _as_fraction(value: Any, what: str) -> Fraction:
@@ -92,7 +96,7 @@ class VideoWriter:
             str(self.path),
             mode="w",
             format="mp4",
-            container_options={"movflags": _MOVFLAGS, "flush_packets": "1"},
+            container_options=dict(_MUXER_OPTIONS),
         )
         try:
             stream = self._container.add_stream("libx264", rate=fps_frac)
