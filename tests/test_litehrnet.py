@@ -60,6 +60,25 @@ def test_keys_shapes_and_parameter_count_equal_official(keys_file: str) -> None:
     assert model.spec.lite.to_extra() == ref["config"]
 
 
+@pytest.mark.parametrize(
+    "name, keys_file",
+    [
+        ("litehrnet_18_coco_256x192", "official_litehrnet_18_keys.json"),
+        ("litehrnet_18_coco_384x288", "official_litehrnet_18_keys.json"),
+        ("litehrnet_30_coco_256x192", "official_litehrnet_30_keys.json"),
+        ("litehrnet_30_coco_384x288", "official_litehrnet_30_keys.json"),
+    ],
+)
+def test_registered_configs_build_the_official_networks(name: str, keys_file: str) -> None:
+    ref = json.loads((REF / keys_file).read_text())
+    with torch.device("meta"):
+        model = from_config(name)
+    sd = model.state_dict()
+    assert dict(zip(_as_mmpose0(list(sd)), (list(v.shape) for v in sd.values()), strict=True)) == ref["keys"]
+    w, h = model.spec.image_size
+    assert model.spec.heatmap_size == (w // 4, h // 4) and f"_{h}x{w}" in name
+
+
 @pytest.fixture(scope="module", params=["official_litehrnet_tiny.pt", "official_litehrnet_tiny_naive.pt"])
 def tiny(request: pytest.FixtureRequest) -> dict:
     return torch.load(REF / request.param, weights_only=True)

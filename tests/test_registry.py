@@ -19,6 +19,7 @@ from hrstream.models.hub import is_shipped
 from hrstream.models.registry import WeightsEntry
 
 COCO_NAMES_FROM_GT = Path(__file__).parent / "data" / "coco" / "test_coco.json"
+LITE_REF = Path(__file__).parent / "data" / "litehrnet_reference"
 
 
 def iter_configs() -> Iterator[tuple[str, dict[str, Any]]]:
@@ -36,18 +37,18 @@ CONFIGS = {name: cfg for name, cfg in iter_configs() if not name.startswith("syn
 
 
 def test_there_is_something_to_check() -> None:
-    assert len(ENTRIES) >= 17
-    assert {"pose_hrnet_w32_256x192", "pose_hrnet_w48_384x288_udp", "seg_hrnet_w18_cityscapes"} <= set(
-        CONFIGS
-    )
-    assert len(CONFIGS) == 14
+    assert len(ENTRIES) >= 21
+    assert {
+        "pose_hrnet_w32_256x192",
+        "pose_hrnet_w48_384x288_udp",
+        "seg_hrnet_w18_cityscapes",
+        "litehrnet_18_coco_256x192",
+        "litehrnet_30_coco_384x288",
+    } <= set(CONFIGS)
+    assert len(CONFIGS) == 18
 
 
-@pytest.mark.parametrize("name", sorted(CONFIGS))
-def test_config_has_official_schema(name: str) -> None:
-    cfg = CONFIGS[name]
-    model = cfg["MODEL"]
-    extra = model["EXTRA"]
+def _check_hrnet_extra(name: str, extra: dict[str, Any]) -> None:
     assert extra["FINAL_CONV_KERNEL"] == 1
     prev_branches = 1
     for i in (2, 3, 4):
@@ -61,10 +62,29 @@ def test_config_has_official_schema(name: str) -> None:
         prev_branches = stage["NUM_BRANCHES"]
     width = extra["STAGE2"]["NUM_CHANNELS"][0]
     assert f"w{width}_" in name
+
+
+def _check_lite_extra(name: str, extra: dict[str, Any]) -> None:
+    """MODEL.EXTRA is the official backbone ``extra`` dict of Lite-HRNet-18 or -30, as the official configs
+    (and the official key manifests made from them) have it."""
+    depth = re.match(r"litehrnet_(\d+)_", name).group(1)  # type: ignore[union-attr]
+    official = json.loads((LITE_REF / f"official_litehrnet_{depth}_keys.json").read_text())["config"]
+    assert extra == official
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_config_has_official_schema(name: str) -> None:
+    cfg = CONFIGS[name]
+    model = cfg["MODEL"]
+    extra = model["EXTRA"]
+    if model["NAME"] == "litehrnet":
+        _check_lite_extra(name, extra)
+    else:
+        _check_hrnet_extra(name, extra)
     extras = cfg.get("HRSTREAM", {})
     assert set(extras) <= {"DECODER", "WEIGHTS", "DESCRIPTION"}
-    if name.startswith("pose_"):
-        assert model["NAME"] == "pose_hrnet"
+    if name.startswith(("pose_", "litehrnet_")):
+        assert model["NAME"] == ("litehrnet" if name.startswith("litehrnet_") else "pose_hrnet")
         assert model["NUM_JOINTS"] == 17
         w, h = model["IMAGE_SIZE"]
         assert f"_{h}x{w}" in name
@@ -126,7 +146,8 @@ def _check_pose_meta(entry: WeightsEntry, cfg: dict[str, Any]) -> None:
     hw, hh = cfg["MODEL"]["HEATMAP_SIZE"]
     assert tuple(meta["heatmap_size"]) == (hh, hw)
     assert meta["decoder"] == cfg["HRSTREAM"]["DECODER"]
-    assert 0.7 < meta["metrics"]["AP"] < 0.8
+    low, high = (0.6, 0.72) if cfg["MODEL"]["NAME"] == "litehrnet" else (0.7, 0.8)
+    assert low < meta["metrics"]["AP"] < high
 
 
 def _check_seg_meta(entry: WeightsEntry, cfg: dict[str, Any]) -> None:
@@ -165,7 +186,7 @@ def test_entry_metadata(entry: WeightsEntry) -> None:
         assert key in meta, f"{entry.name}: meta lacks {key}"
     assert meta["metrics"]["source"].startswith("https://")
     assert all(0 < v < 1 for v in meta["mean"]) and all(0 < v < 1 for v in meta["std"])
-    assert entry.task == ("pose" if cfg["MODEL"]["NAME"] == "pose_hrnet" else "seg")
+    assert entry.task == {"pose_hrnet": "pose", "litehrnet": "pose", "seg_hrnet": "seg"}[cfg["MODEL"]["NAME"]]
     if entry.task == "pose":
         _check_pose_meta(entry, cfg)
     else:

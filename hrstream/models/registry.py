@@ -1,4 +1,4 @@
-"""The published HRNet checkpoints hrstream knows, as values, and the model configs they belong to.
+"""The published HRNet and Lite-HRNet checkpoints hrstream knows, as values, and the model configs they belong to.
 
 Each :class:`WeightsEntry` says where a checkpoint lives (``url``), how to check it (``sha256``, full or
 the 8-hex prefix OpenMMLab file names carry), how its state dict is laid out (``layout``), which config
@@ -156,6 +156,20 @@ def _mmpose(w: int, h: int, iw: int, variant: str, file: str, prefix: str, metri
     )
 
 
+def _mmpose_lite(depth: int, h: int, w: int, file: str, prefix: str, metrics: tuple) -> WeightsEntry:
+    """MMPose's Lite-HRNet COCO checkpoints: trained with MMPose 0.x, listed unchanged by 1.x."""
+    config = f"litehrnet_{depth}_coco_{h}x{w}"
+    return WeightsEntry(
+        name=f"{config}.mmpose",
+        url=f"{_MMPOSE_BASE}/top_down/litehrnet/{file}",
+        sha256=prefix,
+        layout="mmpose0",
+        config=config,
+        task="pose",
+        meta=_pose_meta(h, w, "msra", *metrics, page="litehrnet_coco.md"),
+    )
+
+
 def _seg_meta(miou: float, miou_ms_flip: float | None, source: str, licence: str, note: str) -> dict:
     metrics: dict[str, Any] = {"mIoU": miou, "protocol": note, "source": source}
     if miou_ms_flip is not None:
@@ -304,6 +318,39 @@ _ENTRIES: tuple[WeightsEntry, ...] = (
         "td-hm_hrnet-w48_udp-8xb32-210e_coco-384x288-70d7ab01_20220913.pth",
         "70d7ab01",
         (0.773, 0.911, 0.836, 0.821),
+    ),
+    # MMPose, Lite-HRNet (0.x checkpoints; figures as MMPose 1.x reports them, litehrnet_coco.yml)
+    _mmpose_lite(
+        18,
+        256,
+        192,
+        "litehrnet18_coco_256x192-6bace359_20211230.pth",
+        "6bace359",
+        (0.642, 0.867, 0.719, 0.705),
+    ),
+    _mmpose_lite(
+        18,
+        384,
+        288,
+        "litehrnet18_coco_384x288-8d4dac48_20211230.pth",
+        "8d4dac48",
+        (0.676, 0.876, 0.746, 0.735),
+    ),
+    _mmpose_lite(
+        30,
+        256,
+        192,
+        "litehrnet30_coco_256x192-4176555b_20210626.pth",
+        "4176555b",
+        (0.676, 0.880, 0.756, 0.736),
+    ),
+    _mmpose_lite(
+        30,
+        384,
+        288,
+        "litehrnet30_coco_384x288-a3aef5c4_20210626.pth",
+        "a3aef5c4",
+        (0.700, 0.883, 0.776, 0.758),
     ),
     # MMSegmentation 0.x, FCN head on HRNetV2 (configs/hrnet/hrnet.yml)
     _mmseg(18, "160k", "20200602_190822", "221e4a4f", 0.788, 0.8074),
