@@ -295,9 +295,10 @@ def eval_cmd(results: str, gt_path: str) -> None:
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["coco", "posetrack18", "openpose"]),
+    type=click.Choice(["coco", "csv", "posetrack18", "openpose", "openpose-coco18"]),
     required=True,
-    help="coco: keypoint results for pycocotools; posetrack18: one JSON per video; openpose: one JSON per frame.",
+    help="coco: keypoint results for pycocotools; csv: a line per person and frame; posetrack18: one JSON per "
+    "video (poseval); openpose: OpenPose BODY_25 JSON per frame; openpose-coco18: OpenPose's 18-point COCO layout.",
 )
 @click.option(
     "--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Folder for the exported files."
@@ -309,15 +310,24 @@ def eval_cmd(results: str, gt_path: str) -> None:
     show_default=True,
     help="Which keypoints: the online smoother's, the network's, or the offline Savitzky-Golay pass.",
 )
+@click.option(
+    "--unconfirmed",
+    is_flag=True,
+    help="coco, csv: also the people no confirmed track holds (read from NAME.jsonl beside the tracks).",
+)
 @click.option("-q", "--quiet", is_flag=True)
 @click.option("-v", "--verbose", count=True)
-def export(tracks_json: str, fmt: str, out_dir: str, use: str, quiet: bool, verbose: int) -> None:
-    """Convert a NAME.tracks.json to COCO results, PoseTrack18 or OpenPose JSON."""
+def export(
+    tracks_json: str, fmt: str, out_dir: str, use: str, unconfirmed: bool, quiet: bool, verbose: int
+) -> None:
+    """Convert a NAME.tracks.json to COCO results, CSV, PoseTrack18 or OpenPose JSON."""
     _setup_logging(quiet, verbose)
     from hrstream.tasks.exports import export_tracks
 
+    if unconfirmed and fmt not in ("coco", "csv"):
+        raise click.UsageError(f"--unconfirmed applies to --format coco and csv, not {fmt}")
     try:
-        paths = export_tracks(tracks_json, fmt, out_dir, use=use)
+        paths = export_tracks(tracks_json, fmt, out_dir, use=use, unconfirmed=unconfirmed)
     except HrstreamError as e:
         _fail(e)
         return

@@ -20,6 +20,7 @@ from hrstream.errors import InputError
 from hrstream.tasks.exports import (
     export_tracks,
     load_tracks,
+    posetrack18_sequence,
     to_coco_results,
     to_posetrack18,
     write_openpose,
@@ -151,23 +152,21 @@ def test_posetrack18_document(tracks: dict[str, Any]) -> None:
         tr = by_track[a["track_id"]]
         j = tr["frames"].index(a["image_id"] - 10003420000)
         kp = np.asarray(a["keypoints"], np.float64).reshape(17, 3)
-        np.testing.assert_allclose(kp[:, :2], tr["smoothed"][j], atol=1e-4)
-        np.testing.assert_allclose(a["scores"], tr["scores"][j], atol=1e-4)
+        filled = [0, *range(5, 17)]  # a COCO model fills no head_bottom / head_top; the ears are placeholders
+        np.testing.assert_allclose(kp[filled, :2], np.asarray(tr["smoothed"][j])[filled], atol=1e-4)
+        np.testing.assert_allclose(
+            np.asarray(a["scores"])[filled], np.asarray(tr["scores"][j])[filled], atol=1e-4
+        )
+        assert kp[1:5].tolist() == [[0.0, 0.0, 0.0]] * 4
         x0, y0, x1, y1 = tr["boxes"][j]
         np.testing.assert_allclose(a["bbox"], [x0, y0, x1 - x0, y1 - y0], atol=1e-2)
     json.dumps(doc, allow_nan=False)
 
 
-def test_posetrack18_needs_17_keypoints(tracks: dict[str, Any]) -> None:
+def test_posetrack18_needs_posetrack_landmarks(tracks: dict[str, Any]) -> None:
     doc = copy.deepcopy(tracks)
-    doc["keypoint_names"] = doc["keypoint_names"][:16]
-    doc["skeleton"] = [p for p in doc["skeleton"] if max(p) < 16]
-    for tr in doc["tracks"]:
-        for key in ("keypoints", "scores", "smoothed", "smoothed_offline"):
-            tr[key] = [pose[:16] for pose in tr.get(key, [])]
-        if not tr["smoothed_offline"]:
-            del tr["smoothed_offline"]
-    with pytest.raises(InputError, match="16 keypoints; PoseTrack18 needs 17"):
+    doc["keypoint_names"] = [f"kp{i}" for i in range(len(doc["keypoint_names"]))]
+    with pytest.raises(InputError, match="hold none of PoseTrack18's landmarks"):
         to_posetrack18(doc, video_name="clip")
 
 
@@ -184,7 +183,10 @@ def test_openpose_files(tracks: dict[str, Any], records: list[dict[str, Any]], t
         assert len(data["people"]) == len(tracked)
         for person, want in zip(data["people"], tracked, strict=True):
             assert person["person_id"] == [want["track_id"]]
-            np.testing.assert_allclose(person["pose_keypoints_2d"], np.ravel(want["keypoints"]), atol=1e-4)
+            body25 = np.reshape(person["pose_keypoints_2d"], (25, 3))
+            kp = np.asarray(want["keypoints"])
+            np.testing.assert_allclose(body25[0], [*kp[0, :2], min(kp[0, 2], 1.0)], atol=1e-4)  # Nose
+            np.testing.assert_allclose(body25[2, :2], kp[6, :2], atol=1e-4)  # RShoulder
             assert person["face_keypoints_2d"] == person["hand_left_keypoints_2d"] == []
     written = sum(len(json.loads(p.read_text())["people"]) for p in paths)
     assert written == sum(len(tr["frames"]) for tr in tracks["tracks"]) > 0
@@ -197,7 +199,7 @@ def test_export_tracks_files(pose_out: Path, tmp_path: Path, caplog: pytest.LogC
     assert coco.name == f"{STEM}.coco_results.json"
     assert json.loads(coco.read_text()) == to_coco_results(load_tracks(src))
     (pt,) = export_tracks(src, "posetrack18", tmp_path)
-    assert pt.name == f"{STEM}.json" and set(json.loads(pt.read_text())) == {
+    assert pt.name == f"{posetrack18_sequence(STEM).name}.json" and set(json.loads(pt.read_text())) == {
         "images",
         "annotations",
         "categories",
@@ -220,5 +222,5 @@ def test_export_rejects_bad_documents(pose_out: Path, tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"bad.tracks.json: .* at \$\.tracks\[0\]\.boxes"):
         export_tracks(bad, "openpose", tmp_path / "op")
     assert not (tmp_path / "op").exists()
-    with pytest.raises(ValueError, match="format 'csv'"):
-        export_tracks(pose_out / f"{STEM}.tracks.json", "csv", tmp_path)
+    with pytest.raises(ValueError, match="format 'xml'"):
+        export_tracks(pose_out / f"{STEM}.tracks.json", "xml", tmp_path)

@@ -11,6 +11,7 @@ from hrstream.io.records import (
     safe_name,
     to_jsonable,
     write_json_atomic,
+    write_text_atomic,
 )
 from hrstream.io.sources import ImageSource, Source, SourceInfo, VideoSource, open_source
 from hrstream.io.urls import ALLOWED_SCHEMES, RedactingFilter, install_redaction, redact_text, redact_url
@@ -39,4 +40,5 @@ __all__ = [
     "safe_name",
     "to_jsonable",
     "write_json_atomic",
+    "write_text_atomic",
 ]

@@ -27,7 +27,15 @@ import numpy as np
 
 from hrstream.errors import InputError
 
-__all__ = ["JsonlWriter", "NumpyJSONEncoder", "output_path", "safe_name", "to_jsonable", "write_json_atomic"]
+__all__ = [
+    "JsonlWriter",
+    "NumpyJSONEncoder",
+    "output_path",
+    "safe_name",
+    "to_jsonable",
+    "write_json_atomic",
+    "write_text_atomic",
+]
 
 MAX_NAME_LEN = 80
 
@@ -116,15 +124,14 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def write_json_atomic(path: str | os.PathLike[str], obj: Any, *, indent: int | None = 2) -> None:
-    """Write ``obj`` as JSON to ``path`` atomically: temp file in the same dir, flush, fsync, replace, fsync dir."""
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically: temp file in the same dir, flush, fsync, replace, fsync dir."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = _dumps(obj, indent=indent)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text + "\n")
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
             fh.flush()
             os.fchmod(fh.fileno(), 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual mode
             os.fsync(fh.fileno())
@@ -134,6 +141,11 @@ def write_json_atomic(path: str | os.PathLike[str], obj: Any, *, indent: int | N
             os.unlink(tmp)
         raise
     _fsync_dir(path.parent)
+
+
+def write_json_atomic(path: str | os.PathLike[str], obj: Any, *, indent: int | None = 2) -> None:
+    """Write ``obj`` as JSON to ``path`` atomically (:func:`write_text_atomic`)."""
+    write_text_atomic(path, _dumps(obj, indent=indent) + "\n")
 
 
 def _umask() -> int:
