@@ -12,7 +12,7 @@ import torch
 import torchvision
 
 from hrstream.errors import ConfigError, InputError, WeightsUnavailableError
-from hrstream.pose import EveryNDetector, FileDetector, TorchvisionDetector, make_detector
+from hrstream.pose import EveryNDetector, FileDetector, FileSelection, TorchvisionDetector, make_detector
 from hrstream.pose.detectors import mirror_boxes, torch_cache_path
 from hrstream.types import Frame
 
@@ -219,3 +219,94 @@ def test_recipe_nms_iou_replaces_the_det_networks_own_nms() -> None:
     assert build_pose_detector(recipe, "cpu", progress=False).model.nms_thresh == pytest.approx(0.8)
     recipe["detector"]["nms_iou"] = 0.5
     assert build_pose_detector(recipe, "cpu", progress=False).model.nms_thresh == pytest.approx(0.5)
+
+
+def _official_keep(
+    kpts: np.ndarray, box_scores: np.ndarray, areas: np.ndarray, sel: FileSelection
+) -> list[int]:
+    """The official evaluation's selection of one image's poses (``lib/dataset/coco.py`` ``evaluate`` and
+    ``lib/nms/nms.py`` ``oks_nms``), written out here from the official code's steps: rescore by the box
+    score times the mean keypoint score above IN_VIS_THRE (0 when none is), then greedy OKS NMS in order of
+    that score, dropping a pose whose OKS with a kept one exceeds OKS_THRE."""
+    from hrstream.pose.keypoints import COCO_SIGMAS
+
+    scores = []
+    for kp, box_score in zip(kpts, box_scores, strict=True):
+        vis = kp[:, 2][kp[:, 2] > sel.in_vis_thr]
+        scores.append(box_score * (vis.mean() if len(vis) else 0.0))
+    order = list(np.argsort(scores)[::-1])
+    var = (COCO_SIGMAS * 2) ** 2
+    keep: list[int] = []
+    while order:
+        i, rest = order[0], order[1:]
+        keep.append(int(i))
+        kept = []
+        for j in rest:
+            d2 = ((kpts[j, :, :2] - kpts[i, :, :2]) ** 2).sum(1)
+            e = d2 / var / ((areas[i] + areas[j]) / 2 + np.spacing(1)) / 2
+            if np.exp(-e).mean() <= sel.oks_thr:
+                kept.append(j)
+        order = kept
+    return keep
+
+
+def test_file_detections_follow_the_official_selection(tmp_path: Path) -> None:
+    """``--detector file:`` without a threshold keeps what the official top-down evaluation keeps from the
+    official COCO person detections (TEST.IMAGE_THRE 0.0: all 118 boxes, no box NMS, no cap), and the
+    poses are then selected with TEST.IN_VIS_THRE / OKS_THRE as the official evaluation selects them."""
+    import cv2
+    import yaml
+    from support.tiny_models import tiny_pose_model
+
+    from hrstream.models import from_config, load_weights
+    from hrstream.pose import TopDownEstimator, oks_nms
+    from hrstream.pose.crops import PIXEL_STD, box_to_center_scale
+
+    config = yaml.safe_load(
+        (Path(__file__).parents[1] / "configs" / "pose_hrnet_w32_256x192.yaml").read_text()
+    )
+    sel = FileSelection.from_test(config["TEST"])
+    assert (sel.image_thr, sel.in_vis_thr, sel.oks_thr) == (0.0, 0.2, 0.9)
+    assert FileSelection.from_test({}) == FileSelection(0.1, 0.0, 0.5)  # the official code's defaults
+    path = COCO / "test_coco_det_AP_H_56.json"
+    dets = json.loads(path.read_text())
+    ids = sorted({d["image_id"] for d in dets})
+    frames = [
+        Frame("coco", i, None, cv2.cvtColor(cv2.imread(str(COCO / f"{i:012d}.jpg")), cv2.COLOR_BGR2RGB))
+        for i in ids
+    ]
+    det = make_detector(f"file:{path}", score_thr=None, nms_iou=None, max_people=None, test=config["TEST"])
+    out = det.detect(frames)
+    for frame, (boxes, scores) in zip(frames, out, strict=True):
+        official = [
+            d for d in dets if d["image_id"] == frame.index and d["category_id"] == 1 and d["score"] >= 0.0
+        ]
+        want = sorted((-d["score"], tuple(d["bbox"])) for d in official)
+        got = sorted(
+            (-float(s), (float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])))
+            for b, s in zip(boxes, scores, strict=True)
+        )
+        assert len(got) == len(want)
+        np.testing.assert_allclose([g[1] for g in got], [w[1] for w in want], rtol=1e-5, atol=1e-3)
+    assert sum(len(b) for b, _ in out) == len(dets) == 118
+    # what the recipe's network-detector threshold would have kept
+    assert sum(len(b) for b, _ in make_detector(f"file:{path}", score_thr=0.5).detect(frames)) <= 18
+    # a threshold the user sets replaces IMAGE_THRE
+    user = make_detector(f"file:{path}", score_thr=0.3, nms_iou=None, test=config["TEST"]).detect(frames)
+    assert sum(len(b) for b, _ in user) == sum(d["score"] >= 0.3 for d in dets)
+
+    tiny = tiny_pose_model(tmp_path)
+    model = from_config(tiny.config).eval()
+    load_weights(model, tiny.weights)
+    est = TopDownEstimator(model, input_size=(96, 128))
+    poses = est.estimate([f.image for f in frames], [b for b, _ in out], [s for _, s in out])
+    total = 0
+    for p in poses:
+        kept = oks_nms(p, sel.oks_thr, in_vis_thr=sel.in_vis_thr, aspect_ratio=96 / 128)
+        _, scale = box_to_center_scale(p.boxes, aspect_ratio=96 / 128, box_format="xyxy", padding=1.25)
+        areas = np.prod(scale.astype(np.float64) * PIXEL_STD, axis=1)
+        kpts = np.concatenate([p.keypoints, p.keypoint_scores[..., None]], axis=2).astype(np.float64)
+        want = sorted(_official_keep(kpts, p.box_scores.astype(np.float64), areas, sel))
+        np.testing.assert_array_equal(kept.boxes, p.boxes[want])
+        total += len(want)
+    assert 0 < total < 118  # the OKS NMS drops duplicates, and keeps people

@@ -7,7 +7,10 @@ Specs for :func:`make_detector`:
 
 * ``full-frame``: one box ``(0, 0, W, H)`` with score 1 per frame.
 * ``file:PATH``: COCO results-format JSON (``[{image_id, category_id, bbox: [x, y, w, h], score}]``);
-  ``image_id`` is the frame index; only ``category_id == 1`` (person) is kept.
+  ``image_id`` is the frame index; only ``category_id == 1`` (person) is kept. Unless a threshold is given,
+  boxes are selected as the official top-down evaluation selects them (:class:`FileSelection`, from the
+  pose config's ``TEST`` section): every person box scoring at least ``TEST.IMAGE_THRE``, no box NMS, no
+  cap; the poses are then rescored and OKS-suppressed with ``TEST.IN_VIS_THRE`` / ``TEST.OKS_THRE``.
 * ``fast``: torchvision ``ssdlite320_mobilenet_v3_large`` (COCO); ``accurate``:
   ``fasterrcnn_resnet50_fpn_v2`` (COCO). Weights come from torchvision's weights API and torch's cache.
 
@@ -21,7 +24,8 @@ import json
 import logging
 import os
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlparse
@@ -40,6 +44,7 @@ __all__ = [
     "Detector",
     "EveryNDetector",
     "FileDetector",
+    "FileSelection",
     "FullFrameDetector",
     "TorchvisionDetector",
     "check_flip_test",
@@ -174,18 +179,59 @@ class FullFrameDetector:
         ]
 
 
+@dataclass(frozen=True)
+class FileSelection:
+    """How the official top-down evaluation (``lib/dataset/coco.py``) selects people from a detections file.
+
+    ``image_thr`` (``TEST.IMAGE_THRE``): person boxes scoring less are dropped (no box NMS, no cap);
+    ``in_vis_thr`` (``TEST.IN_VIS_THRE``): each pose is rescored by its box score times the mean of its
+    keypoint scores above this; ``oks_thr`` (``TEST.OKS_THRE``): OKS NMS of the rescored poses
+    (:func:`hrstream.pose.oks_nms`). The defaults are the official ``lib/config/default.py``'s; the
+    official experiment YAMLs (and hrstream's configs) set 0.0 / 0.2 / 0.9.
+    """
+
+    image_thr: float = 0.1
+    in_vis_thr: float = 0.0
+    oks_thr: float = 0.5
+
+    @classmethod
+    def from_test(cls, test: Mapping[str, Any] | None) -> FileSelection:
+        """Read a config's ``TEST`` section (``ModelSpec.test``); missing keys take the official defaults."""
+        test = test or {}
+        base = cls()
+        try:
+            return cls(
+                image_thr=float(test.get("IMAGE_THRE", base.image_thr)),
+                in_vis_thr=float(test.get("IN_VIS_THRE", base.in_vis_thr)),
+                oks_thr=float(test.get("OKS_THRE", base.oks_thr)),
+            )
+        except (TypeError, ValueError) as e:
+            raise ConfigError(
+                f"config TEST.IMAGE_THRE / IN_VIS_THRE / OKS_THRE must be numbers ({e})"
+            ) from None
+
+
 class FileDetector:
-    """Detections read from a COCO results-format JSON file; ``image_id`` is the frame index."""
+    """Detections read from a COCO results-format JSON file; ``image_id`` is the frame index.
+
+    ``score_thr=None`` keeps what the official evaluation keeps: boxes scoring at least
+    ``selection.image_thr`` (the config's ``TEST.IMAGE_THRE``); a number replaces it. ``nms_iou`` and
+    ``max_people`` (``None``: none, as in the official evaluation) add a box NMS and a cap.
+    """
 
     def __init__(
         self,
         path: str | Path,
         *,
-        score_thr: float = 0.5,
-        nms_iou: float | None = 0.5,
+        score_thr: float | None = None,
+        nms_iou: float | None = None,
         max_people: int | None = None,
+        selection: FileSelection | None = None,
     ) -> None:
         self.path = Path(path)
+        self.selection = selection or FileSelection()
+        if score_thr is None:
+            score_thr = self.selection.image_thr
         try:
             data = json.loads(self.path.read_text())
         except (OSError, ValueError) as e:
@@ -355,16 +401,20 @@ def check_flip_test(spec: str, flip_test: bool) -> None:
 def make_detector(
     spec: str,
     *,
-    score_thr: float = 0.5,
+    score_thr: float | None = 0.5,
     nms_iou: float | None = 0.5,
     max_people: int | None = None,
     device: str | torch.device = "cpu",
     every_n: int = 1,
     download_timeout_s: float = 30.0,
     flip_test: bool = False,
+    test: Mapping[str, Any] | None = None,
 ) -> Detector:
     """Build a detector from a spec (``full-frame``, ``file:PATH``, ``fast``, ``accurate``); ``flip_test``
     (torchvision models only) also runs the mirror image, see :class:`TorchvisionDetector`.
+
+    ``test`` is the pose config's ``TEST`` section: with ``score_thr=None`` a ``file:`` detector keeps what
+    the official evaluation keeps (:class:`FileSelection`); network detectors take ``None`` as 0.5.
 
     Raises:
         ConfigError: unknown spec or bad option.
@@ -378,14 +428,20 @@ def make_detector(
     if spec == "full-frame":
         det = FullFrameDetector()
     elif spec.startswith("file:"):
-        det = FileDetector(spec[5:], score_thr=score_thr, nms_iou=nms_iou, max_people=max_people)
+        det = FileDetector(
+            spec[5:],
+            score_thr=score_thr,
+            nms_iou=nms_iou,
+            max_people=max_people,
+            selection=FileSelection.from_test(test),
+        )
     elif spec in _TORCHVISION:
         arch, builder, weights = _TORCHVISION[spec]
         _ensure_weights(spec, arch, weights, download_timeout_s)
         model = builder(weights=weights)
         det = TorchvisionDetector(
             model,
-            score_thr=score_thr,
+            score_thr=0.5 if score_thr is None else score_thr,
             nms_iou=nms_iou,
             max_people=max_people,
             device=device,
