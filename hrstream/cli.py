@@ -335,6 +335,58 @@ def export(
         click.echo(f"hrstream: wrote {len(paths)} file(s) -> {out_dir}", err=True)
 
 
+def _hxw(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    parts = value.lower().split("x")
+    if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise click.BadParameter(f"expected HxW such as 256x192, got {value!r}")
+    return int(parts[0]), int(parts[1])
+
+
+@main.command("export-model")
+@click.argument("model")
+@click.option(
+    "--weights", default=None, help="A registered weights name or a checkpoint path (default: the config's)."
+)
+@click.option("--format", "fmt", type=click.Choice(["onnx"]), default="onnx", show_default=True)
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), required=True, help="The file to write.")
+@click.option("--opset", type=click.IntRange(min=18), default=18, show_default=True, help="ONNX opset.")
+@click.option("--input-size", callback=_hxw, default=None, help="HxW of the input (default: the config's).")
+@click.option("-q", "--quiet", is_flag=True)
+@click.option("-v", "--verbose", count=True)
+def export_model(
+    model: str,
+    weights: str | None,
+    fmt: str,
+    out_path: str,
+    opset: int,
+    input_size: tuple[int, int] | None,
+    quiet: bool,
+    verbose: int,
+) -> None:
+    """Export MODEL (a registered config name or a YAML path) with its weights to ONNX (dynamic batch)."""
+    _setup_logging(quiet, verbose)
+    from hrstream.models.builder import resolve_config
+    from hrstream.models.config import parse_config
+    from hrstream.models.export import export_bundle
+    from hrstream.tasks.model_loading import load_model_bundle
+
+    try:
+        data, src = resolve_config(model)
+        task = parse_config(data, source=src).task
+        bundle = load_model_bundle(model, weights, task=task, progress=not quiet)
+        result = export_bundle(bundle, out_path, opset=opset, input_size=input_size)
+    except HrstreamError as e:
+        _fail(e)
+        return
+    h, w = result.input_size
+    click.echo(
+        f"{result.path}: {fmt}, opset {result.opset}, input {result.input_name} (N, 3, {h}, {w}), "
+        f"outputs {', '.join(result.output_names)}"
+    )
+
+
 @main.command()
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="runs/demo", show_default=True)
 @click.option("--seed", type=int, default=424242, show_default=True, help="Seed of the generated clip.")

@@ -24,7 +24,7 @@ import torch
 import yaml
 from safetensors.torch import save_file
 
-__all__ = ["REFERENCE", "TinyModel", "tiny_pose_model", "tiny_seg_model"]
+__all__ = ["REFERENCE", "TinyModel", "tiny_lite_model", "tiny_pose_model", "tiny_seg_model"]
 
 REFERENCE = Path(__file__).resolve().parents[1] / "data" / "hrnet_reference"
 
@@ -102,3 +102,35 @@ def tiny_seg_model(folder: str | Path) -> TinyModel:
         "TEST": {"IMAGE_SIZE": [256, 128], "FLIP_TEST": False},
     }
     return _write(Path(folder), "tiny_seg", config, ref["state_dict"])
+
+
+LITE_REFERENCE = Path(__file__).resolve().parents[1] / "data" / "litehrnet_reference"
+
+
+def tiny_lite_model(folder: str | Path, *, naive: bool = False) -> TinyModel:
+    """Write ``tiny_lite.yaml`` (``litehrnet``, the official backbone ``extra`` dict with widths 8/16/32/64,
+    17 COCO joints, 128x96 HxW input) and ``tiny_lite.safetensors`` (the official tiny model's tensors in
+    the MMPose 0.x layout) into ``folder``; ``naive`` picks the ``NAIVE`` module type."""
+    name = "official_litehrnet_tiny_naive.pt" if naive else "official_litehrnet_tiny.pt"
+    ref = torch.load(LITE_REFERENCE / name, weights_only=True)
+    extra = _lists(ref["meta"]["backbone_extra"])
+    config = {
+        "MODEL": {
+            "NAME": "litehrnet",
+            "NUM_JOINTS": 17,
+            "IMAGE_SIZE": list(POSE_IMAGE_SIZE),
+            "HEATMAP_SIZE": list(POSE_HEATMAP_SIZE),
+            "EXTRA": extra,
+        },
+        "TEST": {"FLIP_TEST": False, "POST_PROCESS": True, "SHIFT_HEATMAP": True},
+    }
+    return _write(Path(folder), "tiny_lite_naive" if naive else "tiny_lite", config, ref["state_dict"])
+
+
+def _lists(value: Any) -> Any:
+    """Tuples as lists, recursively (the official ``extra`` dicts use tuples; YAML configs have lists)."""
+    if isinstance(value, dict):
+        return {k: _lists(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_lists(v) for v in value]
+    return value
