@@ -39,6 +39,14 @@ def build_model(spec: ModelSpec) -> nn.Module:
         return build_detector(spec)
     if spec.lite is not None:
         model: nn.Module = PoseLiteHRNet(spec.lite, num_joints=spec.num_outputs)
+    elif spec.task == "cls":  # the backbone of a classification YAML: stage 4's four branch outputs
+        model = HRNetBackbone(
+            spec.stages,
+            stage1_blocks=s1.num_blocks[0] if s1 else 4,
+            stage1_channels=s1.num_channels[0] if s1 else 64,
+            stage1_block=s1.block if s1 else "BOTTLENECK",
+            last_multi_scale=True,
+        )
     elif spec.task == "pose":
         model = PoseHRNet(
             spec.stages,
@@ -74,6 +82,8 @@ def from_config(cfg: str | Path | Mapping[str, Any]) -> nn.Module:
         ``pose_hrnet``, ``litehrnet``: a module mapping ``(N, 3, H, W)`` normalised RGB to heatmaps
         ``(N, K, H/4, W/4)``.
         ``seg_hrnet``: a module mapping ``(N, 3, H, W)`` to logits ``(N, C, H/4, W/4)``.
+        ``cls_hrnet``: the :class:`~hrstream.models.hrnet.HRNetBackbone` (``forward_features`` gives the four
+        branch outputs); the classification head is not built.
         ``det_hrnet``: torchvision's FCOS on HRNetV2p (:mod:`hrstream.models.detection`).
         The parsed :class:`~hrstream.models.config.ModelSpec` is attached as ``model.spec``.
 

@@ -11,8 +11,10 @@ mmpose0    MMPose 0.x: ``backbone.*``, ``keypoint_head.final_layer.*``
 mmseg      MMSegmentation FCN-HRNet: ``backbone.*``, ``decode_head.convs.0.conv`` (no bias: loaded with a zero
            bias into ``last_layer.0``), ``decode_head.convs.0.bn`` -> ``last_layer.1``,
            ``decode_head.conv_seg`` -> ``last_layer.3``
-timm       timm's ImageNet HRNet (``incre_modules``/``classifier``): backbone only; the task head and any
-           backbone module the classifier lacks stay at initialisation, and the loader says which
+timm       timm's ImageNet HRNet and the official classification checkpoints (``incre_modules``/``classifier``):
+           the backbone loads strictly; the classifier head is ignored, and so are the fuse layers of the last
+           stage-4 module into branches the target does not output (a pose network outputs only the
+           highest resolution); the loader names both. The task head stays at initialisation
 fcos       hrstream's person detector (:mod:`hrstream.models.detection`): torchvision FCOS names,
            ``backbone.backbone.*`` (HRNet), ``backbone.*`` (HRFPN), ``head.classification_head.*`` ...
 ========== =================================================================================================
@@ -27,6 +29,7 @@ Files are read with ``torch.load(..., weights_only=True)`` (no pickle code runs)
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,13 +40,23 @@ from torch import nn
 
 from hrstream.errors import WeightsError
 
-__all__ = ["LoadReport", "convert_state_dict", "detect_layout", "load_weights", "read_checkpoint"]
+__all__ = [
+    "LoadReport",
+    "convert_state_dict",
+    "describe_ignored",
+    "detect_layout",
+    "load_weights",
+    "read_checkpoint",
+]
 
 log = logging.getLogger(__name__)
 
 Layout = Literal["official", "mmpose1", "mmpose0", "mmseg", "timm", "fcos"]
 _WRAPPERS = ("state_dict", "model", "module")
 _TASK_HEADS = ("final_layer.", "last_layer.")
+#: The ImageNet classifier on top of an HRNet backbone (timm and the official cls_hrnet).
+_CLASSIFIER = ("incre_modules.", "downsamp_modules.", "final_layer.", "classifier.")
+_FUSE = re.compile(r"^(stage4\.\d+\.fuse_layers\.\d+)\.")
 
 
 @dataclass
@@ -142,6 +155,8 @@ def convert_state_dict(
     out: dict[str, torch.Tensor] = {}
     ignored: list[str] = []
     target = model.state_dict()
+    # the stage-4 fuse layers the target has (one per output branch of each module)
+    fuse_outputs = {m.group(1) for m in map(_FUSE.match, target) if m}
     for k, v in sd.items():
         new: str | None = k
         if layout == "official":
@@ -165,8 +180,9 @@ def convert_state_dict(
             elif k.startswith("decode_head.conv_seg."):
                 new = "last_layer.3." + k.rsplit(".", 1)[1]
         elif layout == "timm":
-            head = ("incre_modules.", "downsamp_modules.", "final_layer.", "classifier.")
-            new = None if k.startswith(head) or k not in target else k
+            fuse = _FUSE.match(k)
+            unused_fuse = fuse is not None and fuse.group(1) not in fuse_outputs
+            new = None if k.startswith(_CLASSIFIER) or unused_fuse else k
         if new is None:
             ignored.append(k)
         else:
@@ -177,6 +193,16 @@ def convert_state_dict(
     return out, ignored
 
 
+def describe_ignored(keys: list[str]) -> str:
+    """The ignored keys by module (``classifier``, ``incre_modules``, ``stage4.0.fuse_layers.1``, ...)."""
+    groups: dict[str, int] = {}
+    for k in keys:
+        fuse = _FUSE.match(k)
+        group = fuse.group(1) if fuse else k.split(".", 1)[0]
+        groups[group] = groups.get(group, 0) + 1
+    return ", ".join(f"{g} ({n} tensors)" for g, n in groups.items())
+
+
 def _limit(names: list[str], n: int = 8) -> str:
     return ", ".join(names[:n]) + (f" ... ({len(names)} in all)" if len(names) > n else "")
 
@@ -185,7 +211,8 @@ def load_weights(model: nn.Module, source: str | Path | Mapping[str, Any]) -> Lo
     """Load a checkpoint (path or state dict, any layout above) into ``model`` strictly.
 
     Raises :class:`WeightsError` naming missing, unexpected and mis-shaped keys. For the ``timm`` layout the
-    task head is expected to be missing: it stays at initialisation and the report (and the log) lists it.
+    task head is expected to be missing: it stays at initialisation; the report's ``ignored`` (the classifier
+    head, stage-4 fuse layers into branches the model does not output) and ``left_at_init`` are logged.
     """
     src = str(source) if isinstance(source, (str, Path)) else "<state dict>"
     sd = read_checkpoint(source) if isinstance(source, (str, Path)) else unwrap(source, src)
@@ -215,11 +242,12 @@ def load_weights(model: nn.Module, source: str | Path | Mapping[str, Any]) -> Lo
         raise WeightsError(
             f"{src} ({layout} layout) does not fit {type(model).__name__}: " + "; ".join(problems)
         )
-    model.load_state_dict(converted, strict=layout != "timm")
-    if left_at_init:
+    model.load_state_dict(converted, strict=not left_at_init)
+    if layout == "timm":
         log.warning(
-            "%s: loaded the ImageNet backbone (timm layout); left at initialisation: %s",
+            "%s: loaded the ImageNet backbone (timm layout); ignored: %s; left at initialisation: %s",
             src,
-            _limit(sorted({k.rsplit(".", 2)[0] for k in left_at_init})),
+            describe_ignored(ignored) or "nothing",
+            _limit(sorted({k.rsplit(".", 2)[0] for k in left_at_init})) or "nothing",
         )
     return LoadReport(layout=layout, loaded=len(converted), ignored=ignored, left_at_init=left_at_init)

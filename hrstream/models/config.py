@@ -3,9 +3,11 @@
 An official YAML (``experiments/coco/hrnet/w32_256x192_adam_lr1e-3.yaml`` or
 ``experiments/cityscapes/seg_hrnet_w48_*.yaml``) loads as it is. The fields read here:
 
-* ``MODEL.NAME``: ``pose_hrnet``, ``seg_hrnet``, ``litehrnet`` (pose; :mod:`hrstream.models.litehrnet`) or
+* ``MODEL.NAME``: ``pose_hrnet``, ``seg_hrnet``, ``litehrnet`` (pose; :mod:`hrstream.models.litehrnet`),
   hrstream's ``det_hrnet`` (person detection on V2p, :mod:`hrstream.models.detection`; read like a
-  segmentation config).
+  segmentation config) or ``cls_hrnet`` (the official HRNet-Image-Classification YAMLs, ``MODEL.NUM_CLASSES``,
+  ``MODEL.IMAGE_SIZE``): built as the backbone it describes (task ``cls``, no classifier head), into which
+  the ImageNet checkpoints (official or timm) load strictly, and on which :func:`build_hrfpn` builds V2p.
 * ``MODEL.EXTRA.STAGE2..STAGE4``: ``NUM_MODULES``, ``NUM_BRANCHES``, ``BLOCK`` (BASIC/BOTTLENECK),
   ``NUM_BLOCKS``, ``NUM_CHANNELS``, ``FUSE_METHOD``; ``MODEL.EXTRA.STAGE1`` (segmentation; the official files
   spell ``NUM_RANCHES``, which is accepted); ``MODEL.EXTRA.FINAL_CONV_KERNEL``.
@@ -38,8 +40,14 @@ from hrstream.models.litehrnet import MODULE_TYPES, LiteHRNetSpec
 
 __all__ = ["ModelSpec", "load_config", "parse_config"]
 
-Task = Literal["pose", "seg", "det"]
-NAMES: dict[str, Task] = {"pose_hrnet": "pose", "seg_hrnet": "seg", "det_hrnet": "det", "litehrnet": "pose"}
+Task = Literal["pose", "seg", "det", "cls"]
+NAMES: dict[str, Task] = {
+    "pose_hrnet": "pose",
+    "seg_hrnet": "seg",
+    "det_hrnet": "det",
+    "litehrnet": "pose",
+    "cls_hrnet": "cls",
+}
 
 
 @dataclass(frozen=True)
@@ -280,6 +288,12 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<config>") -> ModelS
         field_name = "MODEL.NUM_JOINTS"
         image_size = _size(data, "MODEL.IMAGE_SIZE", source)
         heatmap_size = _size(data, "MODEL.HEATMAP_SIZE", source)
+        align = False
+    elif task == "cls":  # an ImageNet classification YAML, built as the backbone it describes
+        num = _get(data, "MODEL.NUM_CLASSES", source)
+        field_name = "MODEL.NUM_CLASSES"
+        image_size = _size(data, "MODEL.IMAGE_SIZE", source)
+        heatmap_size = None
         align = False
     else:
         num = _get(data, "DATASET.NUM_CLASSES", source)
