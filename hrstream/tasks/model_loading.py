@@ -1,4 +1,10 @@
-"""Turn ``--model`` / ``--weights`` into a loaded network and the metadata its outputs need."""
+"""Turn ``--model`` / ``--weights`` into a loaded network and the metadata its outputs need.
+
+Weights carry their meaning: a registered checkpoint's decoder, input and heatmap size, keypoints, flip pairs
+and OKS sigmas (its registry ``meta``) are what :attr:`ModelBundle.meta` holds, and a ``--model`` config that
+says otherwise (its ``HRSTREAM.DECODER``, ``MODEL.IMAGE_SIZE``, ``MODEL.NUM_JOINTS``, or its task) is a
+:class:`~hrstream.errors.ConfigError` naming both, raised before anything is downloaded.
+"""
 
 from __future__ import annotations
 
@@ -18,14 +24,15 @@ from hrstream.models.datasets_meta import (
     CITYSCAPES_PALETTE,
     COCO_FLIP_PAIRS,
     COCO_KEYPOINT_NAMES,
+    COCO_OKS_SIGMAS,
     COCO_SKELETON,
     IMAGENET_MEAN,
     IMAGENET_STD,
 )
 from hrstream.models.hub import resolve_weights, sha256_file
-from hrstream.models.registry import WeightsEntry, default_weights
+from hrstream.models.registry import WeightsEntry, default_weights, get_weights, list_weights
 
-__all__ = ["ModelBundle", "load_model_bundle"]
+__all__ = ["ModelBundle", "load_model_bundle", "resolve_meta"]
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +41,15 @@ log = logging.getLogger(__name__)
 class ModelBundle:
     """A network with weights loaded, and what its outputs mean.
 
-    ``meta`` holds ``keypoint_names``, ``flip_pairs``, ``skeleton`` (pose) or ``classes``, ``palette`` (seg),
-    and ``mean``/``std`` (RGB, 0-1 units).
+    ``meta`` holds ``mean``/``std`` (RGB, 0-1 units) and, for pose, what the pipeline must use (the weights'
+    values where the registry knows the weights, else the config's):
+
+    * ``decoder``: ``"msra"``, ``"dark"`` or ``"udp"``;
+    * ``input_size`` / ``heatmap_size``: ``(height, width)`` pixels (the reverse of the YAML's ``[W, H]``);
+    * ``keypoint_names``, ``skeleton``, ``flip_pairs`` (0-based ``[left, right]``), ``oks_sigmas`` (``K``
+      floats: the OKS of tracking and NMS);
+
+    for segmentation ``classes`` and ``palette``.
     """
 
     model: nn.Module
@@ -66,6 +80,7 @@ def _default_meta(spec: ModelSpec) -> dict[str, Any]:
                 "keypoint_names": list(COCO_KEYPOINT_NAMES),
                 "flip_pairs": [list(p) for p in COCO_FLIP_PAIRS],
                 "skeleton": [list(p) for p in COCO_SKELETON],
+                "oks_sigmas": list(COCO_OKS_SIGMAS),
                 "mean": list(IMAGENET_MEAN),
                 "std": list(IMAGENET_STD),
             }
@@ -73,6 +88,7 @@ def _default_meta(spec: ModelSpec) -> dict[str, Any]:
             "keypoint_names": [f"kp{i}" for i in range(k)],
             "flip_pairs": [],
             "skeleton": [],
+            "oks_sigmas": [0.1] * k,  # no dataset's sigmas: one value for every keypoint
             "mean": list(IMAGENET_MEAN),
             "std": list(IMAGENET_STD),
         }
@@ -98,13 +114,91 @@ def _default_meta(spec: ModelSpec) -> dict[str, Any]:
     return {"classes": classes, "palette": palette, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
 
 
-def load_model_bundle(model: str, weights: str | None, *, task: str, progress: bool = True) -> ModelBundle:
+def _named_entry(weights: str) -> WeightsEntry | None:
+    """The registry entry ``--weights`` names, without downloading: a registered (or config) name, or an
+    existing file whose name is a registered download's; ``None`` for other files."""
+    candidate = Path(weights).expanduser()
+    if candidate.is_file():
+        return next((e for e in list_weights() if e.filename == candidate.name), None)
+    if "/" in weights or "\\" in weights or candidate.suffix in (".pth", ".pt", ".safetensors", ".bin"):
+        return None  # a path that does not exist: resolve_weights says so
+    return get_weights(weights)
+
+
+def _size_hw(value: Any) -> tuple[int, int] | None:
+    return None if value is None else (int(value[0]), int(value[1]))
+
+
+def resolve_meta(spec: ModelSpec, entry: WeightsEntry | None, *, model: str, weights: str) -> dict[str, Any]:
+    """What the network's outputs mean: the weights' registry ``meta`` over the config's defaults.
+
+    Raises :class:`ConfigError` naming ``--weights`` and ``--model`` when the config contradicts the weights:
+    another task, decoder (``HRSTREAM.DECODER``), input size (``MODEL.IMAGE_SIZE``) or number of keypoints.
+    """
+    meta = _default_meta(spec)
+    if spec.task == "pose":
+        meta["decoder"] = str(spec.extra.get("DECODER") or "msra").lower()
+        if spec.image_size is not None:
+            meta["input_size"] = (spec.image_size[1], spec.image_size[0])
+        if spec.heatmap_size is not None:
+            meta["heatmap_size"] = (spec.heatmap_size[1], spec.heatmap_size[0])
+    if entry is None:
+        return meta
+    both = f"--weights {weights} ({entry.name}, for config {entry.config}) and --model {model}"
+    fix = f"; use --model {entry.config}, or weights made for this config"
+    if entry.task != spec.task:
+        raise ConfigError(
+            f"{both} disagree: the weights are {entry.task} weights, the config a {spec.task} network{fix}"
+        )
+    w = entry.meta
+    if spec.task == "pose":
+        config_decoder = spec.extra.get("DECODER")
+        if w.get("decoder") and config_decoder and str(config_decoder).lower() != w["decoder"]:
+            raise ConfigError(
+                f"{both} disagree: the weights decode with {w['decoder']}, the config's HRSTREAM.DECODER says "
+                f"{str(config_decoder).lower()}{fix}"
+            )
+        size = _size_hw(w.get("input_size"))
+        if (
+            size is not None
+            and spec.image_size is not None
+            and size != (spec.image_size[1], spec.image_size[0])
+        ):
+            raise ConfigError(
+                f"{both} disagree: the weights take {size[0]}x{size[1]} (HxW) crops, the config's MODEL.IMAGE_SIZE "
+                f"is {spec.image_size[1]}x{spec.image_size[0]}{fix}"
+            )
+        names = w.get("keypoint_names")
+        if names is not None and len(names) != spec.num_outputs:
+            raise ConfigError(
+                f"{both} disagree: the weights have {len(names)} keypoints, the config's MODEL.NUM_JOINTS is "
+                f"{spec.num_outputs}{fix}"
+            )
+    meta.update({k: v for k, v in w.items() if v is not None})
+    for key in ("input_size", "heatmap_size"):
+        if key in meta:
+            meta[key] = _size_hw(meta[key])
+    return meta
+
+
+def load_model_bundle(
+    model: str | None, weights: str | None, *, task: str, progress: bool = True
+) -> ModelBundle:
     """Build ``model`` (config name, YAML path) and load ``weights`` (registry name or path).
 
     ``weights=None`` uses the config's default weights (``HRSTREAM.WEIGHTS`` or the registry's first entry
     for that config); offline this raises :class:`~hrstream.errors.WeightsUnavailableError` with the URL,
-    the cache path and the ``--weights PATH`` alternative.
+    the cache path and the ``--weights PATH`` alternative. ``model=None`` uses the config the registered
+    ``weights`` were made for. The bundle's ``meta`` is :func:`resolve_meta`'s: the weights' meaning, checked
+    against the config before anything is downloaded.
     """
+    if model is None:
+        named = _named_entry(weights) if weights is not None else None
+        if named is None:
+            raise ConfigError(
+                "no --model given and --weights names no registered checkpoint; pass --model CONFIG"
+            )
+        model = named.config
     data, src = resolve_config(model)
     spec = parse_config(data, source=src)
     if spec.task != task:
@@ -124,14 +218,16 @@ def load_model_bundle(model: str, weights: str | None, *, task: str, progress: b
                 f"--model {model}: the config names no default weights; pass --weights NAME|PATH"
             )
         weights = str(default)
+    else:
+        entry = _named_entry(weights)
+    meta = resolve_meta(spec, entry, model=model, weights=weights)  # before any download
     path, found = resolve_weights(weights, progress=progress)
-    entry = found or entry
+    if found is not None and found is not entry:
+        entry = found
+        meta = resolve_meta(spec, entry, model=model, weights=weights)
     net = from_config(data)
     report = load_weights(net, path)
     log.info("loaded %s into %s (%s layout, %d tensors)", path, spec.name, report.layout, report.loaded)
-    meta = _default_meta(spec)
-    if entry is not None:
-        meta.update({k: v for k, v in entry.meta.items() if v is not None})
     meta.update({k.lower(): v for k, v in spec.extra.items() if k in ("TRAINED_ON",)})
     return ModelBundle(
         model=net,
