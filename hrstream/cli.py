@@ -45,8 +45,7 @@ def main() -> None:
 
 
 def _progress_factory(quiet: bool) -> Callable[[Any], tuple[Any, Callable[[], None]]]:
-    def make(source: Any) -> tuple[Any, Callable[[], None]]:
-        info = source.info
+    def make(info: Any) -> tuple[Any, Callable[[], None]]:
         if quiet:
             return None, lambda: None
         if info.is_live:
@@ -73,13 +72,20 @@ def _progress_factory(quiet: bool) -> Callable[[Any], tuple[Any, Callable[[], No
 
 
 @main.command()
-@click.argument("sources", nargs=-1, required=True)
+@click.argument("sources", nargs=-1)
+@click.option(
+    "--sources",
+    "sources_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="A text file of sources, one a line: URL, or NAME URL (# comments). Adds to SOURCES.",
+)
 @click.option(
     "--task",
     type=click.Choice(["pose", "seg", "pose,seg"]),
-    default="pose",
-    show_default=True,
-    help="pose, seg, or pose,seg (both networks on the same frames, one annotated video).",
+    default=None,
+    help="pose, seg, or pose,seg (both networks on the same frames, one annotated video). "
+    "Default: the --pipeline recipe's task, else pose.",
 )
 @click.option(
     "--out",
@@ -121,6 +127,13 @@ def _progress_factory(quiet: bool) -> Callable[[Any], tuple[Any, Callable[[], No
     help="Person crops (pose) or frames (seg) per network call.",
 )
 @click.option(
+    "--streams",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Files decoded at a time through the one network (default 1 on a CPU, 4 on CUDA); "
+    "live sources always all run.",
+)
+@click.option(
     "--detector",
     default=None,
     help="fast | accurate | full-frame | file:PATH | seg | a det_hrnet config (name or YAML).",
@@ -129,75 +142,63 @@ def _progress_factory(quiet: bool) -> Callable[[Any], tuple[Any, Callable[[], No
 @click.option(
     "--detect-every", type=click.IntRange(min=1), default=None, help="Run the detector every N frames."
 )
+@click.option("--det-thr", type=click.FloatRange(0, 1), default=None, help="Smallest person box score kept.")
+@click.option(
+    "--max-people", type=click.IntRange(min=1), default=None, help="Most people per frame (best scores)."
+)
+@click.option(
+    "--kpt-thr", type=click.FloatRange(0, 1), default=None, help="Keypoints drawn only above this score."
+)
 @click.option("--flip-test/--no-flip-test", default=None, help="Override the config's TEST.FLIP_TEST.")
 @click.option("--decoder", type=click.Choice(["msra", "dark", "udp"]), default=None)
 @click.option("--preset", default=None, help="libx264 preset of the annotated video (ultrafast ... medium).")
 @click.option("--no-video", is_flag=True, help="Do not write the annotated video.")
 @click.option(
-    "--open-timeout", type=float, default=10.0, show_default=True, help="Seconds to open a network source."
+    "--open-timeout", type=float, default=None, help="Seconds to open a network source (default 10)."
 )
 @click.option(
     "--read-timeout",
     type=float,
-    default=10.0,
-    show_default=True,
-    help="Seconds without data before a network source fails.",
+    default=None,
+    help="Seconds without data before a network source fails (default 10).",
 )
 @click.option(
     "--grace", type=float, default=10.0, show_default=True, help="Seconds to drain after SIGINT/SIGTERM."
 )
 @click.option("-q", "--quiet", is_flag=True)
 @click.option("-v", "--verbose", count=True)
-def run(sources: tuple[str, ...], task: str, out_dir: str, pipeline_path: str | None, **opts: Any) -> None:
-    """Run a task over files, folders, globs, URLs or cameras."""
-    quiet, verbose = opts.pop("quiet"), opts.pop("verbose")
+def run(
+    sources: tuple[str, ...],
+    sources_file: str | None,
+    task: str | None,
+    out_dir: str,
+    pipeline_path: str | None,
+    **opts: Any,
+) -> None:
+    """Run a task over files, folders, globs, URLs or cameras: every live source at once, files --streams at a
+    time, all through one network."""
+    quiet, verbose, grace = opts.pop("quiet"), opts.pop("verbose"), opts.pop("grace")
     _setup_logging(quiet, verbose)
+    from hrstream.io import read_sources_file
     from hrstream.tasks.jobs import prepare
-    from hrstream.tasks.recipe import load_recipe
+    from hrstream.tasks.recipe import flag_overrides, load_recipe
     from hrstream.tasks.runner import Runner, exit_code
 
-    overrides = {
-        "model": opts["model"],
-        "weights": opts["weights"],
-        "runtime.device": opts["device"],
-        "runtime.amp": opts["amp"],
-        "runtime.batch_size": opts["batch_size"],
-        "sinks.preset": opts["preset"],
-        "sinks.video": False if opts["no_video"] else None,
-    }
-    if "seg" in task:
-        overrides.update(
-            {
-                "seg.smoothing_tau_s": opts["seg_smoothing"],
-                "seg.opacity": opts["opacity"],
-                "seg.rle": opts["rle"],
-            }
-        )
-    if "pose" in task:
-        overrides.update(
-            {
-                "seg_model": opts["seg_model"],
-                "seg_weights": opts["seg_weights"],
-                "detector.name": opts["detector"],
-                "detector.weights": opts["detector_weights"],
-                "detector.every_n": opts["detect_every"],
-                "pose.flip_test": opts["flip_test"],
-                "pose.decoder": opts["decoder"],
-            }
-        )
+    opts["video"] = False if opts.pop("no_video") else None
     runner = None
     try:
-        recipe = load_recipe(task, pipeline_path, overrides)
-        prepared = prepare(task, recipe, out_dir, progress=not quiet)
-        runner = Runner(
-            out_dir,
-            prepared.build,
-            recipe=recipe,
-            grace_s=opts["grace"],
-            source_options={"open_timeout_s": opts["open_timeout"], "read_timeout_s": opts["read_timeout"]},
-            make_progress=_progress_factory(quiet),
-        )
-        results, signum = runner.run(list(sources))
+        specs: list[str] = list(sources)
+        names: list[str | None] = [None] * len(specs)
+        if sources_file is not None:
+            for name, spec in read_sources_file(sources_file):
+                specs.append(spec)
+                names.append(name)
+        if not specs:
+            raise click.UsageError("give at least one SOURCE or --sources FILE")
+        recipe = load_recipe(task, pipeline_path, flag_overrides(opts))
+        prepared = prepare(recipe, out_dir, progress=not quiet)
+        runner = Runner(prepared, grace_s=grace, make_progress=_progress_factory(quiet))
+        results, signum = runner.run(specs, names=names)
     except HrstreamError as e:
         if runner is None and e.exit_code < 2:  # raised while setting up (an unreadable --detector file:PATH)
             e.exit_code = 2  # so a usage error, not a failed input

@@ -12,12 +12,13 @@ Coordinate conventions, used everywhere in hrstream:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-__all__ = ["Frame", "FrameResult", "Poses", "SegMap"]
+__all__ = ["Detections", "Frame", "FrameResult", "Poses", "SegMap"]
 
 
 def _shape(a: np.ndarray) -> str:
@@ -126,6 +127,12 @@ class Poses:
             keypoint_scores=np.zeros((0, num_keypoints), np.float32),
         )
 
+    def tracked(self) -> Poses:
+        """The people with a track ID (``track_ids >= 0``); none when ``track_ids`` is ``None``."""
+        if self.track_ids is None:
+            return self[np.zeros(len(self), bool)]
+        return self[self.track_ids >= 0]
+
     def __getitem__(self, idx: Any) -> Poses:
         """Select people by index, slice or boolean mask; returns a new ``Poses``."""
         if isinstance(idx, (int, np.integer)):
@@ -169,13 +176,52 @@ class SegMap:
 
 
 @dataclass(eq=False)
-class FrameResult:
-    """What sinks receive: a frame and what the tasks found in it.
+class Detections:
+    """Person boxes of one frame.
 
-    ``timings`` maps a stage name to seconds spent on this frame; ``dropped_before`` counts the live frames
-    dropped between the previous result of this source and this one. ``clear_views``: with identity repair on,
-    per person of ``poses`` the torso histogram ``float32 (D,)`` where they stood clear of everyone else, else
-    ``None`` (:func:`hrstream.track.appearance.clear_view_histograms`, computed once in the track stage).
+    Attributes:
+        boxes: ``float32 (n, 4)`` xyxy pixels.
+        scores: ``float32 (n,)`` detector confidence in [0, 1].
+    """
+
+    boxes: np.ndarray
+    scores: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
+        self.scores = np.asarray(self.scores, dtype=np.float32).reshape(len(self.boxes))
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+    @classmethod
+    def empty(cls) -> Detections:
+        return cls(np.zeros((0, 4), np.float32), np.zeros((0,), np.float32))
+
+    def __repr__(self) -> str:
+        return f"Detections(n={len(self)})"
+
+
+@dataclass(eq=False)
+class FrameResult:
+    """One frame on its way through a pipeline, and what sinks and :func:`hrstream.stream` receive.
+
+    The one item type that flows between stages: the source fills ``frame``; the detector ``detections``;
+    the pose network ``poses`` (tracked and smoothed by the track stage); the segmentation network ``seg``;
+    the draw stage ``annotated`` (when a video is written).
+
+    Attributes:
+        frame: the decoded frame (``frame.source_id`` routes the result to its source's outputs).
+        detections: person boxes, or ``None`` (no detector ran).
+        poses: the people, or ``None`` (no pose task).
+        seg: the label map, or ``None`` (no segmentation).
+        annotated: ``uint8 (H, W, 3)`` RGB drawing of the results, or ``None`` until drawn (see :meth:`plot`).
+        timings: stage name -> seconds spent on this frame.
+        dropped_before: live frames of this source dropped between the previous result and this one.
+        clear_views: with identity repair on, per person of ``poses`` the torso histogram ``float32 (D,)``
+            where they stood clear of everyone else, else ``None``
+            (:func:`hrstream.track.appearance.clear_view_histograms`, computed once in the track stage).
+        renderer: draws ``annotated`` on demand (set by the pipeline that made this result).
     """
 
     frame: Frame
@@ -184,6 +230,26 @@ class FrameResult:
     timings: dict[str, float] = field(default_factory=dict)
     dropped_before: int = 0
     clear_views: list[np.ndarray | None] | None = None
+    detections: Detections | None = None
+    annotated: np.ndarray | None = None
+    renderer: Callable[[FrameResult], np.ndarray] | None = field(default=None, repr=False)
+
+    @property
+    def source_id(self) -> str:
+        return self.frame.source_id
+
+    def plot(self) -> np.ndarray:
+        """The annotated image, ``uint8 (H, W, 3)`` RGB (skeletons with track IDs, class overlay), drawn on
+        first use.
+
+        Raises:
+            ValueError: this result was made without a renderer (built by hand, not by a pipeline).
+        """
+        if self.annotated is None:
+            if self.renderer is None:
+                raise ValueError("this FrameResult has no renderer; results of hrstream.stream() have one")
+            self.annotated = self.renderer(self)
+        return self.annotated
 
     def __repr__(self) -> str:
         return f"FrameResult({self.frame!r}, poses={self.poses!r}, seg={self.seg!r})"

@@ -12,8 +12,6 @@ from torch import nn
 from hrstream.errors import ConfigError
 from hrstream.runtime import (
     InferenceEngine,
-    Pipeline,
-    PipelinedInfer,
     amp_default,
     configure_cpu_threads,
     cpu_has_native_bf16,
@@ -163,23 +161,6 @@ def test_configure_cpu_threads_reserves_cores_beyond_two():
     assert n == (cores if cores <= 2 else cores - 1) == torch.get_num_threads()
     assert configure_cpu_threads(reserved=10_000) == (cores if cores <= 2 else 1)
     assert usable_cpu_count() <= (os.cpu_count() or 1)
-
-
-def test_pipelined_infer_stage_in_a_pipeline_keeps_order_and_skips_empty_items():
-    frames = [make_batch(n=1, seed=20 + i)[0] for i in range(7)]
-    crops = [0, 2, 1, 0, 3, 1, 2]  # "people" per frame; a frame with none needs no inference
-    items = list(zip(frames, crops, strict=True))
-    engine = InferenceEngine(make_model(), device="cpu", amp="off")
-    stage = PipelinedInfer(engine, lambda it: None if it[1] == 0 else [it[0]] * it[1])
-    got: list = []
-    Pipeline("infer").source("src", items).map("infer", stage).sink("sink", got.append).run()
-    assert [it[1] for it, _ in got] == crops
-    model = make_model()
-    for (frame, n), out in got:
-        if n == 0:
-            assert out is None
-        else:
-            torch.testing.assert_close(out, reference(model, np.stack([frame] * n)), rtol=1e-4, atol=1e-4)
 
 
 # -- CUDA (skipped without a GPU) --------------------------------------------------------------------

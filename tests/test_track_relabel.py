@@ -85,16 +85,26 @@ def test_memory_stays_bounded_on_a_long_stream_and_reset_restarts_ids():
 def test_track_stage_computes_clear_views_once_and_passes_them_on():
     """The recipe's repair switches: the track stage computes the clear views once per frame, relabels with
     them (online) and hands them to the sink in FrameResult.clear_views (offline, files only)."""
-    from hrstream.tasks.pose_task import PoseWork, TrackStage
-    from hrstream.tasks.recipe import PIPELINES_DIR, load_recipe
-    from hrstream.types import Frame
+    from fractions import Fraction
 
-    synthetic = load_recipe("pose,seg", PIPELINES_DIR / "synthetic.yaml")
-    stage = TrackStage.from_recipe(synthetic, live=False)
-    assert stage.relabel is not None and stage.clear_views
-    assert TrackStage.from_recipe(synthetic, live=True).clear_views  # the online repair needs them live too
-    plain = TrackStage.from_recipe(load_recipe("pose"), live=False)
-    assert plain.relabel is None and not plain.clear_views
+    from hrstream.io.base import SourceInfo
+    from hrstream.runtime.markers import SourceStarted
+    from hrstream.tasks.pose_task import TrackStage
+    from hrstream.tasks.recipe import PIPELINES_DIR, load_recipe
+    from hrstream.types import Frame, FrameResult
+
+    def info(live: bool) -> SourceInfo:
+        return SourceInfo("s", 320, 240, FPS, Fraction(1, 10), None, None, 0, False, live, "h264", "s")
+
+    synthetic = load_recipe(None, PIPELINES_DIR / "synthetic.yaml")
+    stage = TrackStage(synthetic)
+    stage.on_marker(SourceStarted("s", info(False)))
+    stage.on_marker(SourceStarted("live", info(True)))
+    assert stage.state("s").relabel is not None and stage.state("s").clear_views
+    assert stage.state("live").clear_views  # the online repair needs them live too
+    plain = TrackStage(load_recipe("pose"))
+    plain.on_marker(SourceStarted("s", info(False)))
+    assert plain.state("s").relabel is None and not plain.state("s").clear_views
 
     results = []
     for f, people in enumerate(hand_over_scene()):
@@ -106,11 +116,10 @@ def test_track_stage_computes_clear_views_once_and_passes_them_on():
             keypoints=np.asarray([kps], np.float32),
             keypoint_scores=np.full((1, 17), 0.9, np.float32),
         )
-        work = PoseWork(Frame("s", f, f / FPS, img), poses.boxes, poses.box_scores, poses=poses)
-        results += list(stage.process(work))
+        results += list(stage.process(FrameResult(Frame("s", f, f / FPS, img), poses=poses)))
     assert all(r.clear_views is not None and len(r.clear_views) == len(r.poses) == 1 for r in results)
     assert all(r.clear_views[0] is not None for r in results)  # one person, always clear
     assert [int(r.poses.tracker_ids[0]) for r in results] == [1] * 30  # the tracker keeps one track ...
     assert [int(r.poses.track_ids[0]) for r in results] == [1] * 17 + [2] * 13  # ... renamed on green
-    plain_out = next(iter(plain.process(work)))
+    plain_out = next(iter(plain.process(FrameResult(Frame("s", 0, 0.0, img), poses=poses))))
     assert plain_out.clear_views is None

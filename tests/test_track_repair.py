@@ -120,35 +120,48 @@ def test_one_person_stays_one_track_and_nothing_means_nothing():
 
 
 def test_recipe_section_gives_params_or_none_and_names_bad_values():
-    rep = {"offline": True, "online": False, "cut_distance": 0.8, "join_distance": 0.5, "max_gap_s": 4}
-    section = {"enabled": True, "repair": rep}
-    assert repair_params(section) == RepairParams(cut_distance=0.8, join_distance=0.5, max_gap_s=4.0)
-    assert repair_params(section, online=True) is None
-    assert repair_params({"enabled": True, "repair": {**rep, "online": True}}, online=True) == RepairParams()
-    assert repair_params({**section, "enabled": False}) is None
-    assert repair_params({"enabled": True, "repair": {**rep, "offline": False}}) is None
-    with pytest.raises(ConfigError, match="tracker.repair: need 0 < join_distance"):
-        repair_params({"enabled": True, "repair": {**rep, "join_distance": 2}})
-    with pytest.raises(ConfigError, match="tracker.repair"):
-        repair_params({"enabled": True, "repair": {**rep, "max_gap_s": "long"}})
+    from hrstream.tasks.recipe import load_recipe
+
+    def tracker(**kw):
+        over = {"tracker.repair.offline": True, "tracker.repair.max_gap_s": 4}
+        over.update({f"tracker.{k}": v for k, v in kw.items()})
+        return load_recipe("pose", None, over).tracker
+
+    assert repair_params(tracker()) == RepairParams(cut_distance=0.8, join_distance=0.5, max_gap_s=4.0)
+    assert repair_params(tracker(), online=True) is None
+    assert repair_params(tracker(**{"repair.online": True}), online=True) == RepairParams()
+    assert repair_params(tracker(enabled=False)) is None
+    assert repair_params(tracker(**{"repair.offline": False})) is None
+    with pytest.raises(ConfigError, match=r"tracker.repair.join_distance must be a number in \(0.0, 1.0\]"):
+        tracker(**{"repair.join_distance": 2})
+    with pytest.raises(ConfigError, match="tracker.repair.max_gap_s must be a number >= 0.0, got 'long'"):
+        tracker(**{"repair.max_gap_s": "long"})
 
 
 def _sink_run(tmp_path, frames, *, relabelled: bool):
-    """Run the crossing scene's frames through a pose sink with the repair on; ``relabelled``: the reported
-    IDs differ from the tracker's (an online relabelling ran: reported = 10 + tracker ID)."""
+    """Run the crossing scene's frames through a pose source's JSONL and tracks sinks with the repair on;
+    ``relabelled``: the reported IDs differ from the tracker's (an online relabelling ran: reported = 10 +
+    tracker ID)."""
     from fractions import Fraction
 
     from hrstream.io.base import SourceInfo
-    from hrstream.tasks.outputs import JobOutputs
+    from hrstream.tasks.router import SourceOutputs
+    from hrstream.tasks.sinks import JsonlSink, TracksSink
     from hrstream.types import Frame, FrameResult, Poses
 
+    tmp_path.mkdir(parents=True, exist_ok=True)
     info = SourceInfo("cross", W, H, FPS, Fraction(1, 10), 2.6, len(frames), 0, False, False, "h264", "x.mp4")
     model = {"name": "test", "architecture": "synth", "width": None, "weights": None, "weights_sha256": None,
              "trained_on": None}  # fmt: skip
-    out = JobOutputs(
-        tmp_path, info, model=model, meta={"keypoint_names": [f"k{i}" for i in range(17)], "skeleton": []},
-        task="pose", video=False, track_repair=RepairParams(),
-    )  # fmt: skip
+    meta = {"keypoint_names": [f"k{i}" for i in range(17)], "skeleton": []}
+    out = SourceOutputs(
+        {
+            "jsonl": JsonlSink(tmp_path / "cross.jsonl"),
+            "tracks": TracksSink(
+                tmp_path / "cross.tracks.json", info, model=model, meta=meta, repair=RepairParams()
+            ),
+        }
+    )
     for f, people in enumerate(frames):
         img = render([(s, x) for _, s, x in people])
         boxes, kps = zip(*[person(x) for _, _, x in people], strict=True)
@@ -163,7 +176,7 @@ def _sink_run(tmp_path, frames, *, relabelled: bool):
         )
         frame = Frame("cross", f, f / FPS, img, pts=f, time_base=Fraction(1, 10))
         views = clear_view_histograms(img, poses.boxes, poses.keypoints, poses.keypoint_scores)
-        out.write((FrameResult(frame, poses=poses, clear_views=views), img))
+        out.write(FrameResult(frame, poses=poses, clear_views=views))
     out.close()
     return out
 
@@ -175,7 +188,7 @@ def _crossing() -> list[list[tuple[int, str, float]]]:
     ]
 
 
-def test_job_outputs_write_repaired_tracks_and_keep_online_ids_in_jsonl(tmp_path):
+def test_tracks_sink_writes_repaired_tracks_and_jsonl_keeps_online_ids(tmp_path):
     """The sink keeps clear views while frames pass and writes the repaired tracks; the JSONL keeps the
     IDs reported online (what the video showed)."""
     import json
@@ -198,7 +211,7 @@ def test_repair_starts_from_the_tracker_ids_and_a_failed_repair_keeps_the_report
     lists the reported IDs in online_ids; if the repair fails, the document holds the tracks as reported."""
     import json
 
-    import hrstream.tasks.outputs as outputs
+    import hrstream.track.postprocess as postprocess
 
     out = _sink_run(tmp_path / "a", _crossing(), relabelled=True)
     doc = json.loads(out.paths["tracks"].read_text())
@@ -208,7 +221,7 @@ def test_repair_starts_from_the_tracker_ids_and_a_failed_repair_keeps_the_report
     def broken(*args, **kwargs):
         raise RuntimeError("injected")
 
-    monkeypatch.setattr(outputs, "repair_tracks", broken)
+    monkeypatch.setattr(postprocess, "repair_tracks", broken)
     out = _sink_run(tmp_path / "b", _crossing(), relabelled=True)
     doc = json.loads(out.paths["tracks"].read_text())
     assert [t["track_id"] for t in doc["tracks"]] == [11, 12]

@@ -38,7 +38,7 @@ def run_scene(frames, tracker: PoseTracker) -> tuple[dict[str, float], list[int]
     acc = mm.MOTAccumulator(auto_id=True)
     ids_seen: list[int] = []
     for f in frames:
-        out = tracker.update(f.poses, t=f.t)
+        out = tracker.update(f.poses, t=f.t).tracked()
         assert out.track_ids is not None
         assert list(out.track_ids) == sorted(out.track_ids)  # stable order: by ID
         ids_seen += [i for i in out.track_ids.tolist() if i not in ids_seen]
@@ -74,7 +74,7 @@ def test_occluded_person_gets_its_id_back():
     tracker = PoseTracker()
     ids_of_2 = set()
     for f in frames:
-        out = tracker.update(f.poses, t=f.t)
+        out = tracker.update(f.poses, t=f.t).tracked()
         for gid, box in zip(f.gt_ids, f.gt_boxes, strict=True):
             d = _distances(box[None], out.boxes)[0]
             if gid == 2 and np.any(np.isfinite(d)):
@@ -108,7 +108,7 @@ def test_reset_starts_a_new_video_with_ids_from_one():
     tracker.reset()
     assert tracker.num_tracks == 0
     for f in frames:
-        out = tracker.update(f.poses, t=f.t)
+        out = tracker.update(f.poses, t=f.t).tracked()
     assert sorted(out.track_ids.tolist()) == [1, 2, 3]
 
 
@@ -122,23 +122,42 @@ def _one(box, score, t=0.0) -> Poses:
     )
 
 
+def test_every_detection_is_returned_tentative_ones_with_id_minus_one():
+    box, other = [100.0, 100.0, 180.0, 320.0], [400.0, 100.0, 480.0, 320.0]
+    tracker = PoseTracker(min_hits=2)
+    first = tracker.update(_one(box, 0.9), t=0.0)
+    assert first.track_ids.tolist() == [-1]  # tentative, still reported
+    a, b = _one(other, 0.9), _one(box, 0.9)
+    both = Poses(
+        np.concatenate([a.boxes, b.boxes]),
+        np.concatenate([a.box_scores, b.box_scores]),
+        np.concatenate([a.keypoints, b.keypoints]),
+        np.concatenate([a.keypoint_scores, b.keypoint_scores]),
+    )
+    out = tracker.update(both, t=1 / 30)
+    # the confirmed track first (by ID), then the new tentative one in detection order
+    assert out.track_ids.tolist() == [1, -1]
+    np.testing.assert_array_equal(out.boxes, np.array([box, other], np.float32))
+    assert out.tracked().track_ids.tolist() == [1]
+
+
 def test_confirmation_after_min_hits_and_two_stage_thresholds():
     box = [100.0, 100.0, 180.0, 320.0]
     tracker = PoseTracker(min_hits=3)
-    outs = [tracker.update(_one(box, 0.9), t=i / 30) for i in range(3)]
+    outs = [tracker.update(_one(box, 0.9), t=i / 30).tracked() for i in range(3)]
     assert [len(o) for o in outs] == [0, 0, 1]  # the confirming detection is returned
     assert outs[2].track_ids.tolist() == [1]
     # a weak detection (between low_thr and high_thr) keeps the confirmed track matched
-    weak = tracker.update(_one(box, 0.3), t=3 / 30)
+    weak = tracker.update(_one(box, 0.3), t=3 / 30).tracked()
     assert weak.track_ids.tolist() == [1]
     # below low_thr: ignored
-    assert len(tracker.update(_one(box, 0.05), t=4 / 30)) == 0
+    assert len(tracker.update(_one(box, 0.05), t=4 / 30).tracked()) == 0
     # weak or mid-score detections never start tracks
     lone = PoseTracker(min_hits=1)
-    assert len(lone.update(_one(box, 0.3), t=0.0)) == 0
-    assert len(lone.update(_one(box, 0.55), t=0.1)) == 0  # >= high_thr but < new_track_thr
+    assert len(lone.update(_one(box, 0.3), t=0.0).tracked()) == 0
+    assert len(lone.update(_one(box, 0.55), t=0.1).tracked()) == 0  # >= high_thr but < new_track_thr
     assert lone.num_tracks == 0
-    assert lone.update(_one(box, 0.7), t=0.2).track_ids.tolist() == [1]
+    assert lone.update(_one(box, 0.7), t=0.2).tracked().track_ids.tolist() == [1]
 
 
 def test_flicker_does_not_consume_an_id():
@@ -149,7 +168,7 @@ def test_flicker_does_not_consume_an_id():
     tracker.update(Poses.empty(), t=0.066)
     assert tracker.num_tracks == 0
     box = [100.0, 100.0, 180.0, 320.0]
-    out = [tracker.update(_one(box, 0.9), t=0.1 + i / 30) for i in range(3)][-1]
+    out = [tracker.update(_one(box, 0.9), t=0.1 + i / 30).tracked() for i in range(3)][-1]
     assert out.track_ids.tolist() == [1]
 
 
@@ -171,7 +190,7 @@ def test_predict_boxes_follow_the_motion_without_changing_state():
     assert iou_pred > 0.85 and iou_pred > iou_still[0, 0] + 0.1
     # the pose from the crop, with a box score, goes back into update and keeps the identity
     crop = _one(boxes[0], 0.8, t=t_next)
-    assert tracker.update(crop, t=t_next).track_ids.tolist() == [1]
+    assert tracker.update(crop, t=t_next).tracked().track_ids.tolist() == [1]
 
 
 def test_bad_parameters_raise_config_error():
@@ -227,7 +246,7 @@ def _identity_errors(tracker: PoseTracker) -> int:
     """Frames after the occlusion where a person carries the other's ID (IDs: 1 = A, 2 = B, by first sight)."""
     errors = 0
     for t, img, poses, ids in _bounce_scene():
-        res = tracker.update(poses, t=t, image=img)
+        res = tracker.update(poses, t=t, image=img).tracked()
         for box, tid in zip(res.boxes, res.track_ids, strict=True):
             truth = ids[int(np.flatnonzero(np.all(poses.boxes == box, axis=1))[0])]
             errors += int(tid != truth)
@@ -290,7 +309,7 @@ def test_a_second_box_on_a_tracked_person_starts_no_track():
         tracker = PoseTracker(min_hits=1, new_track_iou=thr)
         ids = set()
         for t, poses in frames():
-            ids |= set(tracker.update(poses, t=t).track_ids.tolist())
+            ids |= set(tracker.update(poses, t=t).tracked().track_ids.tolist())
         assert ids == expected, (thr, ids)
     with pytest.raises(ConfigError, match="new_track_iou"):
         PoseTracker(new_track_iou=0.0)

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from hrstream.io.inputs import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, InputSpec, expand_inputs
+from hrstream.io.inputs import (
+    IMAGE_EXTENSIONS,
+    VIDEO_EXTENSIONS,
+    InputSpec,
+    expand_inputs,
+    read_sources_file,
+)
 from hrstream.io.probe import DEFAULT_MAX_PIXELS
 from hrstream.io.records import (
     JsonlWriter,
@@ -32,6 +38,7 @@ __all__ = [
     "VideoSource",
     "VideoWriter",
     "expand_inputs",
+    "read_sources_file",
     "install_redaction",
     "open_source",
     "output_path",

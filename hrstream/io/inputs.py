@@ -29,7 +29,15 @@ from hrstream.errors import InputError
 from hrstream.io.records import safe_name
 from hrstream.io.urls import is_url, redact_url, validate_url
 
-__all__ = ["IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS", "InputKind", "InputSpec", "expand_inputs", "natural_key"]
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "VIDEO_EXTENSIONS",
+    "InputKind",
+    "InputSpec",
+    "expand_inputs",
+    "natural_key",
+    "read_sources_file",
+]
 
 log = logging.getLogger(__name__)
 
@@ -175,3 +183,35 @@ def expand_inputs(specs: list[str] | tuple[str, ...]) -> list[InputSpec]:
                 )
             )
     return jobs
+
+
+def read_sources_file(path: str | os.PathLike[str]) -> list[tuple[str | None, str]]:
+    """The sources listed in a text file (``--sources FILE``), one a line: ``URL`` or ``NAME URL``.
+
+    Blank lines and ``#`` comments (a whole line, or after whitespace at its end) are skipped; a path, glob or
+    camera may stand where a URL does. ``NAME`` names the source's outputs and its ``source_id``.
+
+    Returns:
+        ``(name or None, spec)`` pairs in file order.
+
+    Raises:
+        InputError: the file cannot be read, or a line has more than two fields (the message names the line).
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"{p}: cannot read the sources file ({getattr(e, 'strerror', None) or e})") from None
+    out: list[tuple[str | None, str]] = []
+    for n, line in enumerate(text.splitlines(), start=1):
+        fields = re.split(r"\s+#", line, maxsplit=1)[0].split()
+        if not fields or fields[0].startswith("#"):
+            continue
+        if len(fields) > 2:
+            raise InputError(
+                f"{p}:{n}: expected 'URL' or 'NAME URL', got {len(fields)} fields; quote nothing, one source a line"
+            )
+        out.append((fields[0], fields[1]) if len(fields) == 2 else (None, fields[0]))
+    if not out:
+        raise InputError(f"{p}: lists no sources; write one URL (or 'NAME URL') a line")
+    return out

@@ -180,6 +180,7 @@ class LiveSource(Source):
         backoff_max_s: float,
         reconnect_on_eof: bool,
         open_options: dict[str, Any],
+        stop: threading.Event | None = None,
     ) -> None:
         super().__init__()
         self._job = job
@@ -189,7 +190,7 @@ class LiveSource(Source):
         self._backoff = (float(backoff_s), float(backoff_max_s))
         self._reconnect_on_eof = reconnect_on_eof
         self._options = open_options
-        self._stop = threading.Event()
+        self._stop = stop if stop is not None else threading.Event()
         self._closed = False
         self.gaps: list[tuple[float, float]] = []
         self.reconnects = 0
@@ -358,6 +359,7 @@ def open_live_source(
     backoff_s: float = 0.5,
     backoff_max_s: float = 8.0,
     reconnect_on_eof: bool | None = None,
+    stop: threading.Event | None = None,
     **open_source_options: Any,
 ) -> Source:
     """Open a URL or camera that reconnects after outages; the first frame is decoded before this returns.
@@ -372,6 +374,8 @@ def open_live_source(
         reconnect_on_eof: treat the end of the stream as an outage (a live server that went away ends the
             stream cleanly); ``False`` ends the iteration there instead. ``None``: true for RTSP/RTMP and
             cameras, false for HTTP(S), where the end of a stream is usually the end of a finite file.
+        stop: an event that, once set, ends the retries (also of the first open, from any thread) and the
+            iteration, as :meth:`LiveSource.interrupt` does.
         open_source_options: passed to :func:`open_source` (``rtsp_transport``, ``max_pixels``, ``name`` ...).
 
     Returns:
@@ -405,4 +409,5 @@ def open_live_source(
         backoff_max_s=backoff_max_s,
         reconnect_on_eof=reconnect_on_eof,
         open_options=options,
+        stop=stop,
     )

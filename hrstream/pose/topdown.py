@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -12,18 +13,54 @@ from hrstream.pose.crops import IMAGENET_MEAN, IMAGENET_STD, box_to_center_scale
 from hrstream.pose.decode import DECODE_METHODS, DecodeMethod, decode_heatmaps, flip_test_merge
 from hrstream.pose.keypoints import COCO_FLIP_PAIRS
 from hrstream.pose.nms import oks_nms
+from hrstream.runtime.engine import normalize_uint8
 from hrstream.types import Poses
 
-__all__ = ["TopDownEstimator"]
+__all__ = ["CropBatch", "TopDownEstimator"]
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class CropBatch:
+    """The person crops of a batch of frames, ready for one network call (:meth:`TopDownEstimator.prepare`).
+
+    Attributes:
+        inputs: ``uint8 (N, h, w, 3)`` RGB on the host (CPU crops, normalised where the network runs) or, when
+            ``normalized``, ``float32 (N, 3, h, w)`` ``(pixel/255 - mean) / std`` on the device (GPU crops).
+            ``N`` is the number of people, twice that with the flip test (the flipped crops follow).
+        counts: people per frame; ``boxes`` / ``scores`` per frame (xyxy pixels, detector scores).
+        center, scale: ``float32 (n, 2)`` per person in the official convention (``box_to_center_scale``).
+    """
+
+    inputs: np.ndarray | torch.Tensor
+    normalized: bool
+    counts: list[int]
+    boxes: list[np.ndarray]
+    scores: list[np.ndarray]
+    center: np.ndarray
+    scale: np.ndarray
+
+    @property
+    def total(self) -> int:
+        """People in the batch."""
+        return int(sum(self.counts))
+
+    def __len__(self) -> int:
+        return int(self.inputs.shape[0])
+
+    def chunks(self, max_batch: int | None) -> list[np.ndarray | torch.Tensor]:
+        """``inputs`` in consecutive pieces of at most ``max_batch`` (``None``: one piece)."""
+        step = max_batch or max(1, len(self))
+        return [self.inputs[i : i + step] for i in range(0, len(self), step)]
 
 
 class TopDownEstimator:
     """Estimate keypoints for the given boxes of a batch of frames.
 
     Args:
-        model_fn: maps normalised crops ``float32 (N, 3, h, w)`` on ``device`` to heatmaps ``(N, K, h', w')``.
+        model_fn: maps normalised crops ``float32 (N, 3, h, w)`` on ``device`` to heatmaps ``(N, K, h', w')``
+            (used by :meth:`estimate`; a pipeline runs :meth:`prepare`, its engine and :meth:`decode`).
         input_size: model input ``(w, h)``, e.g. ``(192, 256)``.
         heatmap_size: expected heatmap ``(w, h)``; checked against the model output when given.
         mean, std: normalisation of ``pixel / 255`` (official: ImageNet statistics, RGB order).
@@ -78,19 +115,16 @@ class TopDownEstimator:
         self.oks_nms_thr = oks_nms_thr
         self.num_keypoints = num_keypoints
         self.kernel = kernel
+        self._mean = torch.tensor(self.mean, dtype=torch.float32).view(1, 3, 1, 1)
+        self._std = torch.tensor(self.std, dtype=torch.float32).view(1, 3, 1, 1)
 
     @property
     def aspect_ratio(self) -> float:
         return self.input_size[0] / self.input_size[1]
 
-    def _run_model(self, batch: torch.Tensor) -> torch.Tensor:
-        step = self.max_batch or len(batch)
-        outs = [self.model_fn(batch[i : i + step]) for i in range(0, len(batch), step)]
-        out = torch.cat(outs, 0) if len(outs) > 1 else outs[0]
-        if out.ndim != 4 or out.shape[0] != len(batch):
-            raise ValueError(
-                f"model_fn must return (N={len(batch)}, K, h, w) heatmaps, got {tuple(out.shape)}"
-            )
+    def _check_heatmaps(self, out: torch.Tensor, n: int) -> torch.Tensor:
+        if out.ndim != 4 or out.shape[0] != n:
+            raise ValueError(f"model_fn must return (N={n}, K, h, w) heatmaps, got {tuple(out.shape)}")
         if self.heatmap_size is not None and (out.shape[3], out.shape[2]) != self.heatmap_size:
             raise ValueError(
                 f"heatmaps are {out.shape[3]}x{out.shape[2]} (w x h), expected heatmap_size {self.heatmap_size}"
@@ -99,11 +133,12 @@ class TopDownEstimator:
 
     def _crops(
         self, images: Sequence[np.ndarray], frame_idx: np.ndarray, center: np.ndarray, scale: np.ndarray
-    ) -> torch.Tensor:
-        """Normalised crops ``float32 (n, 3, h, w)`` on the device.
+    ) -> tuple[np.ndarray | torch.Tensor, bool]:
+        """The crops and whether they are normalised already.
 
-        On the CPU: the official ``cv2.warpAffine`` crop of each box (bit-exact with the official code). On
-        other devices: one ``grid_sample`` over the frames on the device (within 0.5 grey levels of it).
+        On the CPU: the official ``cv2.warpAffine`` crop of each box (bit-exact with the official code), as
+        ``uint8 (n, h, w, 3)`` (normalised where the network runs). On other devices: one ``grid_sample`` over
+        the frames on the device (within 0.5 grey levels of it), normalised ``float32 (n, 3, h, w)``.
         """
         udp = self.decoder == "udp"
         if self.device.type == "cpu":
@@ -113,10 +148,7 @@ class TopDownEstimator:
                     for i, f in enumerate(frame_idx)
                 ]
             )
-            x = torch.from_numpy(crops).permute(0, 3, 1, 2).float().div_(255.0)
-            mean = torch.tensor(self.mean).view(1, 3, 1, 1)
-            std = torch.tensor(self.std).view(1, 3, 1, 1)
-            return x.sub_(mean).div_(std).contiguous(memory_format=torch.channels_last)
+            return crops, False
         used = set(frame_idx.tolist())
         tensors: list[torch.Tensor] = []
         for i, img in enumerate(images):
@@ -125,9 +157,86 @@ class TopDownEstimator:
                 tensors.append(t.permute(2, 0, 1))
             else:  # never sampled: a placeholder keeps indices aligned
                 tensors.append(torch.zeros((3, 1, 1), dtype=torch.uint8, device=self.device))
-        return crop_batch(
+        crops_t = crop_batch(
             tensors, frame_idx, center, scale, self.input_size, mean=self.mean, std=self.std, udp=udp
         )
+        return crops_t, True
+
+    def prepare(
+        self,
+        images: Sequence[np.ndarray],
+        boxes: Sequence[np.ndarray],
+        box_scores: Sequence[np.ndarray] | None = None,
+    ) -> CropBatch:
+        """Every box of every frame cropped for one network call (flipped copies appended with the flip test).
+
+        Args:
+            images: per frame ``uint8 (H, W, 3)`` RGB.
+            boxes: per frame ``(n_i, 4)`` xyxy pixels.
+            box_scores: per frame ``(n_i,)``; ones when ``None``.
+        """
+        if len(images) != len(boxes):
+            raise ValueError(f"got {len(images)} images but {len(boxes)} box arrays")
+        bxs = [np.asarray(b, dtype=np.float32).reshape(-1, 4) for b in boxes]
+        if box_scores is None:
+            box_scores = [np.ones(len(b), np.float32) for b in bxs]
+        scores = [
+            np.asarray(s, dtype=np.float32).reshape(len(b)) for s, b in zip(box_scores, bxs, strict=True)
+        ]
+        counts = [len(b) for b in bxs]
+        total = sum(counts)
+        if total == 0:
+            empty = np.zeros((0, self.input_size[1], self.input_size[0], 3), np.uint8)
+            z = np.zeros((0, 2), np.float32)
+            return CropBatch(empty, False, counts, bxs, scores, z, z)
+        frame_idx = np.repeat(np.arange(len(bxs)), counts)
+        center, scale = box_to_center_scale(
+            np.concatenate(bxs, 0), aspect_ratio=self.aspect_ratio, box_format="xyxy", padding=self.padding
+        )
+        crops, normalized = self._crops(images, frame_idx, center, scale)
+        if self.flip_test:
+            if normalized:
+                crops = torch.cat([crops, crops.flip(3)], 0)  # type: ignore[union-attr]
+            else:
+                crops = np.concatenate([crops, crops[:, :, ::-1]], 0)
+        return CropBatch(crops, normalized, counts, bxs, scores, center, scale)
+
+    def decode(self, crops: CropBatch, heatmaps: torch.Tensor) -> list[Poses]:
+        """Keypoints from the network's heatmaps of ``crops`` (``(N, K, h', w')``, any device).
+
+        Returns:
+            One :class:`~hrstream.types.Poses` per frame: keypoints ``(n_i, K, 2)`` image pixels (pixel
+            centres at integers) and their heatmap maxima.
+        """
+        total = crops.total
+        if total == 0:
+            return [Poses.empty(self.num_keypoints) for _ in crops.counts]
+        heatmaps = self._check_heatmaps(heatmaps, len(crops))
+        if self.flip_test:
+            heatmaps = flip_test_merge(
+                heatmaps[:total], heatmaps[total:], self.flip_pairs, shift=self.shift_heatmap
+            )
+        c_t = torch.from_numpy(crops.center).to(heatmaps.device)
+        s_t = torch.from_numpy(crops.scale).to(heatmaps.device)
+        coords, maxvals = decode_heatmaps(heatmaps, c_t, s_t, self.decoder, kernel=self.kernel)
+        coords_np = coords.cpu().numpy()
+        scores_np = maxvals[..., 0].cpu().numpy()
+        logger.debug("estimated %d people in %d frames", total, len(crops.counts))
+        result: list[Poses] = []
+        start = 0
+        for i, n in enumerate(crops.counts):
+            sl = slice(start, start + n)
+            start += n
+            poses = Poses(
+                boxes=crops.boxes[i],
+                box_scores=crops.scores[i],
+                keypoints=coords_np[sl],
+                keypoint_scores=scores_np[sl],
+            )
+            if self.oks_nms_thr is not None:
+                poses = oks_nms(poses, self.oks_nms_thr, aspect_ratio=self.aspect_ratio, padding=self.padding)
+            result.append(poses)
+        return result
 
     @torch.inference_mode()
     def estimate(
@@ -136,7 +245,8 @@ class TopDownEstimator:
         boxes: Sequence[np.ndarray],
         box_scores: Sequence[np.ndarray] | None = None,
     ) -> list[Poses]:
-        """Keypoints of every box of every frame, all crops in one batch.
+        """Keypoints of every box of every frame, all crops through ``model_fn`` at once (in chunks of
+        ``max_batch``): :meth:`prepare`, the network, :meth:`decode`.
 
         Args:
             images: per frame ``uint8 (H, W, 3)`` RGB.
@@ -147,44 +257,11 @@ class TopDownEstimator:
             One :class:`~hrstream.types.Poses` per frame: keypoints ``(n_i, K, 2)`` image pixels (pixel
             centres at integers) and their heatmap maxima.
         """
-        if len(images) != len(boxes):
-            raise ValueError(f"got {len(images)} images but {len(boxes)} box arrays")
-        if box_scores is None:
-            box_scores = [np.ones(len(np.asarray(b).reshape(-1, 4)), np.float32) for b in boxes]
-        bxs = [np.asarray(b, dtype=np.float32).reshape(-1, 4) for b in boxes]
-        counts = [len(b) for b in bxs]
-        total = sum(counts)
-        if total == 0:
-            return [Poses.empty(self.num_keypoints) for _ in images]
-        frame_idx = np.repeat(np.arange(len(bxs)), counts)
-        all_boxes = np.concatenate(bxs, 0)
-        center, scale = box_to_center_scale(
-            all_boxes, aspect_ratio=self.aspect_ratio, box_format="xyxy", padding=self.padding
-        )
-        crops = self._crops(images, frame_idx, center, scale)
-        if self.flip_test:
-            out = self._run_model(torch.cat([crops, crops.flip(3)], 0))
-            heatmaps = flip_test_merge(out[:total], out[total:], self.flip_pairs, shift=self.shift_heatmap)
-        else:
-            heatmaps = self._run_model(crops)
-        c_t = torch.from_numpy(center).to(self.device)
-        s_t = torch.from_numpy(scale).to(self.device)
-        coords, maxvals = decode_heatmaps(heatmaps, c_t, s_t, self.decoder, kernel=self.kernel)
-        coords_np = coords.cpu().numpy()
-        scores_np = maxvals[..., 0].cpu().numpy()
-        logger.debug("estimated %d people in %d frames", total, len(images))
-        result: list[Poses] = []
-        start = 0
-        for i, n in enumerate(counts):
-            sl = slice(start, start + n)
-            start += n
-            poses = Poses(
-                boxes=bxs[i],
-                box_scores=np.asarray(box_scores[i], dtype=np.float32).reshape(n),
-                keypoints=coords_np[sl],
-                keypoint_scores=scores_np[sl],
-            )
-            if self.oks_nms_thr is not None:
-                poses = oks_nms(poses, self.oks_nms_thr, aspect_ratio=self.aspect_ratio, padding=self.padding)
-            result.append(poses)
-        return result
+        crops = self.prepare(images, boxes, box_scores)
+        if crops.total == 0:
+            return self.decode(crops, torch.zeros(0))
+        outs = []
+        for chunk in crops.chunks(self.max_batch):
+            x = chunk if crops.normalized else normalize_uint8(torch.from_numpy(chunk), self._mean, self._std)
+            outs.append(self.model_fn(x))
+        return self.decode(crops, torch.cat(outs, 0) if len(outs) > 1 else outs[0])

@@ -14,7 +14,6 @@ from hrstream.runtime.engine import (
     resolve_device,
     usable_cpu_count,
 )
-from hrstream.runtime.infer_stage import PipelinedInfer
 from hrstream.runtime.queues import BoundedQueue, LeakyQueue, QueueAborted, QueueClosed, QueueStats
 from hrstream.runtime.signals import StopOnSignals, Stoppable
 from hrstream.runtime.stages import Pipeline, PipelineStats, StageStats
@@ -27,7 +26,6 @@ __all__ = [
     "InferenceHandle",
     "LeakyQueue",
     "Pipeline",
-    "PipelinedInfer",
     "PipelineStats",
     "QueueAborted",
     "QueueClosed",

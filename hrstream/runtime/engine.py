@@ -35,6 +35,7 @@ __all__ = [
     "Output",
     "amp_default",
     "configure_cpu_threads",
+    "normalize_uint8",
     "resolve_amp",
     "resolve_device",
     "usable_cpu_count",
@@ -139,6 +140,19 @@ def configure_cpu_threads(reserved: int) -> int:
     torch.set_num_threads(n)
     logger.info("torch uses %d CPU thread(s) of %d (%d left to decode/encode)", n, cores, cores - n)
     return n
+
+
+def normalize_uint8(
+    x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, *, channels_last: bool = True
+) -> torch.Tensor:
+    """``uint8 (N, H, W, C)`` RGB -> ``float32 (N, C, H, W)`` ``(x / 255 - mean) / std`` on ``x``'s device.
+
+    ``mean`` / ``std`` are ``float32 (1, C, 1, 1)`` on that device. With ``channels_last`` the result keeps NHWC
+    memory (a view of the permuted input, then converted), else it is made contiguous NCHW.
+    """
+    x = x.permute(0, 3, 1, 2)  # a view; for contiguous NHWC input this is channels_last memory
+    x = x.float() if channels_last else x.contiguous().float()
+    return x.div_(255.0).sub_(mean).div_(std)
 
 
 def _as_tuple(out: Any) -> tuple[tuple[torch.Tensor, ...], bool]:
@@ -288,9 +302,7 @@ class InferenceEngine:
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """``uint8 (N, H, W, C)`` on the device -> normalised ``float32 (N, C, H, W)`` (channels_last
         memory when enabled)."""
-        x = x.permute(0, 3, 1, 2)  # a view; for contiguous NHWC input this is channels_last memory
-        x = x.float() if self.channels_last else x.contiguous().float()
-        return x.div_(255.0).sub_(self._mean).div_(self._std)
+        return normalize_uint8(x, self._mean, self._std, channels_last=self.channels_last)
 
     def _run_model(self, x: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], bool]:
         if self.channels_last:

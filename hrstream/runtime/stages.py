@@ -19,7 +19,11 @@ Guarantees:
   :class:`~hrstream.errors.StageError` naming the stage, with the original exception as ``cause``;
 * :meth:`Pipeline.request_stop` stops intake: the source reads no more, in-flight items drain, every
   stage's ``finish``/``close`` runs; ``run(grace_s=...)`` aborts if draining takes longer than ``grace_s``;
-* :meth:`Pipeline.abort` stops at once, dropping queued items (``close`` of stages and sinks still runs).
+* :meth:`Pipeline.abort` stops at once, dropping queued items (``close`` of stages and sinks still runs);
+* markers (:mod:`hrstream.runtime.markers`: a source started / ended) pass every stage in order with the items
+  around them: a map stage's ``on_marker(marker)`` (when it has one) is called first and may return items to
+  emit before the marker (what it held back); a batch stage emits its open batch first; the sink's
+  ``on_marker`` is called.
 
 Stage callables:
 
@@ -29,7 +33,8 @@ Stage callables:
   A stage runs on exactly one thread, so its state needs no lock.
 * **batch**: see :class:`~hrstream.runtime.batcher.Batcher`; emits ``list``s of items. A partial batch
   goes out when its deadline passes and no item is waiting in the input queue.
-* **sink**: an object with ``write(item)`` and optional ``close()``, or a plain callable.
+* **sink**: an object with ``write(item)`` and optional ``close()`` and ``on_marker(marker)``, or a plain
+  callable.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from typing import Any, Literal
 
 from hrstream.errors import StageError
 from hrstream.runtime.batcher import Batcher
+from hrstream.runtime.markers import Marker
 from hrstream.runtime.queues import BoundedQueue, LeakyQueue, QueueAborted, QueueClosed, QueueStats
 
 __all__ = ["Pipeline", "PipelineStats", "StageStats"]
@@ -100,6 +106,7 @@ class _Stage:
         self.items_out = 0
         self.busy_s = 0.0
         self.thread: threading.Thread | None = None
+        self.drain = False  # source: keep reading after a stop request until the source itself ends
 
     def emit(self, items: Iterable[Any]) -> None:
         assert self.out is not None
@@ -177,15 +184,20 @@ class Pipeline:
         leaky: bool = False,
         on_drop: Callable[[Any], None] | None = None,
         on_stop: Callable[[], None] | None = None,
+        drain: bool = False,
     ) -> Pipeline:
         """The first stage: reads ``items`` into a queue of ``queue_size``.
 
         ``leaky=True`` (live sources) drops the oldest queued item when the pipeline falls behind and
         calls ``on_drop(item)``; ``on_stop`` is called on stop/abort to interrupt a blocking read.
+        ``drain=True``: ``items`` stops its own intake when ``on_stop`` tells it to and ends after what it
+        holds (a :class:`~hrstream.runtime.mux.SourceMux`), so a stop request reads on until it ends.
         """
         if on_stop is not None:
             self._on_stop.append(on_stop)
-        return self._add(name, "source", items, queue_size, leaky, on_drop)
+        self._add(name, "source", items, queue_size, leaky, on_drop)
+        self._stages[-1].drain = drain
+        return self
 
     def map(
         self, name: str, fn: Any, *, many: bool = False, queue_size: int = 4, leaky: bool = False
@@ -347,7 +359,7 @@ class Pipeline:
     def _run_source(self, s: _Stage) -> None:
         it = iter(s.target)
         try:
-            while not self._stop.is_set():
+            while s.drain or not self._stop.is_set():
                 t = time.monotonic()
                 try:
                     item = next(it)
@@ -367,6 +379,12 @@ class Pipeline:
                     item = s.inq.get()
                 except QueueClosed:
                     break
+                if isinstance(item, Marker):
+                    on_marker = getattr(s.target, "on_marker", None)
+                    if on_marker is not None:
+                        s.emit(list(on_marker(item) or ()))
+                    s.out.put(item)  # type: ignore[union-attr]
+                    continue
                 s.items_in += 1
                 t = time.monotonic()
                 outs = list(s.target.process(item))
@@ -393,6 +411,12 @@ class Pipeline:
                 continue
             except QueueClosed:
                 break
+            if isinstance(item, Marker):
+                rest = batcher.flush()
+                if rest is not None:
+                    s.emit((rest,))
+                s.out.put(item)  # type: ignore[union-attr]
+                continue
             s.items_in += 1
             s.emit(batcher.add(item))
         rest = batcher.flush()
@@ -402,12 +426,17 @@ class Pipeline:
     def _run_sink(self, s: _Stage) -> None:
         assert s.inq is not None
         write = getattr(s.target, "write", None) or s.target
+        on_marker = getattr(s.target, "on_marker", None)
         try:
             while True:
                 try:
                     item = s.inq.get()
                 except QueueClosed:
                     break
+                if isinstance(item, Marker):
+                    if on_marker is not None:
+                        on_marker(item)
+                    continue
                 s.items_in += 1
                 t = time.monotonic()
                 write(item)

@@ -17,7 +17,7 @@ from hrstream.errors import HrstreamError
 from hrstream.metrics import evaluate_tracks
 from hrstream.synth import SynthConfig, write_clip
 from hrstream.tasks.jobs import prepare
-from hrstream.tasks.recipe import PIPELINES_DIR, load_recipe
+from hrstream.tasks.recipe import PIPELINES_DIR, Recipe, load_recipe
 from hrstream.tasks.runner import Runner
 
 __all__ = [
@@ -47,10 +47,10 @@ class DemoResult:
     metrics: dict[str, Any]
 
 
-def synthetic_recipe(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+def synthetic_recipe(overrides: dict[str, Any] | None = None) -> Recipe:
     """``pipelines/synthetic.yaml``: ``pose,seg`` with the shipped synthetic networks, person boxes from the
     shipped detector."""
-    return load_recipe("pose,seg", PIPELINES_DIR / "synthetic.yaml", overrides or {})
+    return load_recipe(None, PIPELINES_DIR / "synthetic.yaml", overrides or {})
 
 
 def run_demo(
@@ -74,8 +74,8 @@ def run_demo(
     truth = write_clip(config, out / "truth", f"demo_{seed}", masks=False)
     log.info("generated %s (seed %d, %.0f s, %s people)", truth["video"], seed, seconds, people)
     recipe = synthetic_recipe({"runtime.device": device})
-    prepared = prepare("pose,seg", recipe, out, progress=False)
-    runner = Runner(out, prepared.build, recipe=recipe, make_progress=progress)
+    prepared = prepare(recipe, out, progress=False)
+    runner = Runner(prepared, make_progress=progress)
     results, signum = runner.run([str(truth["video"])])
     job = results[0]
     if job.status not in ("ok", "skipped"):

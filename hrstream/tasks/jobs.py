@@ -1,26 +1,32 @@
-"""Assemble a task's pipeline for one source: what the CLI and library users call.
+"""Assemble a task's pipeline: what the CLI, :func:`hrstream.stream` and library users call.
 
-``prepare(task, recipe, out_dir)`` loads the network(s) once; ``PreparedTask.build(source, progress)`` wires
-the stages of one input (each stage a thread, joined by bounded queues):
+``prepare(recipe, out_dir)`` loads the network(s) once; ``PreparedTask.build(sources, router)`` wires one
+pipeline for every source of a run (each stage a thread, joined by bounded queues; per-source state inside the
+stages, keyed by ``source_id``):
 
-* pose: decode -> detect -> batch -> infer -> track -> draw -> write
-* seg: decode -> batch -> infer -> draw -> write
-* pose,seg (or pose with ``--detector seg``): decode -> seg_batch -> segment -> detect -> batch -> infer ->
+* pose: sources -> detect -> batch -> infer -> track -> draw -> write
+* seg: sources -> seg_batch -> segment -> draw -> write
+* pose,seg (or pose with ``--detector seg``): sources -> seg_batch -> segment -> detect -> batch -> infer ->
   track -> draw -> write, both networks on the same decoded frames in one pass.
+
+``sources`` is the :class:`~hrstream.runtime.mux.SourceMux` the decode threads feed; ``write`` is the
+:class:`~hrstream.tasks.router.SinkRouter` that routes each result to its source's outputs
+(:meth:`PreparedTask.open_outputs`).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hrstream.io.base import Source
+from hrstream.errors import ConfigError
+from hrstream.io import SourceInfo, output_path
 from hrstream.pose.detectors import check_flip_test
 from hrstream.runtime import InferenceEngine, Pipeline
 from hrstream.tasks.model_loading import ModelBundle, load_model_bundle
-from hrstream.tasks.outputs import JobOutputs
 from hrstream.tasks.pose_task import (
     DetectStage,
     DrawStage,
@@ -30,12 +36,18 @@ from hrstream.tasks.pose_task import (
     build_pose_estimator,
     repair_params,
 )
-from hrstream.tasks.seg_task import (
-    SegDrawStage,
-    SegInferStage,
-    SegOutputs,
-    SegPersonDetector,
-    build_seg_estimator,
+from hrstream.tasks.recipe import Recipe
+from hrstream.tasks.router import SinkRouter, SourceOutputs
+from hrstream.tasks.seg_task import SegInferStage, SegOverlay, SegPersonDetector, build_seg_estimator
+from hrstream.tasks.sinks import (
+    ImagesSink,
+    JsonlSink,
+    LabelMapSink,
+    Sink,
+    TracksSink,
+    VideoSink,
+    is_image_source,
+    seg_record,
 )
 
 __all__ = ["PreparedTask", "prepare"]
@@ -45,15 +57,15 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class PreparedTask:
-    """A task ready to run: the network(s) on their engines and everything that lasts across inputs.
+    """A task ready to run: the network(s) on their engines and everything that lasts across sources.
 
     ``bundle``/``engine`` are the pose network for pose tasks, the segmentation network for ``seg``;
-    ``seg_bundle``/``seg_engine`` the segmentation network when a pose task also segments.
+    ``seg_bundle``/``seg_engine`` the segmentation network when a pose task also segments. ``out_dir``:
+    where sources write their files (``None``: nowhere, :func:`hrstream.stream` without ``out``).
     """
 
-    task: str
-    recipe: dict[str, Any]
-    out_dir: Path
+    recipe: Recipe
+    out_dir: Path | None
     bundle: ModelBundle
     engine: InferenceEngine
     detector: Any = None
@@ -61,160 +73,157 @@ class PreparedTask:
     seg_engine: InferenceEngine | None = None
 
     @property
+    def task(self) -> str:
+        return self.recipe.task
+
+    @property
     def writes_seg(self) -> bool:
         return self.task in ("seg", "pose,seg")
 
-    def _outputs(self, info: Any, progress: Any) -> JobOutputs:
-        sinks = self.recipe["sinks"]
-        live = info.is_live
-        common: dict[str, Any] = {
-            "video": bool(sinks["video"]),
-            "jsonl": bool(sinks["jsonl"]),
-            "preset": str(sinks["preset"]),
-            "audio_source": info.path if (info.has_audio and not live) else None,
-            "progress": progress,
-        }
-        if self.task == "seg":
-            seg = self.recipe["seg"]
-            return SegOutputs(
-                self.out_dir,
-                info,
-                label_maps=bool(seg["label_maps"]),
-                rle=bool(seg["rle"]),
-                classes=self.bundle.meta["classes"],
-                model=self.bundle.describe(),
-                meta=self.bundle.meta,
-                **common,
-            )
-        model = self.bundle.describe()
-        if self.seg_bundle is not None:
-            model = {**model, "segmentation": self.seg_bundle.describe()}
-        pose_kw: dict[str, Any] = {
-            "tracks": bool(sinks.get("tracks", False)),
-            "savgol_window_s": None if live else self.recipe["smoother"].get("tracks_savgol_window_s"),
-            "track_repair": None if live else repair_params(self.recipe["tracker"]),
-            "model": model,
-            "meta": self.bundle.meta,
-        }
-        if self.task == "pose,seg":
-            assert self.seg_bundle is not None
-            seg = self.recipe["seg"]
-            return SegOutputs(
-                self.out_dir,
-                info,
-                label_maps=bool(seg["label_maps"]),
-                rle=bool(seg["rle"]),
-                classes=self.seg_bundle.meta["classes"],
-                task="pose,seg",
-                **pose_kw,
-                **common,
-            )
-        return JobOutputs(self.out_dir, info, task="pose", **pose_kw, **common)
+    def _seg_meta(self) -> dict[str, Any]:
+        bundle = self.bundle if self.task == "seg" else self.seg_bundle
+        assert bundle is not None
+        return bundle.meta
 
-    def _add_seg(
-        self, p: Pipeline, bundle: ModelBundle, engine: InferenceEngine, *, batch_name: str, name: str, q: int
-    ) -> SegDrawStage:
-        rt, seg = self.recipe["runtime"], self.recipe["seg"]
+    def open_outputs(
+        self,
+        info: SourceInfo,
+        *,
+        progress: Callable[[int], None] | None = None,
+        finish_progress: Callable[[], None] | None = None,
+    ) -> SourceOutputs:
+        """The sinks of one source (none without ``out_dir``), as the recipe's ``sinks`` section says."""
+        sinks: dict[str, Sink] = {}
+        out, name, cfg = self.out_dir, info.name, self.recipe.sinks
+        if out is not None:
+            if cfg.video and is_image_source(info):
+                sinks["images"] = ImagesSink(output_path(out, name, ".annotated"))
+            elif cfg.video:
+                audio = info.path if (info.has_audio and not info.is_live) else None
+                sinks["video"] = VideoSink(
+                    output_path(out, name, ".mp4"), info, preset=cfg.preset, audio_source=audio
+                )
+            if cfg.jsonl:
+                extra = None
+                if self.writes_seg:
+                    extra = seg_record(self._seg_meta()["classes"], rle=self.recipe.seg.rle)
+                sinks["jsonl"] = JsonlSink(output_path(out, name, ".jsonl"), extra=extra)
+            if self.writes_seg and self.recipe.seg.label_maps:
+                sinks["labels"] = LabelMapSink(output_path(out, name, ".labels"))
+            if "pose" in self.task and cfg.tracks:
+                model = self.bundle.describe()
+                if self.seg_bundle is not None:
+                    model = {**model, "segmentation": self.seg_bundle.describe()}
+                tracker, smoother = self.recipe.tracker, self.recipe.smoother
+                assert tracker is not None and smoother is not None
+                sinks["tracks"] = TracksSink(
+                    output_path(out, name, ".tracks.json"),
+                    info,
+                    model=model,
+                    meta=self.bundle.meta,
+                    repair=None if info.is_live else repair_params(tracker),
+                    savgol_window_s=None if info.is_live else smoother.tracks_savgol_window_s,
+                )
+        return SourceOutputs(sinks, progress=progress, finish_progress=finish_progress)
+
+    def _add_seg(self, p: Pipeline, bundle: ModelBundle, engine: InferenceEngine, q: int) -> SegOverlay:
+        rt, seg = self.recipe.runtime, self.recipe.seg
         classes, palette = bundle.meta["classes"], bundle.meta["palette"]
         estimator = build_seg_estimator(engine, bundle.spec, bundle.meta, self.recipe)
         p.batch(
-            batch_name,
-            max_batch=int(seg.get("batch_size") or rt["batch_size"]),
-            max_wait_s=float(rt["max_wait_s"]),
-            queue_size=q,
+            "seg_batch", max_batch=seg.batch_size or rt.batch_size, max_wait_s=rt.max_wait_s, queue_size=q
         )
-        p.map(name, SegInferStage(estimator, classes, tau_s=seg.get("smoothing_tau_s")), queue_size=q)
-        return SegDrawStage(palette, classes, opacity=float(seg["opacity"]))
+        p.map("segment", SegInferStage(estimator, classes, tau_s=seg.smoothing_tau_s), queue_size=q)
+        return SegOverlay(palette, classes, opacity=seg.opacity)
 
-    def build(self, source: Source, progress: Any = None) -> tuple[Pipeline, JobOutputs]:
-        """The pipeline of one opened source and its outputs (the pipeline's sink)."""
-        info = source.info
-        rt, sinks = self.recipe["runtime"], self.recipe["sinks"]
-        live = info.is_live
-        # Live sources: only the first (leaky) queue buffers; every later queue holds one item, so a frame
-        # waits behind as few others as possible and latency stays about one batch. Files: deeper queues.
+    def build(
+        self,
+        sources: Iterable[Any],
+        router: SinkRouter,
+        *,
+        live: bool,
+        on_stop: Callable[[], None] | None = None,
+        name: str = "hrstream",
+    ) -> Pipeline:
+        """The pipeline of a run reading ``sources`` (a :class:`~hrstream.runtime.mux.SourceMux`) and writing
+        through ``router``. ``live``: some source is live (queues after the inputs then hold one item each, so
+        a frame waits behind as few others as possible and latency stays about one batch); ``on_stop`` stops
+        the sources' intake (:meth:`~hrstream.runtime.feeder.SourceFeeder.stop`)."""
+        rt, sinks = self.recipe.runtime, self.recipe.sinks
         q = 1 if live else 4
-        outputs = self._outputs(info, progress)
-        p = Pipeline(f"{self.task}:{info.name}")
-        p.source(
-            "decode",
-            source,
-            queue_size=int(rt["live_buffer"] if live else rt["queue_size"]),
-            leaky=live,
-            on_stop=getattr(source, "interrupt", None),
-        )
+        eager = self.out_dir is not None and sinks.video
+        p = Pipeline(f"{self.task}:{name}")
+        p.source("sources", sources, queue_size=q, on_stop=on_stop, drain=True)
         if self.task == "seg":
-            draw = self._add_seg(p, self.bundle, self.engine, batch_name="batch", name="infer", q=q)
-            p.map("draw", draw, queue_size=q)
-            p.sink("write", outputs)
-            return p, outputs
+            seg_overlay = self._add_seg(p, self.bundle, self.engine, q)
+            p.map("draw", DrawStage([], kpt_thr=1.0, draw_boxes=False, seg_overlay=seg_overlay, eager=eager))
+            p.sink("write", router)
+            return p
         overlay = None
         if self.seg_bundle is not None and self.seg_engine is not None:
-            seg_draw = self._add_seg(
-                p, self.seg_bundle, self.seg_engine, batch_name="seg_batch", name="segment", q=q
-            )
-            overlay = seg_draw.render if self.writes_seg else None
-        det = self.recipe["detector"]
+            seg_draw = self._add_seg(p, self.seg_bundle, self.seg_engine, q)
+            overlay = seg_draw if self.writes_seg else None
+        det, pose = self.recipe.detector, self.recipe.pose
+        assert det is not None and pose is not None
         estimator = build_pose_estimator(self.engine, self.bundle.spec, self.bundle.meta, self.recipe)
-        p.map("detect", DetectStage(self.detector, every_n=int(det["every_n"])), queue_size=q)
+        p.map("detect", DetectStage(self.detector, every_n=det.every_n), queue_size=q)
         p.batch(
             "batch",
-            max_batch=int(rt["batch_size"]),
-            max_wait_s=float(rt["max_wait_s"]),
-            weight=lambda w: max(1, len(w.boxes)),
+            max_batch=rt.batch_size,
+            max_wait_s=rt.max_wait_s,
+            weight=lambda r: max(1, len(r.detections)),
             queue_size=min(q, 2),
         )
-        p.map("infer", PoseInferStage(estimator), queue_size=q)
-        p.map("track", TrackStage.from_recipe(self.recipe, live=live), queue_size=q)
+        p.map("infer", PoseInferStage(estimator, self.engine), queue_size=q)
+        p.map("track", TrackStage(self.recipe), queue_size=q)
         p.map(
             "draw",
             DrawStage(
                 self.bundle.meta.get("skeleton", []),
-                kpt_thr=float(self.recipe["pose"]["kpt_thr"]),
-                draw_boxes=bool(sinks.get("draw_boxes", False)),
+                kpt_thr=pose.kpt_thr,
+                draw_boxes=sinks.draw_boxes,
                 seg_overlay=overlay,
+                eager=eager,
             ),
             queue_size=q,
         )
-        p.sink("write", outputs)
-        return p, outputs
+        p.sink("write", router)
+        return p
 
 
-def _engine(bundle: ModelBundle, rt: dict[str, Any]) -> InferenceEngine:
+def _engine(bundle: ModelBundle, recipe: Recipe) -> InferenceEngine:
+    rt = recipe.runtime
     return InferenceEngine(
         bundle.model,
-        device=str(rt["device"]),
-        amp=str(rt["amp"]),
+        device=rt.device,
+        amp=rt.amp,
         channels_last=True,
-        compile=bool(rt.get("compile", False)),
+        compile=rt.compile,
         mean=bundle.meta["mean"],
         std=bundle.meta["std"],
     )
 
 
-def prepare(task: str, recipe: dict[str, Any], out_dir: str | Path, *, progress: bool = True) -> PreparedTask:
+def prepare(recipe: Recipe, out_dir: str | Path | None = None, *, progress: bool = True) -> PreparedTask:
     """Load the recipe's network(s) (downloading default weights if needed) and build their engines."""
-    rt = recipe["runtime"]
-    if task == "seg":
-        bundle = load_model_bundle(str(recipe["model"]), recipe.get("weights"), task="seg", progress=progress)
-        return PreparedTask(task, recipe, Path(out_dir), bundle, _engine(bundle, rt))
-    bundle = load_model_bundle(str(recipe["model"]), recipe.get("weights"), task="pose", progress=progress)
-    engine = _engine(bundle, rt)
-    det = recipe["detector"]
+    out = None if out_dir is None else Path(out_dir)
+    if recipe.task == "seg":
+        bundle = load_model_bundle(recipe.model, recipe.weights, task="seg", progress=progress)
+        return PreparedTask(recipe, out, bundle, _engine(bundle, recipe))
+    bundle = load_model_bundle(recipe.model, recipe.weights, task="pose", progress=progress)
+    engine = _engine(bundle, recipe)
+    det = recipe.detector
+    assert det is not None
     seg_bundle = seg_engine = None
-    if task == "pose,seg" or det["name"] == "seg":
-        seg_bundle = load_model_bundle(
-            str(recipe["seg_model"]), recipe.get("seg_weights"), task="seg", progress=progress
-        )
-        seg_engine = _engine(seg_bundle, rt)
-    if det["name"] == "seg":
+    if recipe.task == "pose,seg" or det.name == "seg":
+        if recipe.seg_model is None:
+            raise ConfigError(f"task {recipe.task} with detector {det.name} needs seg_model in the recipe")
+        seg_bundle = load_model_bundle(recipe.seg_model, recipe.seg_weights, task="seg", progress=progress)
+        seg_engine = _engine(seg_bundle, recipe)
+    if det.name == "seg":
         assert seg_bundle is not None
-        check_flip_test("seg", bool(det.get("flip_test")))
-        detector: Any = SegPersonDetector(
-            seg_bundle.meta["classes"],
-            det.get("seg_classes") or ["person", "rider"],
-            min_area=int(det.get("min_area", 400)),
-        )
+        check_flip_test("seg", det.flip_test)
+        detector: Any = SegPersonDetector(seg_bundle.meta["classes"], det.seg_classes, min_area=det.min_area)
     else:
         detector = build_pose_detector(recipe, str(engine.device), progress=progress)
-    return PreparedTask(task, recipe, Path(out_dir), bundle, engine, detector, seg_bundle, seg_engine)
+    return PreparedTask(recipe, out, bundle, engine, detector, seg_bundle, seg_engine)

@@ -1,68 +1,84 @@
-"""The pose task as pipeline stages: detect -> batch -> top-down HRNet -> track + smooth -> draw -> write.
+"""The pose stages: detect -> batch -> top-down HRNet -> track + smooth -> draw.
 
-Threads (one per stage, joined by bounded queues): ``decode`` (the source), ``detect`` (person boxes; on
-frames where the detector is skipped, boxes predicted by a box tracker), ``batch`` (frames grouped by their
-number of people, with a deadline), ``infer`` (all crops of the batch in one network call, decoded on the
-device), ``track`` (identities and keypoint smoothing; stateful, so on its own thread), ``draw`` (annotated
-copy of the frame) and ``write`` (video, JSONL, tracks document).
+Every stage serves all sources of a run and takes :class:`~hrstream.types.FrameResult` items. State that
+belongs to one source (the box carrier of ``--detect-every``, the tracker, the smoother, the online identity
+repair) lives in a dict keyed by ``source_id``, created on the source's
+:class:`~hrstream.runtime.markers.SourceStarted` and dropped on its :class:`~hrstream.runtime.markers.SourceEnded`.
+The network is shared: one batch holds the people of frames of any source.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, Generic, TypeVar
 
 import numpy as np
+import torch
 
 from hrstream.errors import ConfigError
 from hrstream.models.builder import resolve_config
 from hrstream.models.config import parse_config
 from hrstream.pose import TopDownEstimator, draw_poses, make_detector
 from hrstream.pose.detectors import DETECTOR_SPECS, Detector, TorchvisionDetector
-from hrstream.runtime import InferenceEngine
+from hrstream.pose.topdown import CropBatch
+from hrstream.runtime import InferenceEngine, InferenceHandle
+from hrstream.runtime.markers import Marker, SourceEnded, SourceStarted
 from hrstream.tasks.model_loading import load_model_bundle
+from hrstream.tasks.recipe import Recipe, RepairSection, TrackerSection
 from hrstream.track import KeypointSmoother, PoseTracker, make_smoother
 from hrstream.track.appearance import clear_view_histograms
 from hrstream.track.relabel import OnlineRelabel
 from hrstream.track.repair import RepairParams
-from hrstream.types import Frame, FrameResult, Poses, SegMap
+from hrstream.types import Detections, FrameResult, Poses
 
 __all__ = [
     "DetectStage",
+    "DrawStage",
+    "PerSource",
     "PoseInferStage",
-    "PoseWork",
     "TrackStage",
-    "build_pose_estimator",
     "build_pose_detector",
+    "build_pose_estimator",
+    "frame_time",
     "repair_params",
 ]
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(eq=False)
-class PoseWork:
-    """A frame in flight: its person boxes, then its poses. ``timings`` in seconds per stage."""
-
-    frame: Frame
-    boxes: np.ndarray  # (n, 4) xyxy
-    scores: np.ndarray  # (n,)
-    poses: Poses | None = None
-    timings: dict[str, float] = field(default_factory=dict)
-    dropped_before: int = 0
-    seg: SegMap | None = None
+S = TypeVar("S")
 
 
-def frame_time(frame: Frame) -> float:
+def frame_time(result: FrameResult) -> float:
     """The time used by trackers and smoothers: PTS seconds, else wall clock, else index at 30 fps."""
+    frame = result.frame
     if frame.pts_s is not None:
         return float(frame.pts_s)
     if frame.captured_at is not None:
         return float(frame.captured_at)
     return frame.index / 30.0
+
+
+class PerSource(Generic[S]):
+    """Per-source state of a stage: ``make(info)`` on a source's start, dropped at its end."""
+
+    def __init__(self, make: Callable[[Any], S]) -> None:
+        self._make = make
+        self._states: dict[str, S] = {}
+
+    def on_marker(self, marker: Marker) -> None:
+        if isinstance(marker, SourceStarted):
+            self._states[marker.source_id] = self._make(marker.info)
+        elif isinstance(marker, SourceEnded):
+            self._states.pop(marker.source_id, None)
+
+    def __getitem__(self, source_id: str) -> S:
+        return self._states[source_id]
+
+    def __len__(self) -> int:
+        return len(self._states)
 
 
 def _det_config(name: str) -> bool:
@@ -81,83 +97,96 @@ def _det_config(name: str) -> bool:
     return True
 
 
-def build_pose_detector(recipe: dict[str, Any], device: str, *, progress: bool = True) -> Detector:
+def build_pose_detector(recipe: Recipe, device: str, *, progress: bool = True) -> Detector:
     """The recipe's person detector: a ``det_hrnet`` config (its weights from ``detector.weights`` or the
     registry; ``detector.nms_iou`` becomes the network's own NMS threshold) or one of
     :func:`hrstream.pose.make_detector`'s specs."""
-    det = recipe["detector"]
-    name = str(det["name"])
+    det = recipe.detector
+    assert det is not None
     common = {
-        "score_thr": float(det["score_thr"]),
-        "nms_iou": det.get("nms_iou"),
-        "max_people": det.get("max_people"),
+        "score_thr": det.score_thr,
+        "nms_iou": det.nms_iou,
+        "max_people": det.max_people,
         "device": device,
-        "flip_test": bool(det.get("flip_test", False)),
+        "flip_test": det.flip_test,
     }
-    if _det_config(name):
-        bundle = load_model_bundle(name, det.get("weights"), task="det", progress=progress)
-        if common["nms_iou"] is not None:
+    if _det_config(det.name):
+        bundle = load_model_bundle(det.name, det.weights, task="det", progress=progress)
+        if det.nms_iou is not None:
             # FCOS's own per-class NMS runs first (per view with the flip test): the recipe's value replaces the
             # config's NMS_THRESH, or a looser recipe NMS would have no effect
-            bundle.model.nms_thresh = float(common["nms_iou"])
+            bundle.model.nms_thresh = float(det.nms_iou)
         return TorchvisionDetector(bundle.model, pixel_edges_at_integers=False, **common)
-    return make_detector(name, **common)
+    return make_detector(det.name, **common)
+
+
+class _BoxCarrier:
+    """Boxes of a source between detector runs (``--detect-every N``): a constant-velocity Kalman filter per box
+    (the tracker on boxes alone: IoU association, confirmed at once)."""
+
+    def __init__(self, max_age_s: float) -> None:
+        self.tracker = PoseTracker(min_hits=1, max_age_s=max_age_s, iou_weight=1.0)
+
+    def observe(self, det: Detections, t: float) -> None:
+        n = len(det)
+        self.tracker.update(Poses(det.boxes, det.scores, np.zeros((n, 17, 2)), np.zeros((n, 17))), t=t)
+
+    def predict(self, t: float, width: int, height: int) -> Detections:
+        _, boxes = self.tracker.predict_boxes(t)
+        boxes = np.clip(boxes.astype(np.float32).reshape(-1, 4), 0, [width - 1, height - 1] * 2)
+        return Detections(boxes, np.ones(len(boxes), np.float32))
 
 
 class DetectStage:
-    """Person boxes per frame. With ``every_n > 1`` the detector runs on every n-th frame of a source and a
-    box tracker (Kalman, constant velocity) carries the boxes through the frames in between."""
+    """Person boxes per frame (``FrameResult.detections``), one shared detector for every source.
+
+    With ``every_n > 1`` the detector runs on every n-th frame of each source and a per-source box carrier
+    moves the boxes through the frames in between. With ``--detector seg`` the boxes come from the frame's
+    segmentation (the ``segment`` stage ran first).
+    """
 
     def __init__(self, detector: Detector, *, every_n: int = 1, max_age_s: float = 1.0) -> None:
         self.detector = detector
         self.every_n = max(1, int(every_n))
-        self._carrier = PoseTracker(min_hits=1, max_age_s=max_age_s) if self.every_n > 1 else None
-        self._k = 17
-        self._last_index: int | None = None
+        self._carriers: PerSource[_BoxCarrier | None] = PerSource(
+            lambda info: _BoxCarrier(max_age_s) if self.every_n > 1 else None
+        )
 
-    def process(self, item: Frame | FrameResult) -> Iterable[PoseWork]:
-        """``item``: a decoded frame, or a segmented one (``--task pose,seg`` / ``--detector seg``)."""
+    def on_marker(self, marker: Marker) -> None:
+        self._carriers.on_marker(marker)
+
+    def process(self, result: FrameResult) -> Iterable[FrameResult]:
         t0 = time.perf_counter()
-        frame, seg = (item.frame, item.seg) if isinstance(item, FrameResult) else (item, None)
-        timings = dict(item.timings) if isinstance(item, FrameResult) else {}
-        # frames are indexed in decode order: a gap means a live queue dropped frames before this one
-        dropped = 0 if self._last_index is None else max(0, frame.index - self._last_index - 1)
-        self._last_index = frame.index
-        t = frame_time(frame)
-        if self._carrier is not None and frame.index % self.every_n != 0 and self._carrier.num_tracks > 0:
-            _, boxes = self._carrier.predict_boxes(t)
-            h, w = frame.height, frame.width
-            boxes = np.clip(boxes.astype(np.float32).reshape(-1, 4), 0, [w - 1, h - 1, w - 1, h - 1])
-            scores = np.ones(len(boxes), np.float32)
+        frame = result.frame
+        carrier = self._carriers[frame.source_id]
+        t = frame_time(result)
+        if carrier is not None and frame.index % self.every_n != 0 and carrier.tracker.num_tracks > 0:
+            result.detections = carrier.predict(t, frame.width, frame.height)
         else:
-            if seg is not None and hasattr(self.detector, "detect_from_seg"):
-                boxes, scores = self.detector.detect_from_seg(seg)
+            if result.seg is not None and hasattr(self.detector, "detect_from_seg"):
+                boxes, scores = self.detector.detect_from_seg(result.seg)
             else:
                 boxes, scores = self.detector.detect([frame])[0]
-            boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
-            scores = np.asarray(scores, np.float32).reshape(-1)
-            if self._carrier is not None:
-                n = len(boxes)
-                self._carrier.update(
-                    Poses(boxes, scores, np.zeros((n, self._k, 2)), np.zeros((n, self._k))), t=t
-                )
-        timings["detect"] = time.perf_counter() - t0
-        yield PoseWork(frame, boxes, scores, timings=timings, dropped_before=dropped, seg=seg)
+            result.detections = Detections(boxes, scores)
+            if carrier is not None:
+                carrier.observe(result.detections, t)
+        result.timings["detect"] = time.perf_counter() - t0
+        yield result
 
 
 def build_pose_estimator(
-    engine: InferenceEngine, spec: Any, meta: dict[str, Any], recipe: dict[str, Any]
+    engine: InferenceEngine, spec: Any, meta: dict[str, Any], recipe: Recipe
 ) -> TopDownEstimator:
-    """A :class:`TopDownEstimator` whose network calls go through ``engine`` (crops made on its device).
+    """A :class:`TopDownEstimator` for ``engine``'s network (crops made on its device).
 
     Defaults come from the model config's ``TEST`` section (``FLIP_TEST``, ``SHIFT_HEATMAP``) and
     ``HRSTREAM.DECODER``; the recipe's ``pose`` fields override them when set.
     """
     test = spec.test
-    pose = recipe["pose"]
-    flip = pose.get("flip_test")
-    flip = bool(test.get("FLIP_TEST", False)) if flip is None else bool(flip)
-    decoder = pose.get("decoder") or str(spec.extra.get("DECODER") or meta.get("decoder") or "msra").lower()
+    pose = recipe.pose
+    assert pose is not None
+    flip = bool(test.get("FLIP_TEST", False)) if pose.flip_test is None else pose.flip_test
+    decoder = pose.decoder or str(spec.extra.get("DECODER") or meta.get("decoder") or "msra").lower()
     if not bool(test.get("POST_PROCESS", True)) and decoder == "msra":
         log.info("config TEST.POST_PROCESS is false: the quarter-pixel shift is still applied (msra decoder)")
     return TopDownEstimator(
@@ -171,167 +200,161 @@ def build_pose_estimator(
         shift_heatmap=bool(test.get("SHIFT_HEATMAP", True)),
         decoder=decoder,
         device=engine.device,
-        max_batch=int(recipe["runtime"]["batch_size"]) * (2 if flip else 1),
-        oks_nms_thr=0.9 if pose.get("oks_nms") else None,
+        max_batch=recipe.runtime.batch_size * (2 if flip else 1),
+        oks_nms_thr=0.9 if pose.oks_nms else None,
         num_keypoints=spec.num_outputs,
     )
 
 
 class PoseInferStage:
-    """All people of a batch of frames through the network in one call (cross-frame batching)."""
+    """All people of a batch of frames (of any sources) through the network in one call, overlapped.
 
-    def __init__(self, estimator: TopDownEstimator) -> None:
-        self.estimator = estimator
+    Batch ``k + 1`` is cropped and handed to the engine (:meth:`InferenceEngine.submit`: on CUDA the copy to
+    the device runs on its copy stream from reused pinned buffers) before batch ``k``'s heatmaps are waited
+    for and decoded, so the host work of one batch overlaps the network's work on the other. On a CPU the
+    engine runs each batch when it is submitted, and the results are the same.
 
-    def process(self, batch: Sequence[PoseWork]) -> Iterable[PoseWork]:
-        t0 = time.perf_counter()
-        poses = self.estimator.estimate(
-            [w.frame.image for w in batch], [w.boxes for w in batch], [w.scores for w in batch]
-        )
-        dt = (time.perf_counter() - t0) / max(1, len(batch))
-        for w, p in zip(batch, poses, strict=True):
-            w.poses = p
-            w.timings["infer"] = dt
-        return batch
-
-
-def repair_params(tracker: dict[str, Any], *, online: bool = False) -> RepairParams | None:
-    """The recipe's ``tracker.repair`` section as :class:`RepairParams` when its ``offline`` switch (the
-    tracks document of a file) or, with ``online``, its ``online`` switch (:class:`OnlineRelabel`: the IDs of
-    the JSONL, the video and live streams) is on; else (or with the tracker off) ``None``."""
-    rep = tracker.get("repair") or {}
-    if not (tracker.get("enabled") and rep.get("online" if online else "offline")):
-        return None
-    try:
-        params = RepairParams(
-            cut_distance=float(rep["cut_distance"]),
-            join_distance=float(rep["join_distance"]),
-            max_gap_s=float(rep["max_gap_s"]),
-        )
-    except (KeyError, TypeError, ValueError) as e:
-        raise ConfigError(
-            f"tracker.repair: {e!r}; give cut_distance, join_distance and max_gap_s as numbers"
-        ) from None
-    if not (0 < params.join_distance <= 1 and 0 < params.cut_distance <= 1 and params.max_gap_s >= 0):
-        raise ConfigError(
-            "tracker.repair: need 0 < join_distance <= 1, 0 < cut_distance <= 1 and max_gap_s >= 0; "
-            f"got {params.join_distance}, {params.cut_distance}, {params.max_gap_s}"
-        )
-    return params
-
-
-class TrackStage:
-    """Identities (``PoseTracker``, then optionally ``OnlineRelabel``) and keypoint smoothing
-    (``KeypointSmoother``, keyed by the tracker's own IDs) on one thread.
-
-    With ``clear_views`` (or a relabeller), the tracked people's clear-view histograms are computed once per
-    frame here and passed on in ``FrameResult.clear_views`` (the relabeller and the offline repair use them).
+    Args:
+        estimator: crops (:meth:`TopDownEstimator.prepare`) and decoding (:meth:`TopDownEstimator.decode`).
+        engine: runs the network.
+        depth: batches kept in flight beyond the one being submitted (1 overlaps two batches).
     """
 
-    def __init__(
-        self,
-        tracker: PoseTracker | None,
-        smoother: KeypointSmoother | None,
-        relabel: OnlineRelabel | None = None,
-        *,
-        clear_views: bool = False,
-    ) -> None:
-        self.tracker = tracker
-        self.smoother = smoother
-        self.relabel = relabel
-        self.clear_views = tracker is not None and (clear_views or relabel is not None)
+    def __init__(self, estimator: TopDownEstimator, engine: InferenceEngine, *, depth: int = 1) -> None:
+        self.estimator = estimator
+        self.engine = engine
+        self.depth = max(0, int(depth))
+        self._pending: deque[tuple[list[FrameResult], CropBatch, list[InferenceHandle], float]] = deque()
 
-    @classmethod
-    def from_recipe(cls, recipe: dict[str, Any], *, live: bool) -> TrackStage:
-        tr = recipe["tracker"]
-        tracker = (
-            PoseTracker(
-                max_age_s=float(tr["max_age_s"]),
-                min_hits=int(tr["min_hits"]),
-                high_thr=float(tr["high_thr"]),
-                low_thr=float(tr["low_thr"]),
-                new_track_thr=float(tr["new_track_thr"]),
-                match_thr=float(tr["match_thr"]),
-                iou_weight=float(tr["iou_weight"]),
-                appearance_weight=float(tr["appearance_weight"]),
-                new_track_iou=float(tr["new_track_iou"]),
-            )
-            if tr["enabled"]
-            else None
-        )
-        sm = recipe["smoother"]
-        method = str(sm["live"] if live else sm["file"])
-        smoother = None
-        if tracker is not None and method != "none":
-            params = (
-                {"min_cutoff": float(sm["min_cutoff_hz"]), "beta": float(sm["beta"])}
-                if method == "one_euro"
-                else {}
-            )
-            smoother = make_smoother(method, **params)  # type: ignore[arg-type]
-        online = repair_params(tr, online=True)
-        return cls(
-            tracker,
-            smoother,
-            OnlineRelabel(online) if online is not None else None,
-            clear_views=not live and repair_params(tr) is not None,  # the offline repair of files
-        )
-
-    def process(self, w: PoseWork) -> Iterable[FrameResult]:
+    def process(self, batch: Sequence[FrameResult]) -> Iterator[FrameResult]:
         t0 = time.perf_counter()
-        poses = w.poses if w.poses is not None else Poses.empty()
-        t = frame_time(w.frame)
-        views: list[np.ndarray | None] | None = None
-        if self.tracker is not None:
-            tracked = self.tracker.update(poses, t=t, image=w.frame.image)
-            if self.smoother is not None:
-                tracked = self.smoother.update(tracked, t=t)
-            if self.clear_views:
-                raw = tracked.raw_keypoints if tracked.raw_keypoints is not None else tracked.keypoints
-                views = clear_view_histograms(w.frame.image, tracked.boxes, raw, tracked.keypoint_scores)
-            if self.relabel is not None:
-                tracked = self.relabel.update(tracked, t=t, views=views)
-            poses = _with_untracked(tracked, poses)
-            if views is not None:
-                views = views + [None] * (len(poses) - len(tracked))  # the untracked people follow
-        w.timings["track"] = time.perf_counter() - t0
-        yield FrameResult(
-            w.frame,
-            poses=poses,
-            seg=w.seg,
-            timings=w.timings,
-            dropped_before=w.dropped_before,
-            clear_views=views,
+        dets = [r.detections if r.detections is not None else Detections.empty() for r in batch]
+        crops = self.estimator.prepare(
+            [r.frame.image for r in batch], [d.boxes for d in dets], [d.scores for d in dets]
         )
+        handles = [
+            self.engine.submit(chunk, normalized=crops.normalized)
+            for chunk in (crops.chunks(self.estimator.max_batch) if crops.total else [])
+        ]
+        self._pending.append((list(batch), crops, handles, time.perf_counter() - t0))
+        while len(self._pending) > self.depth:
+            yield from self._complete()
+
+    def _complete(self) -> Iterator[FrameResult]:
+        batch, crops, handles, spent = self._pending.popleft()
+        t0 = time.perf_counter()
+        if handles:
+            outs = [h.result() for h in handles]
+            heatmaps = torch.cat(outs, 0) if len(outs) > 1 else outs[0]  # type: ignore[arg-type]
+        else:
+            heatmaps = torch.zeros(0)
+        poses = self.estimator.decode(crops, heatmaps)  # type: ignore[arg-type]
+        dt = (spent + time.perf_counter() - t0) / max(1, len(batch))
+        for r, p in zip(batch, poses, strict=True):
+            r.poses = p
+            r.timings["infer"] = dt
+            yield r
+
+    def on_marker(self, marker: Marker) -> Iterator[FrameResult]:
+        """A source started or ended: the batches in flight go out first (they may hold its frames)."""
+        while self._pending:
+            yield from self._complete()
+
+    def finish(self) -> Iterator[FrameResult]:
+        while self._pending:
+            yield from self._complete()
 
 
-def _with_untracked(tracked: Poses, detected: Poses) -> Poses:
-    """``tracked`` (confirmed tracks, by ID) followed by the detections no confirmed track holds yet
-    (tentative tracks, weak detections) with ``track_id`` -1, so every detected person is reported."""
-    taken = np.zeros(len(detected), bool)
-    for box in tracked.boxes:
-        hit = np.flatnonzero(np.all(detected.boxes == box, axis=1) & ~taken)
-        if len(hit):
-            taken[hit[0]] = True
-    rest = detected[~taken]
-    if len(rest) == 0:
-        return tracked
-    raw_tracked = tracked.raw_keypoints if tracked.raw_keypoints is not None else tracked.keypoints
-    return Poses(
-        boxes=np.concatenate([tracked.boxes, rest.boxes]),
-        box_scores=np.concatenate([tracked.box_scores, rest.box_scores]),
-        keypoints=np.concatenate([tracked.keypoints, rest.keypoints]),
-        keypoint_scores=np.concatenate([tracked.keypoint_scores, rest.keypoint_scores]),
-        track_ids=np.concatenate([tracked.track_ids, np.full(len(rest), -1)]),
-        raw_keypoints=np.concatenate([raw_tracked, rest.keypoints]),
-        tracker_ids=None
-        if tracked.tracker_ids is None
-        else np.concatenate([tracked.tracker_ids, np.full(len(rest), -1)]),
+def repair_params(tracker: TrackerSection, *, online: bool = False) -> RepairParams | None:
+    """The recipe's ``tracker.repair`` as :class:`RepairParams` when its ``offline`` switch (the tracks document
+    of a file) or, with ``online``, its ``online`` switch (:class:`OnlineRelabel`: the IDs of the JSONL, the
+    video and live streams) is on; else (or with the tracker off) ``None``."""
+    rep: RepairSection = tracker.repair
+    if not (tracker.enabled and (rep.online if online else rep.offline)):
+        return None
+    return RepairParams(
+        cut_distance=rep.cut_distance, join_distance=rep.join_distance, max_gap_s=rep.max_gap_s
     )
 
 
+class _TrackState:
+    """One source's identities (``PoseTracker``, then optionally ``OnlineRelabel``) and keypoint smoothing
+    (``KeypointSmoother``, keyed by the tracker's own IDs)."""
+
+    def __init__(self, recipe: Recipe, live: bool) -> None:
+        tr, sm = recipe.tracker, recipe.smoother
+        assert tr is not None and sm is not None
+        self.tracker = (
+            PoseTracker(
+                max_age_s=tr.max_age_s,
+                min_hits=tr.min_hits,
+                high_thr=tr.high_thr,
+                low_thr=tr.low_thr,
+                new_track_thr=tr.new_track_thr,
+                match_thr=tr.match_thr,
+                iou_weight=tr.iou_weight,
+                appearance_weight=tr.appearance_weight,
+                new_track_iou=tr.new_track_iou,
+            )
+            if tr.enabled
+            else None
+        )
+        method = sm.live if live else sm.file
+        self.smoother: KeypointSmoother | None = None
+        if self.tracker is not None and method != "none":
+            params = {"min_cutoff": sm.min_cutoff_hz, "beta": sm.beta} if method == "one_euro" else {}
+            self.smoother = make_smoother(method, **params)
+        online = repair_params(tr, online=True)
+        self.relabel = OnlineRelabel(online) if online is not None else None
+        # clear views feed the online relabelling and the offline repair of files' tracks documents
+        offline = not live and repair_params(tr) is not None
+        self.clear_views = self.tracker is not None and (offline or self.relabel is not None)
+
+
+class TrackStage:
+    """Identities and smoothing, per source, on one thread. With identity repair on, the confirmed people's
+    clear-view histograms are computed once per frame here and passed on in ``FrameResult.clear_views``."""
+
+    def __init__(self, recipe: Recipe) -> None:
+        self._states: PerSource[_TrackState] = PerSource(lambda info: _TrackState(recipe, bool(info.is_live)))
+
+    def on_marker(self, marker: Marker) -> None:
+        self._states.on_marker(marker)
+
+    def state(self, source_id: str) -> _TrackState:
+        return self._states[source_id]
+
+    def process(self, result: FrameResult) -> Iterable[FrameResult]:
+        t0 = time.perf_counter()
+        st = self._states[result.frame.source_id]
+        poses = result.poses if result.poses is not None else Poses.empty()
+        t = frame_time(result)
+        views: list[np.ndarray | None] | None = None
+        if st.tracker is not None:
+            poses = st.tracker.update(poses, t=t, image=result.frame.image)
+            if st.smoother is not None:
+                poses = st.smoother.update(poses, t=t)
+            if st.clear_views:
+                confirmed = int((poses.track_ids >= 0).sum())  # type: ignore[operator]
+                tracked = poses[np.arange(confirmed)]
+                raw = tracked.raw_keypoints if tracked.raw_keypoints is not None else tracked.keypoints
+                views = clear_view_histograms(result.frame.image, tracked.boxes, raw, tracked.keypoint_scores)
+                views = views + [None] * (len(poses) - confirmed)  # nothing kept of the others
+            if st.relabel is not None:
+                poses = st.relabel.update(poses, t=t, views=views)
+        result.poses = poses
+        result.clear_views = views
+        result.timings["track"] = time.perf_counter() - t0
+        yield result
+
+
 class DrawStage:
-    """An annotated copy of each frame (skeletons per identity, ID labels); the original stays untouched."""
+    """Draws the results onto a copy of the frame (``FrameResult.annotated``; the frame stays untouched):
+    the class overlay of a segmentation, then skeletons per identity with ID labels.
+
+    Every result gets this stage's renderer (so ``FrameResult.plot()`` can draw later); with ``eager`` (a video
+    is written) the drawing is done here, on this stage's thread.
+    """
 
     def __init__(
         self,
@@ -340,20 +363,30 @@ class DrawStage:
         kpt_thr: float,
         draw_boxes: bool,
         seg_overlay: Callable[[FrameResult], np.ndarray] | None = None,
+        eager: bool = True,
     ) -> None:
         self.skeleton = [tuple(p) for p in skeleton]
         self.kpt_thr = kpt_thr
         self.draw_boxes = draw_boxes
         self.seg_overlay = seg_overlay
+        self.eager = eager
 
-    def process(self, result: FrameResult) -> Iterable[tuple[FrameResult, np.ndarray]]:
-        t0 = time.perf_counter()
+    def render(self, result: FrameResult) -> np.ndarray:
         image = result.frame.image
         if self.seg_overlay is not None and result.seg is not None:
-            image = self.seg_overlay(result)  # ``--task pose,seg``: skeletons drawn over the class overlay
+            image = self.seg_overlay(result)
         if result.poses is not None and len(result.poses):
             image = draw_poses(
                 image, result.poses, skeleton=self.skeleton, kpt_thr=self.kpt_thr, draw_boxes=self.draw_boxes
             )
+        elif image is result.frame.image:
+            image = image.copy()
+        return image
+
+    def process(self, result: FrameResult) -> Iterable[FrameResult]:
+        t0 = time.perf_counter()
+        result.renderer = self.render
+        if self.eager:
+            result.plot()
         result.timings["draw"] = time.perf_counter() - t0
-        yield result, image
+        yield result

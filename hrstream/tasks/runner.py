@@ -1,7 +1,12 @@
-"""Runs a task over many inputs: one pipeline per input, the network loaded once, failures isolated.
+"""Runs a task over every input of a run through one pipeline: one network, every source, failures isolated.
+
+All live inputs (URLs, cameras) run at once; files run ``runtime.streams`` at a time (default: 1 on a CPU,
+4 on CUDA, where more streams fill bigger batches) in their order. Each input is a source of the same
+pipeline (:mod:`hrstream.tasks.jobs`): its frames are batched with the others' through the shared network, its
+outputs are its own. An input that cannot be opened, breaks or gives up ends alone; the others go on.
 
 Exit codes of a run (see :func:`exit_code`): 0 all inputs done, 1 some inputs failed, 130/143 interrupted
-(SIGINT/SIGTERM: intake stops, what is in flight drains, every output is closed properly).
+(SIGINT/SIGTERM: intake of every source stops, what is in flight drains, every output is closed properly).
 
 A manifest ``manifest.json`` in ``--out`` (written atomically after every input) records each input's
 size, mtime, the recipe hash, its status and outputs; a rerun skips inputs already done with the same
@@ -10,26 +15,30 @@ recipe and retries the failed ones.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import threading
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hrstream.errors import HrstreamError, InputError, StageError
-from hrstream.io import InputSpec, expand_inputs, open_source, write_json_atomic
-from hrstream.io.base import Source
+from hrstream.io import InputSpec, SourceInfo, expand_inputs, open_source, safe_name, write_json_atomic
 from hrstream.io.reconnect import open_live_source
 from hrstream.runtime import Pipeline, StopOnSignals, configure_cpu_threads
+from hrstream.runtime.feeder import SourceFeeder, SourceJob
+from hrstream.runtime.mux import SourceMux
+from hrstream.tasks.jobs import PreparedTask
+from hrstream.tasks.router import SinkRouter, SourceOutputs, SourceReport
 
-__all__ = ["JobResult", "RunControl", "Runner", "exit_code"]
+__all__ = ["JobResult", "RunControl", "Runner", "default_streams", "exit_code"]
 
 log = logging.getLogger(__name__)
+
+#: ``make_progress(info) -> (callback(frames_done), finish())`` for a progress display.
+ProgressFactory = Callable[[SourceInfo], tuple[Callable[[int], None] | None, Callable[[], None]]]
 
 
 @dataclass
@@ -48,7 +57,7 @@ class JobResult:
 
 
 class RunControl:
-    """The stop switch shared by the signal handlers and the job loop (one pipeline at a time)."""
+    """The stop switch shared by the signal handlers and the run's pipeline."""
 
     def __init__(self) -> None:
         self.stopped = False
@@ -81,14 +90,22 @@ def exit_code(results: list[JobResult], signum: int | None) -> int:
     return 1 if any(r.status == "failed" for r in results) else 0
 
 
-def unique_names(jobs: list[InputSpec]) -> list[str]:
-    """Output names of ``jobs``, distinct within a run: inputs whose sanitised names are equal
-    (``a/clip.mp4``, ``b/clip.mp4``, ``b/clip.mkv``) get ``clip``, ``clip_2``, ``clip_3`` in input order, so
-    that no job overwrites another one's files and a rerun of the same command gives the same names."""
+def default_streams(device: Any) -> int:
+    """Files decoded at a time when the recipe does not say: 1 on a CPU (the network is the bottleneck and
+    one stream already fills its batches), 4 on CUDA (more streams fill the GPU's bigger batches)."""
+    return 4 if str(device).startswith("cuda") else 1
+
+
+def unique_names(jobs: list[InputSpec], given: Sequence[str | None] | None = None) -> list[str]:
+    """Output names of ``jobs``, distinct within a run: a name given for an input (``--sources`` lines
+    ``NAME URL``) first, else the sanitised input name; equal names (``a/clip.mp4``, ``b/clip.mp4``) get
+    ``clip``, ``clip_2``, ``clip_3`` in input order, so no input overwrites another one's files and a rerun
+    of the same command gives the same names."""
     used: set[str] = set()
     names = []
-    for job in jobs:
-        base = name = job.name
+    for i, job in enumerate(jobs):
+        wanted = given[i] if given is not None and i < len(given) else None
+        base = name = safe_name(wanted) if wanted else job.name
         k = 2
         while name in used:
             name = f"{base}_{k}"
@@ -113,46 +130,37 @@ def _fingerprint(job: InputSpec, recipe_hash: str) -> dict[str, Any]:
     return fp
 
 
-# build(source, job_name, control) -> Pipeline whose sink is the job's outputs (with .frames, .paths)
-PipelineBuilder = Callable[[Source, Any], tuple[Pipeline, Any]]
-
-
 class Runner:
-    """Runs ``build`` pipelines over inputs.
+    """Runs ``prepared`` over inputs.
 
     Args:
-        out_dir: the ``--out`` folder (created).
-        build: ``build(source, progress) -> (pipeline, outputs)`` for one opened source; ``outputs`` has
-            ``frames``, ``paths`` and ``close()``.
-        recipe: the recipe (hashed into the manifest so a changed recipe reprocesses inputs).
-        grace_s: after a stop request, abort a job that has not drained within this many seconds.
-        source_options: keyword arguments of :func:`hrstream.io.open_source` (deadlines, live buffer).
-        make_progress: ``make_progress(source) -> (callback, finish)`` for a progress display, or ``None``.
+        prepared: the task with its network(s) loaded and its ``out_dir``.
+        grace_s: after a stop request, abort if the pipeline has not drained within this many seconds.
+        make_progress: a progress display per source, or ``None``.
+        reserved_threads: CPU cores left to decoding and encoding (see :func:`configure_cpu_threads`).
     """
 
     def __init__(
         self,
-        out_dir: str | Path,
-        build: PipelineBuilder,
+        prepared: PreparedTask,
         *,
-        recipe: dict[str, Any],
         grace_s: float = 10.0,
-        source_options: dict[str, Any] | None = None,
-        make_progress: Callable[[Source], tuple[Any, Callable[[], None]]] | None = None,
+        make_progress: ProgressFactory | None = None,
         reserved_threads: int = 1,
     ) -> None:
-        self.out_dir = Path(out_dir)
+        if prepared.out_dir is None:
+            raise ValueError("Runner needs a PreparedTask with an out_dir")
+        self.prepared = prepared
+        self.recipe = prepared.recipe
+        self.out_dir = prepared.out_dir
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.build = build
-        self.recipe_hash = hashlib.sha256(
-            json.dumps(recipe, sort_keys=True, default=str).encode()
-        ).hexdigest()[:16]
+        self.recipe_hash = self.recipe.digest()
         self.grace_s = grace_s
-        self.source_options = dict(source_options or {})
         self.make_progress = make_progress
         self.control = RunControl()
         self.manifest_path = self.out_dir / "manifest.json"
         self.results: list[JobResult] = []
+        self._lock = threading.Lock()
         configure_cpu_threads(reserved_threads)
 
     def _previous(self) -> dict[str, dict[str, Any]]:
@@ -163,119 +171,146 @@ class Runner:
             return {}
 
     def _save_manifest(self, state: str) -> None:
-        write_json_atomic(
-            self.manifest_path,
-            {
-                "format": "hrstream.manifest",
-                "version": 1,
-                "state": state,
-                "jobs": [asdict(r) for r in self.results],
-            },
-        )
-
-    def run(self, specs: list[str]) -> tuple[list[JobResult], int | None]:
-        """Process every input; returns the results and the signal that interrupted the run (or ``None``)."""
-        previous = self._previous()
-        jobs = expand_inputs(specs)
-        with StopOnSignals(self.control) as sig:
-            for job, name in zip(jobs, unique_names(jobs), strict=True):
-                if self.control.stopped:
-                    break
-                fp = _fingerprint(job, self.recipe_hash)
-                prev = previous.get(job.display)
-                if (
-                    prev
-                    and prev.get("status") in ("ok", "skipped")
-                    and prev.get("fingerprint") == fp
-                    and job.kind in ("video", "image")
-                    and _outputs_exist(prev)
-                ):
-                    log.info("%s: already done with this recipe (manifest); skipped", job.display)
-                    self.results.append(
-                        JobResult(
-                            job.display,
-                            "skipped",
-                            frames=int(prev.get("frames") or 0),
-                            fingerprint=fp,
-                            outputs=prev.get("outputs", {}),
-                        )
-                    )
-                    continue
-                result = self._run_job(job, name)
-                result.fingerprint = fp
-                self.results.append(result)
-                self._save_manifest("running")
-            self._save_manifest("interrupted" if sig.signum is not None else "done")
-            return self.results, sig.signum
-
-    def _run_job(self, job: InputSpec, name: str | None = None) -> JobResult:
-        t0 = time.monotonic()
-        try:
-            opener = open_live_source if job.kind in ("url", "camera") else open_source
-            source = opener(job, name=name, **self.source_options)
-        except InputError as e:
-            if self.control.stopped:  # a signal ended the open (e.g. while reconnecting)
-                log.warning("%s", e)
-                return JobResult(job.display, "interrupted", error=str(e))
-            log.error("%s", e)
-            return JobResult(job.display, "failed", error=str(e))
-        outputs = None
-        finish: Callable[[], None] = lambda: None  # noqa: E731
-        try:
-            progress = None
-            if self.make_progress is not None:
-                progress, finish = self.make_progress(source)
-            try:
-                pipeline, outputs = self.build(source, progress)
-            except OSError as e:  # an output file cannot be created: this input fails, the others go on
-                msg = f"{job.display}: cannot create its outputs in {self.out_dir} ({e.strerror or e})"
-                log.error("%s", msg)
-                return JobResult(job.display, "failed", error=msg, elapsed_s=time.monotonic() - t0)
-            self.control.attach(pipeline)
-            stats = pipeline.run(grace_s=self.grace_s)
-        except StageError as e:
-            cause = e.cause
-            if isinstance(cause, HrstreamError) and not isinstance(cause, InputError):
-                raise cause from e  # configuration/weights problems end the run (exit 2)
-            msg = f"{job.display}: {cause}" if isinstance(cause, InputError) else f"{job.display}: {e}"
-            log.error("%s", msg)
-            return JobResult(
-                job.display,
-                "failed",
-                frames=getattr(outputs, "frames", 0),
-                error=msg,
-                outputs=_paths(outputs),
-                elapsed_s=time.monotonic() - t0,
+        with self._lock:
+            jobs = [asdict(r) for r in self.results]
+            write_json_atomic(
+                self.manifest_path,
+                {"format": "hrstream.manifest", "version": 1, "state": state, "jobs": jobs},
             )
-        finally:
-            self.control.attach(None)
-            finish()
-            if outputs is not None:
-                outputs.close()
-            source.close()
-        truncated = bool(getattr(source, "truncated", False))
-        status = "interrupted" if stats.outcome != "completed" else "ok"
-        result = JobResult(
-            job.display,
-            status,
-            frames=outputs.frames,
-            drops=stats.drops,
-            truncated=truncated,
-            outputs=_paths(outputs),
-            elapsed_s=time.monotonic() - t0,
-        )
-        if truncated:
-            result.error = f"{job.display}: file ended early; decoded {outputs.frames} frames"
-        log.info(
-            "%s: %s, %d frames in %.1f s (%d dropped)",
-            job.display,
-            status,
-            result.frames,
-            result.elapsed_s,
-            result.drops,
-        )
-        return result
+
+    def _open(self, job: InputSpec, name: str, stop: threading.Event) -> Any:
+        src = self.recipe.sources
+        options: dict[str, Any] = {
+            "name": name,
+            "open_timeout_s": src.open_timeout_s,
+            "read_timeout_s": src.read_timeout_s,
+        }
+        if job.kind in ("url", "camera"):
+            return open_live_source(job, stop=stop, rtsp_transport=src.rtsp_transport, **options)
+        return open_source(job, **options)
+
+    def _open_outputs(self, info: SourceInfo) -> SourceOutputs:
+        progress, finish = (None, None) if self.make_progress is None else self.make_progress(info)
+        return self.prepared.open_outputs(info, progress=progress, finish_progress=finish)
+
+    def run(
+        self, specs: Sequence[str], *, names: Sequence[str | None] | None = None
+    ) -> tuple[list[JobResult], int | None]:
+        """Process every input; returns the results (in input order) and the signal that interrupted the run
+        (or ``None``). ``names[i]`` names the input of ``specs[i]`` (when that spec is one input)."""
+        previous = self._previous()
+        given: list[str | None] = []
+        jobs: list[InputSpec] = []
+        for i, spec in enumerate(specs):
+            expanded = expand_inputs([spec])
+            jobs.extend(expanded)
+            name = names[i] if names is not None and i < len(names) else None
+            given.extend([name] if len(expanded) == 1 else [None] * len(expanded))
+        order: list[tuple[InputSpec, str, dict[str, Any]]] = []
+        todo: list[SourceJob] = []
+        skipped: dict[str, JobResult] = {}
+        for job, name in zip(jobs, unique_names(jobs, given), strict=True):
+            fp = _fingerprint(job, self.recipe_hash)
+            order.append((job, name, fp))
+            prev = previous.get(job.display)
+            if (
+                prev
+                and prev.get("status") in ("ok", "skipped")
+                and prev.get("fingerprint") == fp
+                and job.kind in ("video", "image")
+                and _outputs_exist(prev)
+            ):
+                log.info("%s: already done with this recipe (manifest); skipped", job.display)
+                skipped[name] = JobResult(
+                    job.display,
+                    "skipped",
+                    frames=int(prev.get("frames") or 0),
+                    fingerprint=fp,
+                    outputs=prev.get("outputs", {}),
+                )
+                continue
+            todo.append(
+                SourceJob(
+                    name,
+                    job.display,
+                    live=job.kind in ("url", "camera"),
+                    open=lambda stop, job=job, name=name: self._open(job, name, stop),
+                )
+            )
+        reports: dict[str, SourceReport] = {}
+        by_name = {name: (job, fp) for job, name, fp in order}
+        self.results = list(skipped.values())
+
+        def done(report: SourceReport) -> None:
+            reports[report.source_id] = report
+            job, fp = by_name[report.source_id]
+            log.info(
+                "%s: %s, %d frames in %.1f s (%d dropped)",
+                job.display,
+                report.status,
+                report.frames,
+                report.elapsed_s,
+                report.drops,
+            )
+            with self._lock:
+                self.results.append(_result(job, fp, report))
+            self._save_manifest("running")
+
+        signum = None
+        if todo:
+            signum, error = self._run_pipeline(todo, done)
+            if error is not None:  # a stage failed: every source it cut short failed with it
+                for name, rep in reports.items():
+                    if rep.status == "interrupted":
+                        rep.status, rep.error = "failed", f"{by_name[name][0].display}: {error}"
+        self.results = []
+        for job, name, fp in order:
+            if name in skipped:
+                self.results.append(skipped[name])
+            elif name in reports:
+                self.results.append(_result(job, fp, reports[name]))
+        self._save_manifest("interrupted" if signum is not None else "done")
+        return self.results, signum
+
+    def _run_pipeline(
+        self, todo: list[SourceJob], done: Callable[[SourceReport], None]
+    ) -> tuple[int | None, str | None]:
+        rt = self.recipe.runtime
+        streams = rt.streams or default_streams(self.prepared.engine.device)
+        mux = SourceMux()
+        feeder = SourceFeeder(mux, streams=streams, file_buffer=rt.queue_size, live_buffer=rt.live_buffer)
+        router = SinkRouter(self._open_outputs, on_done=done, stop_source=feeder.stop_source)
+        live = any(j.live for j in todo)
+        pipeline = self.prepared.build(mux, router, live=live, on_stop=feeder.stop, name=self.out_dir.name)
+        error = None
+        with StopOnSignals(self.control) as sig:
+            self.control.attach(pipeline)
+            feeder.start(todo)
+            try:
+                pipeline.run(grace_s=self.grace_s)
+            except StageError as e:
+                cause = e.cause
+                if isinstance(cause, HrstreamError) and not isinstance(cause, InputError):
+                    raise cause from e  # configuration/weights problems end the run (exit 2)
+                error = str(cause) if isinstance(cause, InputError) else str(e)
+                log.error("%s", error)
+            finally:
+                self.control.attach(None)
+                feeder.stop()
+                mux.close()
+                feeder.join(timeout=5.0)
+        return sig.signum, error
 
 
-def _paths(outputs: Any) -> dict[str, str]:
-    return {k: str(v) for k, v in getattr(outputs, "paths", {}).items()}
+def _result(job: InputSpec, fp: dict[str, Any], rep: SourceReport) -> JobResult:
+    return JobResult(
+        job.display,
+        rep.status,
+        frames=rep.frames,
+        drops=rep.drops,
+        truncated=rep.truncated,
+        error=rep.error,
+        outputs=rep.outputs,
+        elapsed_s=rep.elapsed_s,
+        fingerprint=fp,
+    )

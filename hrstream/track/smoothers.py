@@ -118,6 +118,9 @@ class KeypointSmoother:
             )
         smoothed = np.empty_like(poses.keypoints)
         for i, tid in enumerate(poses.track_ids.tolist()):
+            if tid < 0:  # not (yet) a confirmed track: nothing to smooth with
+                smoothed[i] = poses.keypoints[i]
+                continue
             state = self._states.get(tid)
             if state is None:
                 state = _TrackState(_FILTERS[self.method](**self.params), t)

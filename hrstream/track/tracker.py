@@ -212,8 +212,10 @@ class PoseTracker:
                 ``appearance_weight`` is 0).
 
         Returns:
-            The detections that belong to confirmed tracks (including the one that confirms a track on
-            this frame), unchanged but with ``track_ids`` (``int64``) set, ordered by ID.
+            Every detection of the frame, unchanged but with ``track_ids`` (``int64``) set: first those of
+            confirmed tracks (including the one that confirms a track on this frame) ordered by ID, then the
+            others (tentative tracks, unmatched detections) in detection order with ID ``-1``. ``.tracked()``
+            selects the first group.
         """
         t = float(t)
         if not math.isfinite(t):
@@ -297,8 +299,11 @@ class PoseTracker:
 
         order = np.argsort(np.asarray(out_ids, dtype=np.int64), kind="stable")
         idx = np.asarray(out_idx, dtype=np.int64)[order]
-        result = poses[idx]
-        result.track_ids = np.asarray(out_ids, dtype=np.int64)[order]
+        rest = np.setdiff1d(np.arange(len(poses)), idx)  # tentative tracks and unmatched detections, in order
+        result = poses[np.concatenate([idx, rest])]
+        result.track_ids = np.concatenate(
+            [np.asarray(out_ids, dtype=np.int64)[order], np.full(len(rest), -1)]
+        )
         return result
 
     def _update_appearance(self, tr: _Track, d: int) -> None:

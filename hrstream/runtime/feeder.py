@@ -1,0 +1,206 @@
+"""Decode threads: one per source, each feeding its own lane of a :class:`~hrstream.runtime.mux.SourceMux`.
+
+:class:`SourceFeeder` opens and reads the sources of a run: every live source at once (a camera does not wait
+for a file or for another camera), files ``streams`` at a time in their order. Each source runs in its own
+thread: it opens the source (a live source may retry for as long as it is told to), puts
+:class:`~hrstream.runtime.markers.SourceStarted`, then one :class:`~hrstream.types.FrameResult` per decoded
+frame, then :class:`~hrstream.runtime.markers.SourceEnded` with how it ended. A source that cannot be opened,
+fails or gives up ends only its own lane; the others go on. When every source has ended (or a stop request
+ended them) the mux is closed, which ends the pipeline after it drained.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from hrstream.errors import InputError
+from hrstream.runtime.markers import EndStatus, SourceEnded, SourceStarted
+from hrstream.runtime.mux import SourceMux
+from hrstream.runtime.queues import QueueAborted, QueueClosed
+from hrstream.types import FrameResult
+
+__all__ = ["SourceFeeder", "SourceJob"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SourceJob:
+    """One source of a run.
+
+    Attributes:
+        source_id: its name in the run (``Frame.source_id``, output names).
+        display: how messages name it (credentials redacted).
+        live: a network stream or camera (its lane drops the oldest frame; it starts at once).
+        open: ``open(stop) -> Source``; may retry until ``stop`` (a ``threading.Event``) is set; raises
+            :class:`~hrstream.errors.InputError` when the source cannot be opened.
+    """
+
+    source_id: str
+    display: str
+    live: bool
+    open: Callable[[threading.Event], Any]
+
+
+@dataclass(eq=False)
+class _Reader:
+    job: SourceJob
+    stop: threading.Event = field(default_factory=threading.Event)
+    source: Any = None
+    thread: threading.Thread | None = None
+
+    def interrupt(self) -> None:
+        self.stop.set()
+        interrupt = getattr(self.source, "interrupt", None)
+        if callable(interrupt):
+            interrupt()
+
+
+class SourceFeeder:
+    """Runs the decode threads of a run's sources into ``mux``.
+
+    Args:
+        mux: the pipeline's input.
+        streams: files decoded at a time (live sources always all run).
+        file_buffer: frames a file's lane holds (its decode thread waits while it is full).
+        live_buffer: frames a live lane holds before its oldest is dropped.
+    """
+
+    def __init__(self, mux: SourceMux, *, streams: int, file_buffer: int, live_buffer: int) -> None:
+        if streams < 1:
+            raise ValueError(f"streams must be >= 1, got {streams}")
+        self.mux = mux
+        self.streams = int(streams)
+        self.file_buffer = int(file_buffer)
+        self.live_buffer = int(live_buffer)
+        self._slots = threading.Semaphore(self.streams)
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._readers: dict[str, _Reader] = {}
+        self._scheduler: threading.Thread | None = None
+        self.not_started: list[SourceJob] = []
+
+    def start(self, jobs: Sequence[SourceJob]) -> None:
+        """Start reading ``jobs`` (in a thread of its own; returns at once)."""
+        ids = [j.source_id for j in jobs]
+        if len(set(ids)) != len(ids):
+            raise ValueError("source ids of a run must be distinct")
+        self._scheduler = threading.Thread(
+            target=self._schedule, args=(list(jobs),), name="hrstream-sources", daemon=True
+        )
+        self._scheduler.start()
+
+    def stop(self) -> None:
+        """Stop intake: no further source is opened, every running one stops reading and ends its lane."""
+        self._stop.set()
+        with self._lock:
+            readers = list(self._readers.values())
+        for r in readers:
+            r.interrupt()
+
+    def stop_source(self, source_id: str) -> None:
+        """Stop reading one source (its outputs failed); the others go on."""
+        with self._lock:
+            reader = self._readers.get(source_id)
+        if reader is not None:
+            reader.interrupt()
+
+    def join(self, timeout: float | None = None) -> None:
+        if self._scheduler is not None:
+            self._scheduler.join(timeout)
+
+    # -- threads -------------------------------------------------------------------------------------
+    def _schedule(self, jobs: list[SourceJob]) -> None:
+        try:
+            for job in [j for j in jobs if j.live]:
+                if self._stop.is_set():
+                    self.not_started.append(job)
+                    continue
+                self._launch(job)
+            for job in [j for j in jobs if not j.live]:
+                while not self._stop.is_set() and not self._slots.acquire(timeout=0.1):
+                    pass
+                if self._stop.is_set():
+                    self.not_started.append(job)
+                    continue
+                self._launch(job)
+            with self._lock:
+                readers = list(self._readers.values())
+            for r in readers:
+                assert r.thread is not None
+                r.thread.join()
+        finally:
+            self.mux.seal()
+
+    def _launch(self, job: SourceJob) -> None:
+        reader = _Reader(job)
+        reader.thread = threading.Thread(
+            target=self._read, args=(reader,), name=f"hrstream-decode:{job.source_id}", daemon=True
+        )
+        with self._lock:
+            self._readers[job.source_id] = reader
+        if self._stop.is_set():
+            reader.stop.set()
+        reader.thread.start()
+
+    def _read(self, reader: _Reader) -> None:
+        job, sid = reader.job, reader.job.source_id
+        status: EndStatus = "ended"
+        error: str | None = None
+        started = False
+        try:
+            try:
+                reader.source = job.open(reader.stop)
+            except InputError as e:
+                status, error = ("interrupted" if reader.stop.is_set() else "failed"), str(e)
+                return
+            if reader.stop.is_set():
+                reader.interrupt()
+            maxsize = self.live_buffer if job.live else self.file_buffer
+            self.mux.add(sid, maxsize=maxsize, leaky=job.live)
+            self.mux.put(sid, SourceStarted(sid, reader.source.info))
+            started = True
+            for frame in reader.source:
+                if reader.stop.is_set():
+                    break
+                self.mux.put(sid, FrameResult(frame))
+            if reader.stop.is_set():
+                status = "interrupted"
+        except (QueueAborted, QueueClosed):
+            status = "interrupted"
+        except InputError as e:  # a live source that gave up, a stream that broke
+            status, error = "failed", str(e)
+        except Exception as e:  # a decoder failure costs this source only
+            log.exception("%s: reading failed", job.display)
+            status, error = "failed", f"{job.display}: reading failed ({type(e).__name__}: {e})"
+        finally:
+            self._finish(reader, status, error, started)
+
+    def _finish(self, reader: _Reader, status: EndStatus, error: str | None, started: bool) -> None:
+        job, sid, src = reader.job, reader.job.source_id, reader.source
+        truncated, warnings = False, ()
+        if src is not None:
+            truncated = bool(getattr(src, "truncated", False))
+            try:
+                src.close()
+            except Exception:  # closing a broken stream must not hide how it ended
+                log.debug("%s: close failed", job.display, exc_info=True)
+            warnings = tuple(getattr(src, "warnings", ()))
+        if error is not None:
+            (log.error if status == "failed" else log.warning)("%s", error)
+        marker = SourceEnded(
+            sid,
+            status,
+            error=error,
+            started=started,
+            truncated=truncated,
+            drops=self.mux.drops(sid),
+            warnings=warnings,
+        )
+        self.mux.end(sid, marker)
+        if not job.live:
+            self._slots.release()
