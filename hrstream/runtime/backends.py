@@ -1,0 +1,288 @@
+"""CPU inference backends that run the network's exported ONNX graph: ONNX Runtime and OpenVINO.
+
+A backend is built from a loaded torch network (pose or seg): the network is exported with
+:func:`hrstream.models.export.export_onnx` (the code behind ``hrstream export-model``) into the cache,
+``cache_dir()/onnx/<fingerprint>_<C>x<H>x<W>_opset<N>.onnx``, where the fingerprint hashes the config and
+every tensor of the state dict (the weights) and the batch axis stays dynamic, so one file serves every
+batch size; a later build with the same weights and input shape reuses the file. Each build then checks the
+backend once against torch on a seeded random batch of two, per output, by relative L2 error
+(``|out - ref| / |ref|``): below ``1e-4`` in fp32; in bf16 (OpenVINO only) below ``5e-2``, as bf16 keeps 8
+significant bits and the error adds up over the network's depth. A cached file that fails the check is
+exported again; a fresh file that fails raises :class:`~hrstream.errors.ConfigError`.
+
+A backend is an ``nn.Module`` without parameters whose ``forward(x)`` takes the normalised float32
+``(N, C, H, W)`` batch the torch network takes (on the CPU, any memory layout, ``H`` and ``W`` as exported)
+and returns the same float32 output(s) as CPU tensors, so it stands in for the network inside
+:class:`~hrstream.runtime.engine.InferenceEngine` (use it there with ``device="cpu"`` and ``amp="off"``: the
+backend's own ``precision`` decides). Both libraries are optional extras, imported only when a backend is
+built: ``pip install 'hrstream[onnx]'`` or ``'hrstream[openvino]'``.
+
+bf16 runs only where the CPU has it natively (``avx512_bf16`` or ``amx_bf16`` in ``/proc/cpuinfo``);
+emulated bf16 is slower than fp32. OpenVINO picks bf16 by itself on such CPUs, so fp32 is asked for
+explicitly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import numpy as np
+import torch
+from torch import nn
+
+from hrstream.errors import ConfigError
+
+__all__ = [
+    "BACKENDS",
+    "BackendName",
+    "OnnxRuntimeBackend",
+    "OpenVinoBackend",
+    "Precision",
+    "cpu_flags",
+    "make_backend",
+    "model_fingerprint",
+    "native_bf16",
+    "onnx_cache_dir",
+]
+
+log = logging.getLogger(__name__)
+
+BackendName = Literal["torch", "onnxruntime", "openvino"]
+BACKENDS: tuple[str, ...] = get_args(BackendName)
+Precision = Literal["fp32", "bf16"]
+#: Relative L2 error allowed against torch by the build check, per precision.
+TOLERANCE: dict[str, float] = {"fp32": 1e-4, "bf16": 5e-2}
+_CHECK_BATCH = 2
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags from ``/proc/cpuinfo`` (empty where there is none)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
+def native_bf16() -> bool:
+    """True when the CPU computes in bf16 natively (AVX512-BF16 or AMX)."""
+    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
+
+
+def onnx_cache_dir() -> Path:
+    """Where exported graphs are kept: ``cache_dir()/onnx`` (``$HRSTREAM_HOME``, ...; see :mod:`hrstream.models.hub`)."""
+    from hrstream.models.hub import cache_dir
+
+    return cache_dir() / "onnx"
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """sha256 (hex) of the model's config (``model.spec.raw``) and of every state-dict tensor (name, dtype,
+    shape and bytes): equal for the same network with the same weights."""
+    h = hashlib.sha256()
+    spec = getattr(model, "spec", None)
+    h.update(json.dumps(getattr(spec, "raw", None), sort_keys=True, default=str).encode())
+    h.update(type(model).__name__.encode())
+    for name, t in model.state_dict().items():
+        shape = t.shape
+        t = t.detach().cpu().contiguous().reshape(-1)
+        h.update(f"{name}|{t.dtype}|{tuple(shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _import(module: str, extra: str) -> Any:
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise ConfigError(
+            f"backend needs the Python package '{module}': pip install 'hrstream[{extra}]' (or use --backend torch)"
+        ) from e
+
+
+def _rel_l2(out: np.ndarray, ref: torch.Tensor) -> float:
+    r = ref.detach().float().cpu()
+    return float((torch.from_numpy(np.asarray(out, dtype=np.float32)) - r).norm() / r.norm().clamp_min(1e-30))
+
+
+class _OnnxBackend(nn.Module):
+    """Export (or reuse) the ONNX graph of ``model``, load it into a runtime, check it against torch once."""
+
+    name = "onnx"
+    extra = "onnx"
+    module_name = "onnxruntime"
+    precisions: tuple[str, ...] = ("fp32",)
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        input_size: tuple[int, int] | None = None,
+        precision: Precision = "fp32",
+        threads: int | None = None,
+        opset: int | None = None,
+    ) -> None:
+        super().__init__()
+        from hrstream.models.export import DEFAULT_OPSET, default_input_size, export_onnx
+
+        if precision not in self.precisions:
+            raise ConfigError(
+                f"--backend {self.name} runs precision {' or '.join(self.precisions)}, not {precision!r}"
+            )
+        if precision == "bf16" and not native_bf16():
+            raise ConfigError(
+                f"--backend {self.name} bf16 needs a CPU with native bf16 (avx512_bf16 or amx_bf16 in "
+                "/proc/cpuinfo); this one has neither: use fp32"
+            )
+        task = getattr(getattr(model, "spec", None), "task", None)
+        if task not in ("pose", "seg"):
+            raise ConfigError(
+                f"--backend {self.name} runs pose and seg networks, not {task or type(model).__name__}"
+            )
+        _import(self.module_name, self.extra)
+        self.precision = precision
+        self.threads = int(threads) if threads else torch.get_num_threads()
+        self.input_size = input_size or default_input_size(model)
+        self.opset = opset or DEFAULT_OPSET
+        h, w = self.input_size
+        key = f"{model_fingerprint(model)[:24]}_3x{h}x{w}_opset{self.opset}"
+        path = onnx_cache_dir() / f"{key}.onnx"
+        ref_in = torch.randn(_CHECK_BATCH, 3, h, w, generator=torch.Generator().manual_seed(0))
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.inference_mode():
+                ref = model(ref_in)
+        finally:
+            model.train(was_training)
+        refs = (ref,) if isinstance(ref, torch.Tensor) else tuple(ref)
+        self.many = not isinstance(ref, torch.Tensor)
+        self.path = path
+        worst = self._check(path, ref_in, refs) if path.is_file() else None
+        if worst is None or worst >= TOLERANCE[precision]:
+            if worst is not None:
+                log.warning("cached ONNX file %s differs from torch (%.2e); exporting again", path, worst)
+            started = time.perf_counter()
+            export_onnx(model, path, input_size=self.input_size, opset=self.opset)
+            log.info("exported %s in %.1f s", path, time.perf_counter() - started)
+            worst = self._check(path, ref_in, refs, fresh=True)
+            assert worst is not None  # a fresh file that cannot be loaded raised
+            if worst >= TOLERANCE[precision]:
+                raise ConfigError(
+                    f"--backend {self.name} ({precision}) differs from torch by relative L2 {worst:.2e} "
+                    f"(allowed {TOLERANCE[precision]:.0e}) on {path.name}; use --backend torch"
+                )
+        self.check_error = worst
+        log.info("%s backend (%s) from %s: relative L2 to torch %.2e", self.name, precision, path.name, worst)
+
+    def _check(
+        self, path: Path, x: torch.Tensor, refs: Sequence[torch.Tensor], *, fresh: bool = False
+    ) -> float | None:
+        """Load ``path`` and return its largest relative L2 error to ``refs`` on ``x``; ``None`` when a
+        cached file cannot be loaded or run (a fresh one raises)."""
+        try:
+            self._load(path)
+            outs = self._run(x.numpy())
+        except Exception as e:
+            if fresh:
+                raise
+            log.warning("cached ONNX file %s unusable (%s); exporting again", path, e)
+            return None
+        if len(outs) != len(refs):
+            return None if not fresh else float("inf")
+        return max(_rel_l2(o, r) for o, r in zip(outs, refs, strict=True))
+
+    def _load(self, path: Path) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def _run(self, x: np.ndarray) -> list[np.ndarray]:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        h, w = self.input_size
+        return f"precision={self.precision}, threads={self.threads}, input=(N, 3, {h}, {w}), file={self.path.name}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        """Normalised float32 ``(N, 3, H, W)`` -> the network's float32 output(s), as CPU tensors."""
+        if tuple(x.shape[-2:]) != tuple(self.input_size):
+            h, w = self.input_size
+            raise ValueError(f"{self.name} backend was exported for {h}x{w} inputs, got {tuple(x.shape)}")
+        array = x.detach().to("cpu", torch.float32).contiguous().numpy()
+        outs = tuple(torch.from_numpy(np.ascontiguousarray(o, dtype=np.float32)) for o in self._run(array))
+        return outs if self.many else outs[0]
+
+
+class OnnxRuntimeBackend(_OnnxBackend):
+    """ONNX Runtime on the CPU (``CPUExecutionProvider``), fp32, ``threads`` intra-op threads."""
+
+    name = "onnxruntime"
+    extra = "onnx"
+    module_name = "onnxruntime"
+
+    def _load(self, path: Path) -> None:
+        ort = _import("onnxruntime", self.extra)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self._input = self._session.get_inputs()[0].name
+
+    def _run(self, x: np.ndarray) -> list[np.ndarray]:
+        return list(self._session.run(None, {self._input: x}))
+
+
+class OpenVinoBackend(_OnnxBackend):
+    """OpenVINO on the CPU, fp32 or (native only) bf16 inference precision, latency mode."""
+
+    name = "openvino"
+    extra = "openvino"
+    module_name = "openvino"
+    precisions = ("fp32", "bf16")
+
+    def _load(self, path: Path) -> None:
+        ov = _import("openvino", self.extra)
+        core = ov.Core()
+        config = {
+            "INFERENCE_PRECISION_HINT": {"fp32": "f32", "bf16": "bf16"}[self.precision],
+            "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_NUM_THREADS": self.threads,
+        }
+        self._compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
+        self._request = self._compiled.create_infer_request()
+
+    def _run(self, x: np.ndarray) -> list[np.ndarray]:
+        result = self._request.infer({0: x})
+        return [result[o] for o in self._compiled.outputs]
+
+
+def make_backend(
+    name: str,
+    model: nn.Module,
+    *,
+    precision: Precision = "fp32",
+    input_size: tuple[int, int] | None = None,
+    threads: int | None = None,
+) -> nn.Module:
+    """``model`` itself for ``"torch"``, else an :class:`OnnxRuntimeBackend` / :class:`OpenVinoBackend` of it.
+
+    Raises:
+        ConfigError: unknown name (the known ones listed), a precision the backend does not run, bf16
+            without native bf16, a missing extra, or a backend that differs from torch.
+    """
+    if name == "torch":
+        return model
+    classes: dict[str, type[_OnnxBackend]] = {"onnxruntime": OnnxRuntimeBackend, "openvino": OpenVinoBackend}
+    if name not in classes:
+        raise ConfigError(f"--backend {name!r} is not one of {', '.join(BACKENDS)}")
+    return classes[name](model, precision=precision, input_size=input_size, threads=threads)
