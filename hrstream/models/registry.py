@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import difflib
 import functools
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -29,6 +28,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from hrstream import resources
 from hrstream.errors import ConfigError
 from hrstream.models import datasets_meta as dm
 
@@ -485,9 +485,8 @@ def list_weights(task: Task | None = None) -> list[WeightsEntry]:
 
 
 def configs_dir() -> Path:
-    """The folder of model config YAMLs: ``$HRSTREAM_CONFIGS``, else the repository's top-level ``configs/``."""
-    env = os.environ.get("HRSTREAM_CONFIGS")
-    return Path(env).expanduser() if env else Path(__file__).resolve().parents[2] / "configs"
+    """The folder of model config YAMLs: ``$HRSTREAM_CONFIGS``, else the package's (:mod:`hrstream.resources`)."""
+    return resources.configs_dir()
 
 
 def list_configs() -> list[str]:
