@@ -4,11 +4,16 @@ A backend is built from a loaded torch network (pose or seg): the network is exp
 :func:`hrstream.models.export.export_onnx` (the code behind ``hrstream export-model``) into the cache,
 ``cache_dir()/onnx/<fingerprint>_<C>x<H>x<W>_opset<N>.onnx``, where the fingerprint hashes the config and
 every tensor of the state dict (the weights) and the batch axis stays dynamic, so one file serves every
-batch size; a later build with the same weights and input shape reuses the file. Each build then checks the
-backend once against torch on a seeded random batch of two, per output, by relative L2 error
-(``|out - ref| / |ref|``): below ``1e-4`` in fp32; in bf16 (OpenVINO only) below ``5e-2``, as bf16 keeps 8
-significant bits and the error adds up over the network's depth. A cached file that fails the check is
-exported again; a fresh file that fails raises :class:`~hrstream.errors.ConfigError`.
+batch size. The file records the fingerprint in its metadata; a later build with the same weights and input
+shape reuses it, and a file under that name that holds another network, or cannot be read, is exported again.
+
+Each build then checks the backend once against torch fp32 on a seeded random batch of two, per output, by
+relative L2 error (``|out - ref| / |ref|``): below ``1e-4`` in fp32. In bf16 (OpenVINO only) the bound is
+twice torch's own bf16 autocast error on the same batch, and at least ``5e-2``: bf16 keeps 8 significant
+bits, the error adds up over the network's depth and, with random inputs (and random weights), reaches 10-25%
+of the heatmaps' norm for torch itself; trained networks keep their keypoints
+(``tests/test_shipped_models.py``). A backend that fails the check raises
+:class:`~hrstream.errors.ConfigError`.
 
 A backend is an ``nn.Module`` without parameters whose ``forward(x)`` takes the normalised float32
 ``(N, C, H, W)`` batch the torch network takes (on the CPU, any memory layout, ``H`` and ``W`` as exported)
@@ -28,8 +33,8 @@ import hashlib
 import importlib
 import json
 import logging
+import math
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -57,8 +62,10 @@ log = logging.getLogger(__name__)
 BackendName = Literal["torch", "onnxruntime", "openvino"]
 BACKENDS: tuple[str, ...] = get_args(BackendName)
 Precision = Literal["fp32", "bf16"]
-#: Relative L2 error allowed against torch by the build check, per precision.
+#: Relative L2 error allowed against torch fp32 by the build check: fp32; bf16 at least (see the module
+#: docstring: also up to twice torch's own bf16 error on the same batch).
 TOLERANCE: dict[str, float] = {"fp32": 1e-4, "bf16": 5e-2}
+FINGERPRINT_KEY = "hrstream.fingerprint"
 _CHECK_BATCH = 2
 
 
@@ -110,6 +117,26 @@ def _import(module: str, extra: str) -> Any:
         ) from e
 
 
+def _references(model: nn.Module, x: torch.Tensor, precision: str) -> tuple[tuple[torch.Tensor, ...], float]:
+    """torch fp32 output(s) of ``model`` on ``x`` and the relative L2 error a backend may have against them."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            ref = model(x)
+            refs = (ref,) if isinstance(ref, torch.Tensor) else tuple(ref)
+            allowed = TOLERANCE[precision]
+            if precision == "bf16":
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    low = model(x)
+                lows = (low,) if isinstance(low, torch.Tensor) else tuple(low)
+                own = max(_rel_l2(lo.float().numpy(), r) for lo, r in zip(lows, refs, strict=True))
+                allowed = max(allowed, 2 * own)
+    finally:
+        model.train(was_training)
+    return refs, allowed
+
+
 def _rel_l2(out: np.ndarray, ref: torch.Tensor) -> float:
     r = ref.detach().float().cpu()
     return float((torch.from_numpy(np.asarray(out, dtype=np.float32)) - r).norm() / r.norm().clamp_min(1e-30))
@@ -155,52 +182,53 @@ class _OnnxBackend(nn.Module):
         self.input_size = input_size or default_input_size(model)
         self.opset = opset or DEFAULT_OPSET
         h, w = self.input_size
-        key = f"{model_fingerprint(model)[:24]}_3x{h}x{w}_opset{self.opset}"
-        path = onnx_cache_dir() / f"{key}.onnx"
-        ref_in = torch.randn(_CHECK_BATCH, 3, h, w, generator=torch.Generator().manual_seed(0))
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.inference_mode():
-                ref = model(ref_in)
-        finally:
-            model.train(was_training)
-        refs = (ref,) if isinstance(ref, torch.Tensor) else tuple(ref)
-        self.many = not isinstance(ref, torch.Tensor)
+        fingerprint = model_fingerprint(model)
+        path = onnx_cache_dir() / f"{fingerprint[:24]}_3x{h}x{w}_opset{self.opset}.onnx"
         self.path = path
-        worst = self._check(path, ref_in, refs) if path.is_file() else None
-        if worst is None or worst >= TOLERANCE[precision]:
-            if worst is not None:
-                log.warning("cached ONNX file %s differs from torch (%.2e); exporting again", path, worst)
+        if not self._load_cached(path, fingerprint):
             started = time.perf_counter()
-            export_onnx(model, path, input_size=self.input_size, opset=self.opset)
+            export_onnx(
+                model,
+                path,
+                input_size=self.input_size,
+                opset=self.opset,
+                metadata={FINGERPRINT_KEY: fingerprint},
+            )
             log.info("exported %s in %.1f s", path, time.perf_counter() - started)
-            worst = self._check(path, ref_in, refs, fresh=True)
-            assert worst is not None  # a fresh file that cannot be loaded raised
-            if worst >= TOLERANCE[precision]:
-                raise ConfigError(
-                    f"--backend {self.name} ({precision}) differs from torch by relative L2 {worst:.2e} "
-                    f"(allowed {TOLERANCE[precision]:.0e}) on {path.name}; use --backend torch"
-                )
+            self._load(path)
+        x = torch.randn(_CHECK_BATCH, 3, h, w, generator=torch.Generator().manual_seed(0))
+        refs, allowed = _references(model, x, precision)
+        outs = self._run(x.numpy())
+        self.many = len(refs) > 1
+        worst = (
+            max(_rel_l2(o, r) for o, r in zip(outs, refs, strict=True))
+            if len(outs) == len(refs)
+            else math.inf
+        )
+        if not worst <= allowed:
+            raise ConfigError(
+                f"--backend {self.name} ({precision}) differs from torch by relative L2 {worst:.2e} "
+                f"(allowed {allowed:.1e}) on {path.name}; use --backend torch"
+            )
         self.check_error = worst
         log.info("%s backend (%s) from %s: relative L2 to torch %.2e", self.name, precision, path.name, worst)
 
-    def _check(
-        self, path: Path, x: torch.Tensor, refs: Sequence[torch.Tensor], *, fresh: bool = False
-    ) -> float | None:
-        """Load ``path`` and return its largest relative L2 error to ``refs`` on ``x``; ``None`` when a
-        cached file cannot be loaded or run (a fresh one raises)."""
+    def _load_cached(self, path: Path, fingerprint: str) -> bool:
+        """Load ``path`` when it is this network's graph (its recorded fingerprint); ``False`` when there is
+        no such file or it is another network's, unreadable or truncated (it is then exported again)."""
+        if not path.is_file():
+            return False
+        from hrstream.models.export import read_metadata
+
         try:
+            if read_metadata(path).get(FINGERPRINT_KEY) != fingerprint:
+                log.warning("cached ONNX file %s holds another network; exporting again", path)
+                return False
             self._load(path)
-            outs = self._run(x.numpy())
-        except Exception as e:
-            if fresh:
-                raise
+        except Exception as e:  # onnx / runtime parse errors have no common base class
             log.warning("cached ONNX file %s unusable (%s); exporting again", path, e)
-            return None
-        if len(outs) != len(refs):
-            return None if not fresh else float("inf")
-        return max(_rel_l2(o, r) for o, r in zip(outs, refs, strict=True))
+            return False
+        return True
 
     def _load(self, path: Path) -> None:  # pragma: no cover - overridden
         raise NotImplementedError
