@@ -11,6 +11,7 @@ from __future__ import annotations
 from hrstream.models.builder import build_hrfpn, build_model, from_config
 from hrstream.models.checkpoints import LoadReport, detect_layout, load_weights, read_checkpoint
 from hrstream.models.config import ModelSpec, load_config, parse_config
+from hrstream.models.export import OnnxExport, export_onnx
 from hrstream.models.heads import HRFPN, PoseHRNet, SegHRNet
 from hrstream.models.hrnet import HRNetBackbone, StageSpec
 from hrstream.models.litehrnet import LiteHRNet, LiteHRNetSpec, PoseLiteHRNet
@@ -22,6 +23,7 @@ __all__ = [
     "LiteHRNetSpec",
     "LoadReport",
     "ModelSpec",
+    "OnnxExport",
     "PoseHRNet",
     "PoseLiteHRNet",
     "SegHRNet",
@@ -29,6 +31,7 @@ __all__ = [
     "build_hrfpn",
     "build_model",
     "detect_layout",
+    "export_onnx",
     "from_config",
     "load_config",
     "load_weights",
