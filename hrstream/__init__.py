@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from hrstream.api import stream
 from hrstream.errors import (
     ConfigError,
     HrstreamError,
@@ -10,12 +11,13 @@ from hrstream.errors import (
     WeightsError,
     WeightsUnavailableError,
 )
-from hrstream.types import Frame, FrameResult, Poses, SegMap
+from hrstream.types import Detections, Frame, FrameResult, Poses, SegMap
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ConfigError",
+    "Detections",
     "Frame",
     "FrameResult",
     "HrstreamError",
@@ -26,4 +28,5 @@ __all__ = [
     "WeightsError",
     "WeightsUnavailableError",
     "__version__",
+    "stream",
 ]

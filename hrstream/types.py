@@ -222,6 +222,8 @@ class FrameResult:
             where they stood clear of everyone else, else ``None``
             (:func:`hrstream.track.appearance.clear_view_histograms`, computed once in the track stage).
         renderer: draws ``annotated`` on demand (set by the pipeline that made this result).
+        batch: the network call (counted from 0 in a run) that estimated this frame; results with the same
+            number, of any source, went through the network together.
     """
 
     frame: Frame
@@ -233,6 +235,7 @@ class FrameResult:
     detections: Detections | None = None
     annotated: np.ndarray | None = None
     renderer: Callable[[FrameResult], np.ndarray] | None = field(default=None, repr=False)
+    batch: int | None = None
 
     @property
     def source_id(self) -> str:

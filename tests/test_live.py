@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from safetensors.torch import save_file
+from support.rtsp import RtspServer, free_port, needs_rtsp
 from support.servers import SilentServer
 
 from hrstream.errors import InputError
@@ -33,60 +33,6 @@ from cli_checks import cli_env, read_jsonl  # noqa: E402
 from tiny_models import tiny_pose_model  # noqa: E402
 
 SECRET_URL = "rtsp://u:S3cr%21t@127.0.0.1:{port}/x"
-
-
-def _gst_rtsp_available() -> bool:
-    py = Path("/usr/bin/python3")
-    if not py.exists():
-        return False
-    probe = "import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import GstRtspServer"
-    return subprocess.run([str(py), "-c", probe], capture_output=True, timeout=30).returncode == 0
-
-
-needs_rtsp = pytest.mark.skipif(
-    not _gst_rtsp_available(), reason="GStreamer RTSP server (see .ci/apt-packages.txt) missing"
-)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class RtspServer:
-    """The test RTSP server serving ``CLIP`` at ``rtsp://127.0.0.1:PORT/live``; restartable on the same port."""
-
-    def __init__(self, port: int | None = None) -> None:
-        self.port = port or _free_port()
-        self.proc: subprocess.Popen[str] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"rtsp://127.0.0.1:{self.port}/live"
-
-    def start(self) -> RtspServer:
-        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
-        self.proc = subprocess.Popen(
-            ["/usr/bin/python3", str(SUPPORT / "rtsp_server.py"), str(CLIP), str(self.port), "/live"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-            env=env,
-        )
-        assert self.proc.stdout is not None
-        assert self.proc.stdout.readline().startswith("READY"), "RTSP server did not start"
-        return self
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGCONT)  # a paused server must be able to die
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-
-    def signal(self, sig: int) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, sig)
 
 
 @pytest.fixture
@@ -154,7 +100,7 @@ def test_backoff_is_exponential_capped_and_jittered() -> None:
 
 
 def test_refused_forever_gives_up_after_n_attempts_within_budget() -> None:
-    port = _free_port()  # nothing listens there: connection refused
+    port = free_port()  # nothing listens there: connection refused
     t0 = time.monotonic()
     with pytest.raises(InputError) as ei:
         open_live_source(
@@ -405,7 +351,7 @@ def test_cli_model_slower_than_stream_drops_and_keeps_latency(rtsp: RtspServer, 
 
 
 def test_cli_refused_forever_exits_1_naming_the_input_without_secrets(tiny_pose, tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     url = SECRET_URL.format(port=port)
     out = tmp_path / "out"
     t0 = time.monotonic()

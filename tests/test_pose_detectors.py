@@ -215,9 +215,9 @@ def test_recipe_nms_iou_replaces_the_det_networks_own_nms() -> None:
     from hrstream.tasks.pose_task import build_pose_detector
 
     recipe = synthetic_recipe()
-    assert recipe["detector"]["nms_iou"] == 0.8
+    assert recipe.detector.nms_iou == 0.8
     assert build_pose_detector(recipe, "cpu", progress=False).model.nms_thresh == pytest.approx(0.8)
-    recipe["detector"]["nms_iou"] = 0.5
+    recipe = recipe.replace(**{"detector.nms_iou": 0.5})
     assert build_pose_detector(recipe, "cpu", progress=False).model.nms_thresh == pytest.approx(0.5)
 
 

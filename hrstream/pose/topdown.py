@@ -73,6 +73,8 @@ class TopDownEstimator:
         max_batch: at most this many crops per ``model_fn`` call (flipped crops count), or ``None``.
         padding: box enlargement before cropping (official 1.25).
         oks_nms_thr: when set, per-frame OKS NMS (official ``oks_nms``) with this threshold.
+        oks_in_vis_thr: keypoints scoring more count in the OKS NMS rescoring (official ``IN_VIS_THRE``).
+        oks_sigmas: ``(K,)`` OKS sigmas of the keypoints (``None``: COCO's).
         num_keypoints: K, used for frames without people.
         kernel: gaussian kernel of the ``"dark"`` / ``"udp"`` decoders.
     """
@@ -93,6 +95,8 @@ class TopDownEstimator:
         max_batch: int | None = None,
         padding: float = 1.25,
         oks_nms_thr: float | None = None,
+        oks_in_vis_thr: float = 0.2,
+        oks_sigmas: Sequence[float] | None = None,
         num_keypoints: int = 17,
         kernel: int = 11,
     ) -> None:
@@ -113,6 +117,8 @@ class TopDownEstimator:
         self.max_batch = max_batch
         self.padding = padding
         self.oks_nms_thr = oks_nms_thr
+        self.oks_in_vis_thr = float(oks_in_vis_thr)
+        self.oks_sigmas = None if oks_sigmas is None else np.asarray(oks_sigmas, np.float64)
         self.num_keypoints = num_keypoints
         self.kernel = kernel
         self._mean = torch.tensor(self.mean, dtype=torch.float32).view(1, 3, 1, 1)
@@ -234,7 +240,14 @@ class TopDownEstimator:
                 keypoint_scores=scores_np[sl],
             )
             if self.oks_nms_thr is not None:
-                poses = oks_nms(poses, self.oks_nms_thr, aspect_ratio=self.aspect_ratio, padding=self.padding)
+                poses = oks_nms(
+                    poses,
+                    self.oks_nms_thr,
+                    aspect_ratio=self.aspect_ratio,
+                    padding=self.padding,
+                    in_vis_thr=self.oks_in_vis_thr,
+                    **({} if self.oks_sigmas is None else {"sigmas": self.oks_sigmas}),
+                )
             result.append(poses)
         return result
 

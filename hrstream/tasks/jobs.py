@@ -175,7 +175,7 @@ class PreparedTask:
             queue_size=min(q, 2),
         )
         p.map("infer", PoseInferStage(estimator, self.engine), queue_size=q)
-        p.map("track", TrackStage(self.recipe), queue_size=q)
+        p.map("track", TrackStage(self.recipe, oks_sigmas=self.bundle.meta.get("oks_sigmas")), queue_size=q)
         p.map(
             "draw",
             DrawStage(
@@ -225,5 +225,5 @@ def prepare(recipe: Recipe, out_dir: str | Path | None = None, *, progress: bool
         check_flip_test("seg", det.flip_test)
         detector: Any = SegPersonDetector(seg_bundle.meta["classes"], det.seg_classes, min_area=det.min_area)
     else:
-        detector = build_pose_detector(recipe, str(engine.device), progress=progress)
+        detector = build_pose_detector(recipe, str(engine.device), test=bundle.spec.test, progress=progress)
     return PreparedTask(recipe, out, bundle, engine, detector, seg_bundle, seg_engine)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 import numpy as np
@@ -22,7 +22,7 @@ from hrstream.errors import ConfigError
 from hrstream.models.builder import resolve_config
 from hrstream.models.config import parse_config
 from hrstream.pose import TopDownEstimator, draw_poses, make_detector
-from hrstream.pose.detectors import DETECTOR_SPECS, Detector, TorchvisionDetector
+from hrstream.pose.detectors import DETECTOR_SPECS, Detector, FileSelection, TorchvisionDetector
 from hrstream.pose.topdown import CropBatch
 from hrstream.runtime import InferenceEngine, InferenceHandle
 from hrstream.runtime.markers import Marker, SourceEnded, SourceStarted
@@ -42,6 +42,7 @@ __all__ = [
     "TrackStage",
     "build_pose_detector",
     "build_pose_estimator",
+    "file_selection",
     "frame_time",
     "repair_params",
 ]
@@ -97,16 +98,24 @@ def _det_config(name: str) -> bool:
     return True
 
 
-def build_pose_detector(recipe: Recipe, device: str, *, progress: bool = True) -> Detector:
+def build_pose_detector(
+    recipe: Recipe, device: str, *, test: Mapping[str, Any] | None = None, progress: bool = True
+) -> Detector:
     """The recipe's person detector: a ``det_hrnet`` config (its weights from ``detector.weights`` or the
     registry; ``detector.nms_iou`` becomes the network's own NMS threshold) or one of
-    :func:`hrstream.pose.make_detector`'s specs."""
+    :func:`hrstream.pose.make_detector`'s specs.
+
+    ``detector.score_thr: null`` keeps each detector's own default: 0.5 for networks; for ``file:`` detections
+    the official top-down selection of the pose config's ``TEST`` section (``test``: every box from
+    ``IMAGE_THRE``, no box NMS, no cap; see :func:`file_selection`).
+    """
     det = recipe.detector
     assert det is not None
+    official = det.name.startswith("file:") and det.score_thr is None
     common = {
         "score_thr": det.score_thr,
-        "nms_iou": det.nms_iou,
-        "max_people": det.max_people,
+        "nms_iou": None if official else det.nms_iou,
+        "max_people": None if official else det.max_people,
         "device": device,
         "flip_test": det.flip_test,
     }
@@ -116,8 +125,18 @@ def build_pose_detector(recipe: Recipe, device: str, *, progress: bool = True) -
             # FCOS's own per-class NMS runs first (per view with the flip test): the recipe's value replaces the
             # config's NMS_THRESH, or a looser recipe NMS would have no effect
             bundle.model.nms_thresh = float(det.nms_iou)
+        common["score_thr"] = 0.5 if det.score_thr is None else det.score_thr
         return TorchvisionDetector(bundle.model, pixel_edges_at_integers=False, **common)
-    return make_detector(det.name, **common)
+    return make_detector(det.name, test=test, **common)
+
+
+def file_selection(recipe: Recipe, test: Mapping[str, Any] | None) -> FileSelection | None:
+    """The official selection of people from a detections file (``--detector file:`` with no threshold set),
+    from the pose config's ``TEST`` section, else ``None``."""
+    det = recipe.detector
+    if det is None or not det.name.startswith("file:") or det.score_thr is not None:
+        return None
+    return FileSelection.from_test(test)
 
 
 class _BoxCarrier:
@@ -179,20 +198,28 @@ def build_pose_estimator(
 ) -> TopDownEstimator:
     """A :class:`TopDownEstimator` for ``engine``'s network (crops made on its device).
 
-    Defaults come from the model config's ``TEST`` section (``FLIP_TEST``, ``SHIFT_HEATMAP``) and
-    ``HRSTREAM.DECODER``; the recipe's ``pose`` fields override them when set.
+    The weights' meaning comes from the model bundle's ``meta`` (decoder, input and heatmap size, flip pairs,
+    OKS sigmas); the flip test from the config's ``TEST`` section (``FLIP_TEST``, ``SHIFT_HEATMAP``). The
+    recipe's ``pose`` fields override the flip test and the decoder when set. Poses go through OKS NMS as the
+    official evaluation does with ``pose.oks_nms`` (0.9) or with file detections (``TEST.OKS_THRE``).
     """
     test = spec.test
     pose = recipe.pose
     assert pose is not None
     flip = bool(test.get("FLIP_TEST", False)) if pose.flip_test is None else pose.flip_test
-    decoder = pose.decoder or str(spec.extra.get("DECODER") or meta.get("decoder") or "msra").lower()
+    decoder = pose.decoder or str(meta.get("decoder") or "msra").lower()
     if not bool(test.get("POST_PROCESS", True)) and decoder == "msra":
         log.info("config TEST.POST_PROCESS is false: the quarter-pixel shift is still applied (msra decoder)")
+    hw = meta.get("input_size") or (
+        (spec.image_size[1], spec.image_size[0]) if spec.image_size else (256, 192)
+    )
+    heat = meta.get("heatmap_size")
+    sel = file_selection(recipe, test)
+    nms_thr = sel.oks_thr if sel is not None else (0.9 if pose.oks_nms else None)
     return TopDownEstimator(
         lambda x: engine.infer(x, normalized=True),
-        input_size=tuple(spec.image_size or (192, 256)),
-        heatmap_size=tuple(spec.heatmap_size) if spec.heatmap_size else None,
+        input_size=(int(hw[1]), int(hw[0])),
+        heatmap_size=(int(heat[1]), int(heat[0])) if heat else None,
         mean=meta["mean"],
         std=meta["std"],
         flip_pairs=meta.get("flip_pairs") or [],
@@ -201,7 +228,9 @@ def build_pose_estimator(
         decoder=decoder,
         device=engine.device,
         max_batch=recipe.runtime.batch_size * (2 if flip else 1),
-        oks_nms_thr=0.9 if pose.oks_nms else None,
+        oks_nms_thr=nms_thr,
+        oks_in_vis_thr=sel.in_vis_thr if sel is not None else 0.2,
+        oks_sigmas=meta.get("oks_sigmas"),
         num_keypoints=spec.num_outputs,
     )
 
@@ -224,6 +253,7 @@ class PoseInferStage:
         self.estimator = estimator
         self.engine = engine
         self.depth = max(0, int(depth))
+        self.calls = 0  # network calls so far (batches), the next batch's number
         self._pending: deque[tuple[list[FrameResult], CropBatch, list[InferenceHandle], float]] = deque()
 
     def process(self, batch: Sequence[FrameResult]) -> Iterator[FrameResult]:
@@ -236,6 +266,9 @@ class PoseInferStage:
             self.engine.submit(chunk, normalized=crops.normalized)
             for chunk in (crops.chunks(self.estimator.max_batch) if crops.total else [])
         ]
+        for r in batch:
+            r.batch = self.calls
+        self.calls += 1
         self._pending.append((list(batch), crops, handles, time.perf_counter() - t0))
         while len(self._pending) > self.depth:
             yield from self._complete()
@@ -281,7 +314,7 @@ class _TrackState:
     """One source's identities (``PoseTracker``, then optionally ``OnlineRelabel``) and keypoint smoothing
     (``KeypointSmoother``, keyed by the tracker's own IDs)."""
 
-    def __init__(self, recipe: Recipe, live: bool) -> None:
+    def __init__(self, recipe: Recipe, live: bool, oks_sigmas: Sequence[float] | None = None) -> None:
         tr, sm = recipe.tracker, recipe.smoother
         assert tr is not None and sm is not None
         self.tracker = (
@@ -295,6 +328,7 @@ class _TrackState:
                 iou_weight=tr.iou_weight,
                 appearance_weight=tr.appearance_weight,
                 new_track_iou=tr.new_track_iou,
+                oks_sigmas=None if oks_sigmas is None else np.asarray(oks_sigmas, np.float64),
             )
             if tr.enabled
             else None
@@ -313,10 +347,13 @@ class _TrackState:
 
 class TrackStage:
     """Identities and smoothing, per source, on one thread. With identity repair on, the confirmed people's
-    clear-view histograms are computed once per frame here and passed on in ``FrameResult.clear_views``."""
+    clear-view histograms are computed once per frame here and passed on in ``FrameResult.clear_views``.
+    ``oks_sigmas``: the keypoints' OKS sigmas (the weights' ``meta``) for the tracker's OKS term."""
 
-    def __init__(self, recipe: Recipe) -> None:
-        self._states: PerSource[_TrackState] = PerSource(lambda info: _TrackState(recipe, bool(info.is_live)))
+    def __init__(self, recipe: Recipe, *, oks_sigmas: Sequence[float] | None = None) -> None:
+        self._states: PerSource[_TrackState] = PerSource(
+            lambda info: _TrackState(recipe, bool(info.is_live), oks_sigmas)
+        )
 
     def on_marker(self, marker: Marker) -> None:
         self._states.on_marker(marker)

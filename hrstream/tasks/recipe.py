@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 import yaml
 
+from hrstream import resources
 from hrstream.errors import ConfigError
 
 __all__ = [
@@ -51,7 +52,7 @@ __all__ = [
     "recipe_path",
 ]
 
-PIPELINES_DIR = Path(__file__).resolve().parents[2] / "pipelines"
+PIPELINES_DIR = resources.pipelines_dir()
 TASKS = ("pose", "seg", "pose,seg")
 Task = Literal["pose", "seg", "pose,seg"]
 AmpChoice = Literal["auto", "off", "fp16", "bf16"]
@@ -76,13 +77,15 @@ def _f(default: Any = dataclasses.MISSING, **rng: Any) -> Any:
 
 @dataclass(frozen=True)
 class DetectorSection:
-    """Person boxes: ``name`` is ``fast | accurate | full-frame | file:PATH | seg`` or a ``det_hrnet`` config."""
+    """Person boxes: ``name`` is ``fast | accurate | full-frame | file:PATH | seg`` or a ``det_hrnet`` config.
+    ``score_thr: None``: the detector's own (0.5 for networks; for ``file:`` the official selection of the pose
+    config's ``TEST`` section, without box NMS or cap)."""
 
     name: str
     weights: str | None
     seg_classes: tuple[str, ...]
     min_area: int = _f(lo=0)
-    score_thr: float = _f(lo=0.0, hi=1.0)
+    score_thr: float | None = _f(lo=0.0, hi=1.0)
     nms_iou: float | None = _f(lo=0.0, hi=1.0)
     max_people: int | None = _f(lo=1)
     every_n: int = _f(lo=1)
@@ -271,7 +274,7 @@ def recipe_path(task: str) -> Path:
     name = {"pose": "pose", "seg": "seg", "pose,seg": "pose_seg"}.get(task)
     if name is None:
         raise ConfigError(f"--task must be one of {', '.join(TASKS)}, got {task!r}")
-    return PIPELINES_DIR / f"{name}.yaml"
+    return resources.pipeline_path(name)
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -326,13 +329,15 @@ def load_recipe(
     if task is None:
         task = str(custom.get("task") or "pose") if custom is not None else "pose"
     default_path = recipe_path(task)
-    data = _read(default_path)
-    src = str(default_path)
-    if custom is not None:
-        src = str(path)
-        flat = dict(_flatten(custom))
-        flat.pop("task", None)
-        data = apply_overrides(data, flat, src=src)
+    if custom is None or default_path.is_file():
+        data, src = _read(default_path), str(default_path)
+        if custom is not None:
+            src = str(path)
+            flat = dict(_flatten(custom))
+            flat.pop("task", None)
+            data = apply_overrides(data, flat, src=src)
+    else:  # no default recipe here (an unusual install): the custom one must be complete
+        data, src = copy.deepcopy(custom), str(path)
     data["task"] = task
     data = apply_overrides(data, overrides or {}, src=src)
     return parse_recipe(data, src=src)

@@ -52,6 +52,7 @@ class SegInferStage:
         self.estimator = estimator
         self.classes = tuple(classes)
         self.tau_s = tau_s
+        self.calls = 0  # network calls so far (batches)
         self._smoothers: PerSource[ProbabilitySmoother] = PerSource(
             lambda info: ProbabilitySmoother(tau_s)  # type: ignore[arg-type]
         )
@@ -75,6 +76,9 @@ class SegInferStage:
         for r, lab in zip(batch, labels, strict=True):
             r.seg = SegMap(lab, self.classes)
             r.timings["segment"] = dt
+            if r.batch is None:  # a pose task numbers its pose network's calls
+                r.batch = self.calls
+        self.calls += 1
         return batch
 
 

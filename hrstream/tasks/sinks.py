@@ -91,6 +91,8 @@ def frame_record(result: FrameResult, extra: dict[str, Any] | None = None) -> di
         "height": f.height,
         "dropped_before": result.dropped_before,
     }
+    if result.batch is not None:
+        rec["batch"] = result.batch
     p = result.poses
     if p is not None:
         people = []
