@@ -24,6 +24,7 @@ from hrstream.io import VideoWriter, open_source
 from hrstream.pose import box_to_center_scale, crop_cpu, decode_heatmaps, draw_poses, flip_test_merge
 from hrstream.runtime import InferenceEngine, PipelineStats
 from hrstream.tasks.jobs import PreparedTask
+from hrstream.tasks.runner import Runner
 from hrstream.types import Frame, Poses
 
 log = logging.getLogger(__name__)
@@ -137,37 +138,32 @@ def measure_network(
 
 
 def measure_pipeline(prepared: PreparedTask, clip: str, *, threads: int) -> tuple[Row, PipelineStats]:
-    """The whole ``hrstream run`` pipeline for one input: ``PreparedTask.build`` + ``Pipeline.run``, and
-    the outputs closed (encoder flushed), as the runner does. The source is opened before timing."""
+    """The whole ``hrstream run`` pipeline for one input (the real :class:`~hrstream.tasks.runner.Runner`: the
+    source opened in its decode thread, the outputs closed and the encoder flushed)."""
     torch.set_num_threads(threads)
-    rt = prepared.recipe["runtime"]
-    source = open_source(clip)
-    try:
-        pipeline, outputs = prepared.build(source, None)
-        t0 = time.perf_counter()
-        try:
-            stats = pipeline.run(grace_s=None)
-        finally:
-            outputs.close()
-        dt = time.perf_counter() - t0
-    finally:
-        source.close()
+    rt = prepared.recipe.runtime
+    runner = Runner(prepared, grace_s=None, reserved_threads=0)
+    torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    (result,), _ = runner.run([clip])
+    dt = time.perf_counter() - t0
+    assert runner.stats is not None and result.status == "ok", result.error
     settings = {
         "amp": prepared.engine.amp,
-        "batch": int(rt["batch_size"]),
+        "batch": rt.batch_size,
         "threads": threads,
-        "queue_size": int(rt["queue_size"]),
-        "preset": str(prepared.recipe["sinks"]["preset"]),
-        "outcome": stats.outcome,
+        "queue_size": rt.queue_size,
+        "preset": prepared.recipe.sinks.preset,
+        "outcome": runner.stats.outcome,
     }
     return Row(
         "whole pipeline (hrstream run)",
         "pipeline",
-        outputs.frames / dt,
+        result.frames / dt,
         dt,
-        outputs.frames,
+        result.frames,
         settings=settings,
-    ), stats
+    ), runner.stats
 
 
 def measure_naive(

@@ -191,14 +191,14 @@ def main(argv: list[str] | None = None) -> int:
             "sinks.preset": args.preset,
         }
         recipe = load_recipe("pose", None, overrides)
-        preset = str(recipe["sinks"]["preset"])
-        batch_size = int(recipe["runtime"]["batch_size"])
+        preset = recipe.sinks.preset
+        batch_size = recipe.runtime.batch_size
 
         log.info("encode alone")
         rows.append(measure_encode(frames, tmp / "encode.mp4", preset=preset, fps=None))
         del frames
 
-        prepared = prepare("pose", recipe, tmp / "out", progress=False)
+        prepared = prepare(recipe, tmp / "out", progress=False)
         meta = prepared.bundle.meta
         spec = prepared.bundle.spec
         input_size = tuple(spec.image_size or (192, 256))

@@ -288,8 +288,8 @@ def main(argv: list[str] | None = None) -> int:
             "sinks.preset": args.preset,
         }
         recipe = load_recipe("seg", None, overrides)
-        preset = str(recipe["sinks"]["preset"])
-        batch_size = int(recipe["seg"].get("batch_size") or recipe["runtime"]["batch_size"])
+        preset = recipe.sinks.preset
+        batch_size = recipe.seg.batch_size or recipe.runtime.batch_size
 
         log.info("decode alone")
         row, frames = measure_decode(clip)
@@ -297,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         log.info("encode alone")
         rows.append(measure_encode(frames, tmp / "encode.mp4", preset=preset, fps=None))
 
-        prepared = prepare("seg", recipe, tmp / "out", progress=False)
+        prepared = prepare(recipe, tmp / "out", progress=False)
         bundle = prepared.bundle
         estimator = build_seg_estimator(prepared.engine, bundle.spec, bundle.meta, recipe)
         input_size = estimator.input_size(frames[0].width, frames[0].height)
@@ -324,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
                 input_size=input_size,
                 meta=bundle.meta,
                 align_corners=bool(bundle.spec.align_corners),
-                opacity=float(recipe["seg"]["opacity"]),
+                opacity=recipe.seg.opacity,
                 preset=preset,
                 threads=naive_threads,
             )

@@ -27,7 +27,7 @@ from typing import Any
 from hrstream.errors import HrstreamError, InputError, StageError
 from hrstream.io import InputSpec, SourceInfo, expand_inputs, open_source, safe_name, write_json_atomic
 from hrstream.io.reconnect import open_live_source
-from hrstream.runtime import Pipeline, StopOnSignals, configure_cpu_threads
+from hrstream.runtime import Pipeline, PipelineStats, StopOnSignals, configure_cpu_threads
 from hrstream.runtime.feeder import SourceFeeder, SourceJob
 from hrstream.runtime.mux import SourceMux
 from hrstream.tasks.jobs import PreparedTask
@@ -160,6 +160,7 @@ class Runner:
         self.control = RunControl()
         self.manifest_path = self.out_dir / "manifest.json"
         self.results: list[JobResult] = []
+        self.stats: PipelineStats | None = None  # the stages' counters of the last run (benchmarks read them)
         self._lock = threading.Lock()
         configure_cpu_threads(reserved_threads)
 
@@ -287,7 +288,7 @@ class Runner:
             self.control.attach(pipeline)
             feeder.start(todo)
             try:
-                pipeline.run(grace_s=self.grace_s)
+                self.stats = pipeline.run(grace_s=self.grace_s)
             except StageError as e:
                 cause = e.cause
                 if isinstance(cause, HrstreamError) and not isinstance(cause, InputError):
