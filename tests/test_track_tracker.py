@@ -12,7 +12,7 @@ import motmetrics as mm
 import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
-from support.trajectories import PersonPath, crossing_people, frame_times, make_scene
+from support.trajectories import SKELETON_TEMPLATE, PersonPath, crossing_people, frame_times, make_scene
 
 from hrstream.errors import ConfigError
 from hrstream.track import PoseTracker
@@ -313,3 +313,142 @@ def test_a_second_box_on_a_tracked_person_starts_no_track():
         assert ids == expected, (thr, ids)
     with pytest.raises(ConfigError, match="new_track_iou"):
         PoseTracker(new_track_iou=0.0)
+
+
+# -- the association cost: IoU and OKS ---------------------------------------------------------------------
+# Two people of one size stand 12 px apart (their boxes overlap, IoU about 0.8); A holds its arms out and
+# bends its knees, B stands straight. The detector's boxes jitter by 8 px: box overlap alone cannot tell them
+# apart from frame to frame, their poses can.
+_STANDING = SKELETON_TEMPLATE * 200.0  # (17, 2) relative to the box centre
+_ARMS_OUT = _STANDING.copy()
+_ARMS_OUT[[7, 9], 0] += 45.0  # left elbow, wrist out to the side
+_ARMS_OUT[[8, 10], 0] -= 45.0
+_ARMS_OUT[[7, 8, 9, 10], 1] -= 50.0  # and up
+_ARMS_OUT[[13, 14], 0] += np.array([30.0, -30.0])  # knees apart
+
+
+def _overlapping_pair(seed: int, frames: int = 60) -> list[tuple[float, Poses, list[int]]]:
+    rng = np.random.default_rng(seed)
+    centres = {1: np.array([300.0, 300.0]), 2: np.array([312.0, 302.0])}
+    figures = {1: _ARMS_OUT, 2: _STANDING}
+    half = np.array([-50.0, -110.0, 50.0, 110.0])
+    out = []
+    for f in range(frames):
+        ids = [int(i) for i in rng.permutation([1, 2])]  # detection order varies
+        boxes = np.stack([np.tile(centres[i], 2) + half + rng.normal(0, 8.0, 4) for i in ids])
+        kps = np.stack([centres[i] + figures[i] + rng.normal(0, 2.0, (17, 2)) for i in ids])
+        poses = Poses(
+            boxes.astype(np.float32), np.full(2, 0.9), kps.astype(np.float32), np.full((2, 17), 0.9)
+        )
+        out.append((f / 30.0, poses, ids))
+    return out
+
+
+def _pair_identity_errors(tracker: PoseTracker, seed: int) -> int:
+    """Frames after both are confirmed where the track of the first frame's person 1 holds someone else."""
+    owner: dict[int, int] = {}  # track id -> person at confirmation
+    errors = 0
+    for t, poses, ids in _overlapping_pair(seed):
+        res = tracker.update(poses, t=t).tracked()
+        for box, tid in zip(res.boxes, res.track_ids, strict=True):
+            person = ids[int(np.flatnonzero(np.all(poses.boxes == box, axis=1))[0])]
+            errors += int(owner.setdefault(int(tid), person) != person)
+    return errors
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_overlapping_people_are_told_apart_by_their_poses(seed):
+    assert _pair_identity_errors(PoseTracker(), seed) == 0
+    # the scene needs the poses: box overlap alone (iou_weight 1) mixes the two people up
+    assert _pair_identity_errors(PoseTracker(iou_weight=1.0), seed) > 0
+
+
+def _coco_oks(a: np.ndarray, b: np.ndarray, area: float, valid: np.ndarray) -> float:
+    """COCO's OKS (cocoeval.computeOks): mean of exp(-d^2 / (2 area (2 sigma)^2)) over the valid keypoints."""
+    sigmas = np.array([.026, .025, .025, .035, .035, .079, .079, .072, .072, .062, .062, .107, .107, .087,
+                       .087, .089, .089])  # fmt: skip
+    d2 = ((a - b) ** 2).sum(1)
+    e = d2 / (2 * area * (2 * sigmas) ** 2)
+    return float(np.exp(-e)[valid].mean())
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float(mask_utils.iou(_xywh(a[None]), _xywh(b[None]), [0])[0, 0])
+
+
+def _cost_case(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A track's box and keypoints and a detection moved from them, and which keypoints the detection sees."""
+    rng = np.random.default_rng(seed)
+    box0 = np.array([100.0, 80.0, 190.0, 300.0])
+    kp0 = SKELETON_TEMPLATE * 220.0 + np.array([145.0, 190.0])
+    box1 = box0 + rng.uniform(-25, 25, 4)
+    kp1 = kp0 + rng.normal(0, 9.0, kp0.shape)
+    seen = rng.uniform(size=17) > 0.3
+    return box0, kp0, box1, kp1, seen
+
+
+def _matches(iou_weight: float, match_thr: float, seed: int) -> bool:
+    """Whether a confirmed track takes the detection of :func:`_cost_case` on the next frame (same time: the
+    predicted box is the last box)."""
+    box0, kp0, box1, kp1, seen = _cost_case(seed)
+    tracker = PoseTracker(min_hits=1, iou_weight=iou_weight, match_thr=match_thr, keypoint_thr=0.3)
+    first = Poses(
+        box0[None].astype(np.float32), np.array([0.9]), kp0[None].astype(np.float32), np.ones((1, 17))
+    )
+    assert tracker.update(first, t=0.0).track_ids.tolist() == [1]
+    scores = np.where(seen, 0.9, 0.1)[None]
+    det = Poses(box1[None].astype(np.float32), np.array([0.9]), kp1[None].astype(np.float32), scores)
+    return tracker.update(det, t=0.0).track_ids.tolist() == [1]  # else a new track (ID 2) starts
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("w", [0.0, 0.25, 0.5, 0.8, 1.0])
+def test_cost_mixes_iou_and_oks_by_iou_weight(w, seed):
+    box0, kp0, box1, kp1, seen = _cost_case(seed)
+    b0, b1 = box0.astype(np.float32).astype(np.float64), box1.astype(np.float32).astype(np.float64)
+    k0, k1 = kp0.astype(np.float32), kp1.astype(np.float32)
+    area = (b0[2] - b0[0]) * (b0[3] - b0[1])
+    cost = w * (1 - _iou(b0, b1)) + (1 - w) * (1 - _coco_oks(k0, k1, area, seen))
+    assert 0.05 < cost < 0.8
+    # the detection is taken exactly while the cost is within match_thr
+    assert _matches(w, cost + 1e-6, seed)
+    assert not _matches(w, cost - 1e-6, seed)
+
+
+def test_cost_is_box_overlap_alone_without_a_keypoint_seen_by_both():
+    box0, kp0, box1, kp1, _ = _cost_case(0)
+    cost = 1 - _iou(box0.astype(np.float32).astype(np.float64), box1.astype(np.float32).astype(np.float64))
+    tracker = PoseTracker(min_hits=1, iou_weight=0.0, match_thr=cost + 1e-6)
+    first = Poses(
+        box0[None].astype(np.float32), np.array([0.9]), kp0[None].astype(np.float32), np.ones((1, 17))
+    )
+    tracker.update(first, t=0.0)
+    blind = Poses(
+        box1[None].astype(np.float32), np.array([0.9]), kp1[None].astype(np.float32), np.zeros((1, 17))
+    )
+    assert tracker.update(blind, t=0.0).track_ids.tolist() == [1]
+    tracker = PoseTracker(min_hits=1, iou_weight=0.0, match_thr=cost - 1e-6)
+    tracker.update(first, t=0.0)
+    assert tracker.update(blind, t=0.0).track_ids.tolist() == [2]  # a new track
+
+
+# -- time going backwards --------------------------------------------------------------------------------
+def test_time_going_back_is_no_motion_and_keeps_identities(caplog):
+    # one person walks right at 300 px/s; a frame stamped 0.5 s too early shows it where it is
+    person = PersonPath(1, (100.0, 300.0), (300.0, 0.0), sway=(0.0, 1.0), swing=(0.0, 1.0))
+    tracker = PoseTracker()
+    times = frame_times(1.0, 30.0)
+    for f in make_scene([person], times, keypoint_noise=0.5, box_noise=0.5):
+        assert tracker.update(f.poses, t=f.t).tracked().track_ids.tolist() == ([1] if f.t > 0.05 else [])
+    last = float(times[-1])
+    now = last + 1 / 30
+    with caplog.at_level(logging.WARNING, logger="hrstream.track.tracker"):
+        out = tracker.update(_one(person.box(now), 0.9, t=now), t=now - 0.5)
+    assert "time went back" in caplog.text
+    assert out.track_ids.tolist() == [1]  # not predicted 0.5 s backwards (150 px away)
+    # the clock goes on from the latest time seen: the next frame is one frame later, not 0.5 s
+    nxt = now + 1 / 30
+    assert tracker.update(_one(person.box(nxt), 0.9, t=nxt), t=nxt).track_ids.tolist() == [1]
+    ids, boxes = tracker.predict_boxes(nxt - 1.0)  # a time before the last update: predicted where it was
+    assert ids.tolist() == [1] and _iou(boxes[0].astype(np.float64), person.box(nxt)) > 0.9
+    assert tracker.num_tracks == 1
