@@ -1,10 +1,21 @@
 """Shared pytest setup: tests marked ``cuda`` are skipped where no CUDA device is available; ``one_torch_thread``
-runs a module's tests with one torch thread (``pytestmark = pytest.mark.usefixtures("one_torch_thread")``)."""
+runs a module's tests with one torch thread (``pytestmark = pytest.mark.usefixtures("one_torch_thread")``);
+child processes import this checkout's code."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Commands the tests start as child processes (``python -m hrstream.cli ...``, scripts) import this checkout's
+# code as the tests themselves do (``pythonpath`` in pyproject.toml), not another copy installed in the
+# virtual environment. Tests of the installed wheel remove PYTHONPATH from their children's environment.
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
