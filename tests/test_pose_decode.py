@@ -243,3 +243,45 @@ def test_cuda_paths_match_official(ref):
         a, _ = decode_heatmaps(ref["heatmaps"], ref["center"], ref["scale"], method)
         b, _ = decode_heatmaps(hm, ref["center"], ref["scale"], method)
         assert np.abs(a - b.cpu().numpy())[positive].max() < 1e-3
+
+
+def test_estimator_flip_test_equals_the_official_flip_test():
+    """The estimator with the flip test on a real image: the official test path (crops, the official network on
+    the crops and their mirror images, ``flip_back``, the one-pixel ``SHIFT_HEATMAP``, ``get_final_preds``),
+    made by ``tests/support/make_flip_reference.py`` from the official code."""
+    import cv2
+
+    from hrstream.models import from_config, load_weights
+
+    data = Path(__file__).parent / "data"
+    ref = np.load(data / "hrnet_reference" / "official_flip_test_256x192.npz")
+    crops = np.load(data / "hrnet_reference" / "official_crops_256x192.npz")
+    tiny = torch.load(data / "hrnet_reference" / "official_pose_hrnet_w4_tiny.pt", weights_only=True)
+    model = from_config(
+        {
+            "MODEL": {
+                "NAME": "pose_hrnet",
+                "NUM_JOINTS": 17,
+                "IMAGE_SIZE": [192, 256],
+                "HEATMAP_SIZE": [48, 64],
+                "EXTRA": tiny["config"]["MODEL"]["EXTRA"],
+            }
+        }
+    )
+    load_weights(model, tiny["state_dict"])
+    model.eval()
+    image = cv2.cvtColor(cv2.imread(str(data / "coco" / "000000000785.jpg")), cv2.COLOR_BGR2RGB)
+    x, y, w, h = crops["boxes_xywh"].T
+    boxes = np.stack([x, y, x + w, y + h], 1)
+    # the shift matters on this input: without it a third of the joints land elsewhere
+    moved = np.abs(ref["preds"] - ref["preds_no_shift"]).max(-1)
+    assert (moved > 1.0).sum() >= 10
+    est = TopDownEstimator(model, input_size=(192, 256), heatmap_size=(48, 64), flip_test=True)
+    with torch.no_grad():
+        (poses,) = est.estimate([image], [boxes])
+    np.testing.assert_allclose(poses.keypoints, ref["preds"], atol=2e-3)
+    np.testing.assert_allclose(poses.keypoint_scores, ref["maxvals"][..., 0], atol=1e-5)
+    no_shift = TopDownEstimator(model, input_size=(192, 256), flip_test=True, shift_heatmap=False)
+    with torch.no_grad():
+        (poses,) = no_shift.estimate([image], [boxes])
+    np.testing.assert_allclose(poses.keypoints, ref["preds_no_shift"], atol=2e-3)
