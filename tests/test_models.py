@@ -263,6 +263,53 @@ def test_pickle_with_code_is_refused_without_running_it(tmp_path: Path) -> None:
     assert not marker.exists()
 
 
+def test_backbone_keys_without_a_known_head_are_refused(pose_tiny: dict) -> None:
+    sd = {f"backbone.{k}": v for k, v in pose_tiny["state_dict"].items() if not k.startswith("final_layer.")}
+    sd["neck.conv.weight"] = torch.zeros(4, 4, 1, 1)  # a head this loader does not know
+    with pytest.raises(WeightsError, match=r"backbone\.\* keys but no known head"):
+        detect_layout(sd)
+    with pytest.raises(WeightsError, match="no known head"):
+        load_weights(from_config(pose_cfg()), {"state_dict": sd})
+
+
+def test_mmseg_auxiliary_head_is_ignored_and_named(seg_tiny: dict) -> None:
+    source = _mmseg_layout(seg_tiny["state_dict"])
+    aux = {  # MMSeg's FCNHead auxiliary head, trained beside the decode head and unused at inference
+        "auxiliary_head.convs.0.conv.weight": torch.ones(8, 60, 3, 3),
+        "auxiliary_head.convs.0.bn.weight": torch.ones(8),
+        "auxiliary_head.conv_seg.weight": torch.ones(19, 8, 1, 1),
+        "auxiliary_head.conv_seg.bias": torch.ones(19),
+    }
+    source["state_dict"] = {**source["state_dict"], **aux}  # type: ignore[dict-item]
+    model = from_config(seg_cfg(align_corners=seg_tiny["align_corners"]))
+    report = load_weights(model, source)
+    assert report.layout == "mmseg"
+    assert sorted(report.ignored) == sorted(aux)
+    with torch.inference_mode():
+        assert _rel_err(model(seg_tiny["input"]), seg_tiny["output"]) < 1e-5
+
+
+def test_empty_or_invalid_safetensors_files_are_named(tmp_path: Path, pose_tiny: dict) -> None:
+    good = tmp_path / "good.safetensors"
+    save_file({k: v.contiguous() for k, v in pose_tiny["state_dict"].items()}, str(good))
+    data = good.read_bytes()
+    cases = {
+        "empty.safetensors": (b"", "checkpoint file is empty"),
+        "text.safetensors": (b"these are not tensors\n", "not a valid safetensors file"),
+        "cut.safetensors": (data[: len(data) // 2], "not a valid safetensors file"),
+    }
+    for name, (content, _) in cases.items():
+        (tmp_path / name).write_bytes(content)
+    none = tmp_path / "none.safetensors"
+    save_file({}, str(none))
+    cases["none.safetensors"] = (b"", "holds no tensors")
+    cases["missing.safetensors"] = (b"", "checkpoint file not found")
+    for name, (_, message) in cases.items():
+        with pytest.raises(WeightsError, match=message) as e:
+            load_weights(from_config(pose_cfg()), tmp_path / name)
+        assert str(tmp_path / name) in str(e.value)  # the message names the file
+
+
 @pytest.mark.parametrize(
     "mutate, field",
     [

@@ -85,9 +85,12 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
         from safetensors.torch import load_file
 
         try:
-            return dict(load_file(str(p)))
+            tensors = dict(load_file(str(p)))
         except (SafetensorError, OSError, ValueError) as e:
             raise WeightsError(f"{p}: not a valid safetensors file ({e})") from e
+        if not tensors:
+            raise WeightsError(f"{p}: the safetensors file holds no tensors")
+        return tensors
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError, ... for bad files
