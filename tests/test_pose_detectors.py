@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torchvision
+from support.servers import downloads_refused
 
 from hrstream.errors import ConfigError, InputError, WeightsUnavailableError
 from hrstream.pose import EveryNDetector, FileDetector, FileSelection, TorchvisionDetector, make_detector
@@ -98,15 +98,14 @@ def test_every_n_reuses_detections(det_file):
 
 
 def test_offline_weights_error(tmp_path, monkeypatch):
+    downloads_refused(monkeypatch)  # the download fails on any machine, with a network or without
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setenv("HOME", str(tmp_path))
     url = torchvision.models.detection.SSDLite320_MobileNet_V3_Large_Weights.DEFAULT.url
     expected_path = tmp_path / "torch" / "hub" / "checkpoints" / Path(url).name
     assert torch_cache_path(url) == expected_path
-    t0 = time.monotonic()
     with pytest.raises(WeightsUnavailableError) as info:
         make_detector("fast", download_timeout_s=10)
-    assert time.monotonic() - t0 < 30
     msg = str(info.value)
     assert "\n" not in msg
     assert "'fast'" in msg and url in msg and str(expected_path) in msg

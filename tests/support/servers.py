@@ -4,8 +4,32 @@ from __future__ import annotations
 
 import socket
 import threading
+import urllib.request
 
-__all__ = ["SilentServer"]
+import pytest
+
+__all__ = ["SilentServer", "downloads_refused", "refused_port"]
+
+
+def refused_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (bound, then closed): connecting to it is refused."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = int(s.getsockname()[1])
+    s.close()
+    return port
+
+
+def downloads_refused(monkeypatch: pytest.MonkeyPatch) -> str:
+    """Send this process's HTTP(S) downloads (urllib: torch.hub, torchvision) through a proxy on a refused port
+    on 127.0.0.1, so they fail at once whether or not the machine has a network; returns the proxy URL."""
+    proxy = f"http://127.0.0.1:{refused_port()}"
+    for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+        monkeypatch.setenv(var, proxy)
+    for var in ("no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(urllib.request, "_opener", None)  # so urlopen reads the proxy variables again
+    return proxy
 
 
 class SilentServer:
