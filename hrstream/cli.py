@@ -165,6 +165,40 @@ def _progress_factory(quiet: bool) -> Callable[[Any], tuple[Any, Callable[[], No
 @click.option(
     "--grace", type=float, default=10.0, show_default=True, help="Seconds to drain after SIGINT/SIGTERM."
 )
+@click.option(
+    "--workers",
+    default=None,
+    metavar="N|auto",
+    help="Run N worker processes, one input each at a time (auto: one per CUDA device, else one per 2 cores); "
+    "a crashed worker costs only its input (tried once more).",
+)
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="ray: Ray Core actors (pip install 'hrstream[ray]'), one per GPU or per --cpus-per-worker CPUs.",
+)
+@click.option(
+    "--ray-address",
+    default=None,
+    help="The Ray cluster (default: $RAY_ADDRESS, else a local one for the run).",
+)
+@click.option(
+    "--cpus-per-worker", type=click.IntRange(min=1), default=None, help="CPU threads of each worker or actor."
+)
+@click.option(
+    "--input-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Seconds an input may take with --workers / --executor ray; past it its worker is killed and it fails.",
+)
+@click.option(
+    "--retry-failed",
+    is_flag=True,
+    help="Run again every input OUT/manifest.json holds as failed or unfinished (name no SOURCES).",
+)
+@click.option("--force", is_flag=True, help="Process every input, also those done already.")
 @click.option("-q", "--quiet", is_flag=True)
 @click.option("-v", "--verbose", count=True)
 def run(
@@ -181,24 +215,44 @@ def run(
     _setup_logging(quiet, verbose)
     from hrstream.io import read_sources_file
     from hrstream.tasks.jobs import prepare
+    from hrstream.tasks.parallel import ParallelOptions, retry_specs, run_parallel
     from hrstream.tasks.recipe import flag_overrides, load_recipe
     from hrstream.tasks.runner import Runner, exit_code
 
     opts["video"] = False if opts.pop("no_video") else None
+    retry_failed, force = opts.pop("retry_failed"), opts.pop("force")
     runner = None
+    started = time.monotonic()
     try:
+        parallel = ParallelOptions.pop_from(opts)
+        parallel.check()
         specs: list[str] = list(sources)
         names: list[str | None] = [None] * len(specs)
         if sources_file is not None:
             for name, spec in read_sources_file(sources_file):
                 specs.append(spec)
                 names.append(name)
+        if retry_failed:
+            if specs:
+                raise click.UsageError(
+                    "--retry-failed takes its inputs from OUT/manifest.json; name no SOURCES"
+                )
+            specs = retry_specs(out_dir)
+            names = [None] * len(specs)
+            if not specs:
+                click.echo(f"hrstream: nothing to retry in {out_dir}", err=True)
+                sys.exit(0)
         if not specs:
             raise click.UsageError("give at least one SOURCE or --sources FILE")
         recipe = load_recipe(task, pipeline_path, flag_overrides(opts))
-        prepared = prepare(recipe, out_dir, progress=not quiet)
-        runner = Runner(prepared, grace_s=grace, make_progress=_progress_factory(quiet))
-        results, signum = runner.run(specs, names=names)
+        if parallel.requested:
+            results, signum = run_parallel(
+                recipe, out_dir, specs, parallel, names=names, grace_s=grace, force=force, progress=not quiet
+            )
+        else:
+            prepared = prepare(recipe, out_dir, progress=not quiet)
+            runner = Runner(prepared, grace_s=grace, make_progress=_progress_factory(quiet))
+            results, signum = runner.run(specs, names=names, force=force)
     except HrstreamError as e:
         if runner is None and e.exit_code < 2:  # raised while setting up (an unreadable --detector file:PATH)
             e.exit_code = 2  # so a usage error, not a failed input
@@ -210,8 +264,39 @@ def run(
     failed = [r for r in results if r.status == "failed"]
     done = [r for r in results if r.status in ("ok", "skipped")]
     if not quiet:
-        click.echo(f"hrstream: {len(done)} done, {len(failed)} failed -> {out_dir}", err=True)
+        if parallel.requested:
+            from hrstream.tasks.batch import format_summary
+
+            click.echo(format_summary(results), err=True)
+        skipped = sum(r.status == "skipped" for r in results)
+        took = time.monotonic() - started
+        click.echo(
+            f"hrstream: {len(done)} done ({skipped} skipped), {len(failed)} failed in {took:.1f} s -> {out_dir}",
+            err=True,
+        )
     sys.exit(exit_code(results, signum))
+
+
+@main.command()
+@click.argument("out_dir", type=click.Path(file_okay=False))
+def status(out_dir: str) -> None:
+    """Summarise OUT/manifest.json: inputs done, failed (with their errors), running and remaining. Exits 1
+    if any input failed."""
+    from pathlib import Path
+
+    from hrstream.errors import ConfigError
+    from hrstream.tasks.batch import format_status
+    from hrstream.tasks.manifest import MANIFEST_NAME, Manifest
+
+    try:
+        if not (Path(out_dir) / MANIFEST_NAME).is_file():
+            raise ConfigError(f"{out_dir}: no {MANIFEST_NAME}; give the --out folder of an hrstream run")
+        text, code = format_status(Manifest.load(out_dir))
+    except HrstreamError as e:
+        _fail(e)
+        return
+    click.echo(text)
+    sys.exit(code)
 
 
 @main.command()

@@ -282,7 +282,7 @@ def test_rerun_skips_done_inputs_and_retries_failed_ones(tiny_pose: TinyModel, t
     assert code == 0, err
     state, jobs = manifest_jobs(out)
     assert state == "done"
-    assert jobs[str(media / "a.mp4")]["status"] == "skipped"
+    assert jobs[str(media / "a.mp4")]["status"] == "ok"  # skipped: entry and outputs left as they were
     assert jobs[str(late)]["status"] == "ok"
     assert {k: p.stat().st_mtime_ns for k, p in a_outputs.items()} == stamps  # not rewritten
     assert len(read_jsonl(jobs[str(late)]["outputs"]["jsonl"])) == 5

@@ -2,10 +2,11 @@
 
 * ``frame``: one line of ``NAME.jsonl`` (pose and segmentation records);
 * ``tracks``: ``NAME.tracks.json`` of a pose job;
-* ``manifest``: ``manifest.json`` of a run.
+* ``manifest``: ``manifest.json`` of an output folder (every input processed into it, across runs).
 
 :func:`validate` checks a document against its schema and then the rules a schema cannot say (the
-per-frame arrays of a track are parallel, every pose has one entry per keypoint name, ...).
+per-frame arrays of a track are parallel, every pose has one entry per keypoint name, a manifest gives
+each input one entry and each entry its own output name, ...).
 """
 
 from __future__ import annotations
@@ -116,6 +117,23 @@ def _check_frame(rec: dict[str, Any], label: str) -> None:
                 )
 
 
+def _check_manifest(doc: dict[str, Any], label: str) -> None:
+    keys: set[str] = set()
+    names: dict[str, str] = {}
+    for i, job in enumerate(doc["jobs"]):
+        where = f"$.jobs[{i}]"
+        if job["key"] in keys:
+            raise _fail(label, "manifest", f"{where}.key", f"{job['key']!r} has two entries")
+        keys.add(job["key"])
+        name = job["name"]
+        if name is not None and name in names:
+            raise _fail(label, "manifest", f"{where}.name", f"{name!r} is also the name of {names[name]!r}")
+        if name is not None:
+            names[name] = job["key"]
+        if job["status"] == "ok" and job["output_sizes"] is None:
+            raise _fail(label, "manifest", f"{where}.output_sizes", "an ok job records its outputs' sizes")
+
+
 def validate(obj: Any, name: str, *, label: str = "document") -> None:
     """Raise :class:`SchemaValidationError` unless ``obj`` (parsed JSON) is a valid ``name`` document.
 
@@ -133,6 +151,8 @@ def validate(obj: Any, name: str, *, label: str = "document") -> None:
         _check_tracks(obj, label)
     elif base == "frame":
         _check_frame(obj, label)
+    elif base == "manifest":
+        _check_manifest(obj, label)
 
 
 def validate_jsonl(path: str, *, allow_partial_last: bool = True) -> int:

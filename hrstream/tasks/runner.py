@@ -1,59 +1,51 @@
-"""Runs a task over every input of a run through one pipeline: one network, every source, failures isolated.
+"""Runs a task over the inputs of a run through one pipeline in this process: one network, every source,
+failures isolated.
 
 All live inputs (URLs, cameras) run at once; files run ``runtime.streams`` at a time (default: 1 on a CPU,
 4 on CUDA, where more streams fill bigger batches) in their order. Each input is a source of the same
 pipeline (:mod:`hrstream.tasks.jobs`): its frames are batched with the others' through the shared network, its
 outputs are its own. An input that cannot be opened, breaks or gives up ends alone; the others go on.
 
+:meth:`Runner.run` plans the run with the output folder's manifest (:mod:`hrstream.tasks.manifest`, through
+:func:`hrstream.tasks.batch.run_batch`: inputs done already are skipped, names stay distinct across runs);
+:meth:`Runner.execute` is the executor part, which worker processes and Ray actors
+(:mod:`hrstream.tasks.workers`) also run, one input at a time.
+
 Exit codes of a run (see :func:`exit_code`): 0 all inputs done, 1 some inputs failed, 130/143 interrupted
 (SIGINT/SIGTERM: intake of every source stops, what is in flight drains, every output is closed properly).
-
-A manifest ``manifest.json`` in ``--out`` (written atomically after every input) records each input's
-size, mtime, the recipe hash, its status and outputs; a rerun skips inputs already done with the same
-recipe and retries the failed ones.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from hrstream.errors import HrstreamError, InputError, StageError
-from hrstream.io import InputSpec, SourceInfo, expand_inputs, open_source, safe_name, write_json_atomic
+from hrstream.io import InputSpec, SourceInfo, open_source, safe_name
 from hrstream.io.reconnect import open_live_source
 from hrstream.runtime import Pipeline, PipelineStats, StopOnSignals, configure_cpu_threads
 from hrstream.runtime.feeder import SourceFeeder, SourceJob
 from hrstream.runtime.mux import SourceMux
+from hrstream.tasks.batch import RunEvents, run_batch
 from hrstream.tasks.jobs import PreparedTask
+from hrstream.tasks.manifest import JobResult, WorkItem
 from hrstream.tasks.router import SinkRouter, SourceOutputs, SourceReport
 
-__all__ = ["JobResult", "RunControl", "Runner", "default_streams", "exit_code"]
+__all__ = [
+    "JobResult",
+    "RunControl",
+    "Runner",
+    "default_streams",
+    "exit_code",
+    "unique_names",
+]
 
 log = logging.getLogger(__name__)
 
 #: ``make_progress(info) -> (callback(frames_done), finish())`` for a progress display.
 ProgressFactory = Callable[[SourceInfo], tuple[Callable[[int], None] | None, Callable[[], None]]]
-
-
-@dataclass
-class JobResult:
-    """The outcome of one input."""
-
-    input: str
-    status: str  # "ok" | "failed" | "interrupted" | "skipped"
-    frames: int = 0
-    drops: int = 0
-    truncated: bool = False
-    error: str | None = None
-    outputs: dict[str, str] = field(default_factory=dict)
-    elapsed_s: float = 0.0
-    fingerprint: dict[str, Any] = field(default_factory=dict)
 
 
 class RunControl:
@@ -115,30 +107,18 @@ def unique_names(jobs: list[InputSpec], given: Sequence[str | None] | None = Non
     return names
 
 
-def _outputs_exist(prev: dict[str, Any]) -> bool:
-    return all(Path(p).is_file() for p in (prev.get("outputs") or {}).values())
-
-
-def _fingerprint(job: InputSpec, recipe_hash: str) -> dict[str, Any]:
-    fp: dict[str, Any] = {"recipe": recipe_hash}
-    if job.kind in ("video", "image"):
-        try:
-            st = os.stat(job.spec)
-            fp.update(size=st.st_size, mtime_ns=st.st_mtime_ns)
-        except OSError:
-            pass
-    return fp
-
-
 class Runner:
-    """Runs ``prepared`` over inputs.
+    """Runs ``prepared`` over inputs in this process.
 
     Args:
         prepared: the task with its network(s) loaded and its ``out_dir``.
         grace_s: after a stop request, abort if the pipeline has not drained within this many seconds.
         make_progress: a progress display per source, or ``None``.
         reserved_threads: CPU cores left to decoding and encoding (see :func:`configure_cpu_threads`).
+        cpu_threads: torch's CPU threads instead (a worker process's share of the cores).
     """
+
+    kind = "local"
 
     def __init__(
         self,
@@ -147,6 +127,7 @@ class Runner:
         grace_s: float = 10.0,
         make_progress: ProgressFactory | None = None,
         reserved_threads: int = 1,
+        cpu_threads: int | None = None,
     ) -> None:
         if prepared.out_dir is None:
             raise ValueError("Runner needs a PreparedTask with an out_dir")
@@ -158,26 +139,13 @@ class Runner:
         self.grace_s = grace_s
         self.make_progress = make_progress
         self.control = RunControl()
-        self.manifest_path = self.out_dir / "manifest.json"
-        self.results: list[JobResult] = []
         self.stats: PipelineStats | None = None  # the stages' counters of the last run (benchmarks read them)
-        self._lock = threading.Lock()
-        configure_cpu_threads(reserved_threads)
+        if cpu_threads is None:
+            configure_cpu_threads(reserved_threads)
+        else:
+            import torch
 
-    def _previous(self) -> dict[str, dict[str, Any]]:
-        try:
-            data = json.loads(self.manifest_path.read_text())
-            return {j["input"]: j for j in data.get("jobs", [])}
-        except (OSError, ValueError, KeyError, TypeError):
-            return {}
-
-    def _save_manifest(self, state: str) -> None:
-        with self._lock:
-            jobs = [asdict(r) for r in self.results]
-            write_json_atomic(
-                self.manifest_path,
-                {"format": "hrstream.manifest", "version": 1, "state": state, "jobs": jobs},
-            )
+            torch.set_num_threads(max(1, int(cpu_threads)))
 
     def _open(self, job: InputSpec, name: str, stop: threading.Event) -> Any:
         src = self.recipe.sources
@@ -190,97 +158,76 @@ class Runner:
             return open_live_source(job, stop=stop, rtsp_transport=src.rtsp_transport, **options)
         return open_source(job, **options)
 
-    def _open_outputs(self, info: SourceInfo) -> SourceOutputs:
-        progress, finish = (None, None) if self.make_progress is None else self.make_progress(info)
-        return self.prepared.open_outputs(info, progress=progress, finish_progress=finish)
-
     def run(
-        self, specs: Sequence[str], *, names: Sequence[str | None] | None = None
+        self, specs: Sequence[str], *, names: Sequence[str | None] | None = None, force: bool = False
     ) -> tuple[list[JobResult], int | None]:
-        """Process every input; returns the results (in input order) and the signal that interrupted the run
-        (or ``None``). ``names[i]`` names the input of ``specs[i]`` (when that spec is one input)."""
-        previous = self._previous()
-        given: list[str | None] = []
-        jobs: list[InputSpec] = []
-        for i, spec in enumerate(specs):
-            expanded = expand_inputs([spec])
-            jobs.extend(expanded)
-            name = names[i] if names is not None and i < len(names) else None
-            given.extend([name] if len(expanded) == 1 else [None] * len(expanded))
-        order: list[tuple[InputSpec, str, dict[str, Any]]] = []
-        todo: list[SourceJob] = []
-        skipped: dict[str, JobResult] = {}
-        for job, name in zip(jobs, unique_names(jobs, given), strict=True):
-            fp = _fingerprint(job, self.recipe_hash)
-            order.append((job, name, fp))
-            prev = previous.get(job.display)
-            if (
-                prev
-                and prev.get("status") in ("ok", "skipped")
-                and prev.get("fingerprint") == fp
-                and job.kind in ("video", "image")
-                and _outputs_exist(prev)
-            ):
-                log.info("%s: already done with this recipe (manifest); skipped", job.display)
-                skipped[name] = JobResult(
-                    job.display,
-                    "skipped",
-                    frames=int(prev.get("frames") or 0),
-                    fingerprint=fp,
-                    outputs=prev.get("outputs", {}),
-                )
-                continue
-            todo.append(
-                SourceJob(
-                    name,
-                    job.display,
-                    live=job.kind in ("url", "camera"),
-                    open=lambda stop, job=job, name=name: self._open(job, name, stop),
-                )
+        """Process every input not done already (``force``: every input); returns the results (in input order)
+        and the signal that interrupted the run (or ``None``). ``names[i]`` names the input of ``specs[i]``
+        (when that spec is one input)."""
+        return run_batch(self.out_dir, self.recipe_hash, specs, self, names=names, force=force)
+
+    def execute(self, items: Sequence[WorkItem], events: RunEvents) -> int | None:
+        """Process ``items`` through one pipeline (the :class:`~hrstream.tasks.batch.Executor` protocol).
+
+        ``events.started`` is called when an item's source has opened, before its outputs are created;
+        ``events.finished`` when it ended. Returns the signal that interrupted the run, or ``None``.
+        """
+        by_name = {item.name: item for item in items}
+        todo = [
+            SourceJob(
+                item.name,
+                item.display,
+                live=item.live,
+                open=lambda stop, item=item: self._open(item.job, item.name, stop),
             )
+            for item in items
+        ]
         reports: dict[str, SourceReport] = {}
-        by_name = {name: (job, fp) for job, name, fp in order}
-        self.results = list(skipped.values())
+
+        def open_outputs(info: SourceInfo) -> SourceOutputs:
+            item = by_name[info.name]
+            events.started(item)
+            progress, finish = (None, None) if self.make_progress is None else self.make_progress(info)
+
+            def report(frames: int) -> None:
+                if progress is not None:
+                    progress(frames)
+                events.progress(item, frames)
+
+            return self.prepared.open_outputs(info, progress=report, finish_progress=finish)
 
         def done(report: SourceReport) -> None:
             reports[report.source_id] = report
-            job, fp = by_name[report.source_id]
+            item = by_name[report.source_id]
             log.info(
                 "%s: %s, %d frames in %.1f s (%d dropped)",
-                job.display,
+                item.display,
                 report.status,
                 report.frames,
                 report.elapsed_s,
                 report.drops,
             )
-            with self._lock:
-                self.results.append(_result(job, fp, report))
-            self._save_manifest("running")
+            events.finished(item, _result(item, report))
 
-        signum = None
-        if todo:
-            signum, error = self._run_pipeline(todo, done)
-            if error is not None:  # a stage failed: every source it cut short failed with it
-                for name, rep in reports.items():
-                    if rep.status == "interrupted":
-                        rep.status, rep.error = "failed", f"{by_name[name][0].display}: {error}"
-        self.results = []
-        for job, name, fp in order:
-            if name in skipped:
-                self.results.append(skipped[name])
-            elif name in reports:
-                self.results.append(_result(job, fp, reports[name]))
-        self._save_manifest("interrupted" if signum is not None else "done")
-        return self.results, signum
+        signum, error = self._run_pipeline(todo, done, open_outputs)
+        if error is not None:  # a stage failed: every source it cut short failed with it
+            for name, rep in reports.items():
+                if rep.status == "interrupted":
+                    rep.status, rep.error = "failed", f"{by_name[name].display}: {error}"
+                    events.finished(by_name[name], _result(by_name[name], rep))
+        return signum
 
     def _run_pipeline(
-        self, todo: list[SourceJob], done: Callable[[SourceReport], None]
+        self,
+        todo: list[SourceJob],
+        done: Callable[[SourceReport], None],
+        open_outputs: Callable[[SourceInfo], SourceOutputs],
     ) -> tuple[int | None, str | None]:
         rt = self.recipe.runtime
         streams = rt.streams or default_streams(self.prepared.engine.device)
         mux = SourceMux()
         feeder = SourceFeeder(mux, streams=streams, file_buffer=rt.queue_size, live_buffer=rt.live_buffer)
-        router = SinkRouter(self._open_outputs, on_done=done, stop_source=feeder.stop_source)
+        router = SinkRouter(open_outputs, on_done=done, stop_source=feeder.stop_source)
         live = any(j.live for j in todo)
         pipeline = self.prepared.build(mux, router, live=live, on_stop=feeder.stop, name=self.out_dir.name)
         error = None
@@ -303,9 +250,9 @@ class Runner:
         return sig.signum, error
 
 
-def _result(job: InputSpec, fp: dict[str, Any], rep: SourceReport) -> JobResult:
+def _result(item: WorkItem, rep: SourceReport) -> JobResult:
     return JobResult(
-        job.display,
+        item.display,
         rep.status,
         frames=rep.frames,
         drops=rep.drops,
@@ -313,5 +260,6 @@ def _result(job: InputSpec, fp: dict[str, Any], rep: SourceReport) -> JobResult:
         error=rep.error,
         outputs=rep.outputs,
         elapsed_s=rep.elapsed_s,
-        fingerprint=fp,
+        fingerprint=item.fingerprint,
+        name=item.name,
     )
