@@ -78,12 +78,14 @@ def test_dataset_flip_mirrors_boxes(coco_people: Path) -> None:
     assert len(items) == 8 and all(len(it.boxes) >= 1 for it in items)
     plain = DetDataset(items, augment=False)
     aug = DetDataset(items, augment=True, seed=0)
+    flips = 0
     for i in range(len(items)):
         x0, t0 = plain[i]
         x1, t1 = aug[i]
         w = x0.shape[2]
         flipped = not torch.allclose(t0["boxes"], t1["boxes"])
         if flipped:
+            flips += 1
             mirrored = t0["boxes"].clone()
             mirrored[:, [0, 2]] = (w - 1) - t0["boxes"][:, [2, 0]]
             torch.testing.assert_close(t1["boxes"], mirrored)
@@ -91,6 +93,7 @@ def test_dataset_flip_mirrors_boxes(coco_people: Path) -> None:
             ratio = (x1.flip(2) + 1e-3) / (x0 + 1e-3)
             assert float(ratio.std(dim=(1, 2)).max()) < 0.2
         assert (t1["labels"] == 1).all()
+    assert 0 < flips < len(items)  # the seed flips some images and not others
 
 
 def test_training_lowers_the_loss_and_saves_a_strict_checkpoint(coco_people: Path, tmp_path: Path) -> None:

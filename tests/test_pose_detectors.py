@@ -117,18 +117,17 @@ def test_offline_weights_error(tmp_path, monkeypatch):
 def test_torchvision_detector_runs_a_real_model():
     torch.manual_seed(0)
     model = torchvision.models.detection.ssdlite320_mobilenet_v3_large(
-        weights=None, weights_backbone=None, num_classes=91
-    )
+        weights=None, weights_backbone=None, num_classes=2
+    )  # background and person (label 1): random weights then find people, which 91 classes rarely do
     det = TorchvisionDetector(model, score_thr=0.0, nms_iou=0.5, max_people=3)
     rng = np.random.default_rng(0)
     frames = [Frame("s", i, None, rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)) for i in range(2)]
     out = det.detect(frames)
-    assert len(out) == 2
+    assert len(out) == 2 and all(len(boxes) > 0 for boxes, _ in out)  # score_thr 0: something is found
     for boxes, scores in out:
         assert boxes.dtype == np.float32 and boxes.shape[1] == 4 and len(boxes) <= 3
         assert len(scores) == len(boxes) and np.all(np.diff(scores) <= 0)
-        if len(boxes):
-            assert np.all(boxes[:, 2] >= boxes[:, 0]) and boxes[:, 2].max() <= 160 + 1e-3
+        assert np.all(boxes[:, 2] >= boxes[:, 0]) and boxes[:, 2].max() <= 160 + 1e-3
 
 
 def test_bad_specs(tmp_path):

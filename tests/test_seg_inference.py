@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hrstream.errors import ConfigError
+from hrstream.models import from_config, load_weights
 from hrstream.seg import IMAGENET_MEAN, IMAGENET_STD, SegmentationEstimator, estimator_options_from_config
 
 DATA = Path(__file__).parent / "data"
@@ -54,10 +55,6 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def tiny() -> tuple[nn.Module, dict]:
-    try:
-        from hrstream.models import from_config, load_weights
-    except ImportError:
-        pytest.skip("hrstream.models.from_config / load_weights not available yet")
     ref = torch.load(TINY, weights_only=True)
     model = from_config(TINY_CONFIG)
     load_weights(model, ref["state_dict"])

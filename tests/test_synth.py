@@ -56,7 +56,7 @@ def test_same_seed_same_frames_and_other_seed_differs() -> None:
 
 def test_ground_truth_consistent_with_mask_and_boxes(crowd_frames: list) -> None:
     w, h = CROWD.width, CROWD.height
-    visible_points = 0
+    visible_points = hidden_people = covered_points = 0
     for fr in crowd_frames:
         assert fr.image.shape == (h, w, 3) and fr.image.dtype == np.uint8
         assert fr.instance_mask.shape == (h, w) and fr.instance_mask.dtype == np.uint16
@@ -71,6 +71,7 @@ def test_ground_truth_consistent_with_mask_and_boxes(crowd_frames: list) -> None
             assert np.array_equal(v == 0, ~inside)
             if fr.areas[i] == 0:
                 assert (v != 2).all()
+                hidden_people += 1
                 continue
             rows, cols = np.nonzero(m)
             assert np.allclose(
@@ -87,7 +88,9 @@ def test_ground_truth_consistent_with_mask_and_boxes(crowd_frames: list) -> None
                 owner = fr.instance_mask[int(math.floor(y + 0.5)), int(math.floor(x + 0.5))]
                 if owner not in (0, tid):
                     assert v[k] == 1
+                    covered_points += 1
     assert visible_points > 1000
+    assert hidden_people > 0 and covered_points > 0  # both checks above ran
 
 
 def test_overlapping_people_hide_keypoints(crowd_frames: list) -> None:
