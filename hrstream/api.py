@@ -93,7 +93,9 @@ def _results(prepared: Any, jobs: list[Any], given: list[str | None], buffer: in
     def opener(job: Any, name: str) -> Any:
         opts = {"name": name, "open_timeout_s": src.open_timeout_s, "read_timeout_s": src.read_timeout_s}
         if job.kind in ("url", "camera"):
-            return lambda stop: open_live_source(job, stop=stop, rtsp_transport=src.rtsp_transport, **opts)
+            live = {"rtsp_transport": src.rtsp_transport, "max_reconnects": src.max_reconnects,
+                    "backoff_max_s": src.backoff_max_s}  # fmt: skip
+            return lambda stop: open_live_source(job, stop=stop, **live, **opts)
         return lambda stop: open_source(job, **opts)
 
     todo = [

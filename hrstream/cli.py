@@ -46,19 +46,8 @@ def main() -> None:
 
 def _progress_factory(quiet: bool) -> Callable[[Any], tuple[Any, Callable[[], None]]]:
     def make(info: Any) -> tuple[Any, Callable[[], None]]:
-        if quiet:
+        if quiet or info.is_live:  # live sources get status lines (hrstream.tasks.monitor)
             return None, lambda: None
-        if info.is_live:
-            state = {"t": time.monotonic(), "n": 0}
-
-            def status(n: int) -> None:
-                now = time.monotonic()
-                if now - state["t"] >= 5.0:
-                    fps = (n - state["n"]) / (now - state["t"])
-                    log.info("%s: %d frames, %.1f fps", info.name, n, fps)
-                    state.update(t=now, n=n)
-
-            return status, lambda: None
         from tqdm import tqdm
 
         bar = tqdm(total=info.num_frames, desc=info.name, unit="frame", file=sys.stderr, dynamic_ncols=True)
@@ -121,6 +110,13 @@ def _progress_factory(quiet: bool) -> Callable[[Any], tuple[Any, Callable[[], No
 @click.option("--device", default=None, help="auto | cpu | cuda | cuda:N")
 @click.option("--amp", type=click.Choice(["auto", "off", "fp16", "bf16"]), default=None)
 @click.option(
+    "--backend",
+    type=click.Choice(["torch", "onnxruntime", "openvino", "auto"]),
+    default=None,
+    help="What runs the pose network: torch, or on a CPU its exported ONNX graph in ONNX Runtime or OpenVINO; "
+    "auto picks by model and CPU.",
+)
+@click.option(
     "--batch-size",
     type=click.IntRange(min=1),
     default=None,
@@ -161,6 +157,29 @@ def _progress_factory(quiet: bool) -> Callable[[Any], tuple[Any, Callable[[], No
     type=float,
     default=None,
     help="Seconds without data before a network source fails (default 10).",
+)
+@click.option(
+    "--max-reconnects",
+    type=click.IntRange(min=1),
+    default=None,
+    help="A live source gives up after N consecutive failed attempts to (re)connect (default: never; "
+    "exit code 3 when every source of the run gave up).",
+)
+@click.option(
+    "--segment-s",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Cut each source's files into segments of this many seconds (default: 600 for live sources, "
+    "files not cut).",
+)
+@click.option(
+    "--keep-segments", type=click.IntRange(min=1), default=None, help="Delete older segments beyond N."
+)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(min=1, max=65535),
+    default=None,
+    help="Serve Prometheus metrics on 127.0.0.1:PORT/metrics while the run lasts.",
 )
 @click.option(
     "--grace", type=float, default=10.0, show_default=True, help="Seconds to drain after SIGINT/SIGTERM."

@@ -10,6 +10,7 @@ __all__ = [
     "ConfigError",
     "HrstreamError",
     "InputError",
+    "SourceGaveUp",
     "StageError",
     "WeightsError",
     "WeightsUnavailableError",
@@ -41,9 +42,22 @@ class WeightsUnavailableError(WeightsError):
 
 
 class InputError(HrstreamError):
-    """One input (file, folder entry, URL) cannot be read. Other inputs of the run go on (exit 1)."""
+    """One input (file, folder entry, URL) cannot be read. Other inputs of the run go on (exit 1).
+
+    ``permanent``: the failure will not go away by itself (a 404, refused credentials, a format FFmpeg cannot
+    read), as opposed to a transient one (a timeout, a refused connection, a dropped stream) that a live
+    source retries.
+    """
 
     exit_code = 1
+
+    def __init__(self, *args: object, permanent: bool = False) -> None:
+        super().__init__(*args)
+        self.permanent = permanent
+
+
+class SourceGaveUp(InputError):
+    """A live source reached its limit of reconnect attempts (``--max-reconnects``) and stopped trying."""
 
 
 class StageError(HrstreamError, RuntimeError):

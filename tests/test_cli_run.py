@@ -25,6 +25,8 @@ from support.cli_checks import (
 )
 from support.tiny_models import TinyModel, tiny_pose_model
 
+from hrstream.pose.detectors import FileSelection
+
 CLIPS = [
     "street_960x540_5fps.mp4",
     "football_1280x720_mpeg4.mp4",
@@ -148,7 +150,8 @@ def _boxes_for_frame(i: int) -> list[tuple[list[float], float, int]]:
     ]
 
 
-def test_detections_from_file(tiny_pose: TinyModel, tmp_path: Path) -> None:
+@pytest.mark.parametrize("det_thr", [None, 0.5])
+def test_detections_from_file(tiny_pose: TinyModel, tmp_path: Path, det_thr: float | None) -> None:
     clip = "football_1280x720_mpeg4.mp4"
     n = video_facts(VIDEOS / clip).frames
     dets = [
@@ -159,12 +162,25 @@ def test_detections_from_file(tiny_pose: TinyModel, tmp_path: Path) -> None:
     det_path = tmp_path / "dets.json"
     det_path.write_text(json.dumps(dets))
     out = tmp_path / "out"
+    thr_args = [] if det_thr is None else ["--det-thr", str(det_thr)]
     result = invoke(
-        ["run", str(VIDEOS / clip), *tiny_pose.args(), "--detector", f"file:{det_path}", "--out", str(out)]
+        [
+            "run",
+            str(VIDEOS / clip),
+            *tiny_pose.args(),
+            "--detector",
+            f"file:{det_path}",
+            "--out",
+            str(out),
+            *thr_args,
+        ]
     )
     assert result.exit_code == 0, result.stderr
     records, doc = _check_agreement(out, clip)
-    thr = float(RECIPE["detector"]["score_thr"])
+    # no threshold: the official selection of the config's TEST section (the tiny config sets no IMAGE_THRE:
+    # the official default 0.1 keeps the 0.2 box); --det-thr replaces it
+    thr = FileSelection.from_test({}).image_thr if det_thr is None else det_thr
+    assert (thr < 0.2) == (det_thr is None)
     for r in records:
         expected = sorted(
             [box[0], box[1], box[0] + box[2], box[1] + box[3]]
@@ -174,7 +190,10 @@ def test_detections_from_file(tiny_pose: TinyModel, tmp_path: Path) -> None:
         got = sorted(p["box"] for p in r["people"])
         np.testing.assert_allclose(got, expected, atol=0.01)
         confirmed = r["frame"] >= MIN_HITS - 1  # after the tracker's warm-up both people have IDs
-        assert all((p["track_id"] is not None) == confirmed for p in r["people"])
+        strong = float(RECIPE["tracker"]["new_track_thr"])  # a weak box never starts a track
+        assert all(
+            (p["track_id"] is not None) == (confirmed and p["box_score"] >= strong) for p in r["people"]
+        )
     assert len(doc["tracks"]) == 2
     # identities are stable: each track stays on one of the two drifting boxes
     for track in doc["tracks"]:

@@ -19,10 +19,10 @@ from collections import Counter
 from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 from support.cli_checks import VIDEOS, cli_env, invoke, manifest_jobs, read_jsonl, run_cli, video_facts
+from support.clips import h264_clip
 from support.rtsp import RtspServer, needs_rtsp
 from support.tiny_models import tiny_pose_model
 
@@ -317,35 +317,13 @@ def test_stream_left_early_stops_its_threads_and_closes_its_files(tiny_pose, tmp
 
 
 # ----------------------------------------------------------------------------------------- live
-def _long_clip(path: Path, *, every: int, fps: int) -> Path:
-    """The 29.97 fps test clip played twice (20 s), keeping every ``every``-th frame, as an H.264 MP4 at ``fps``."""
-    with av.open(str(path), "w") as dst:
-        s = dst.add_stream("libx264", rate=fps)
-        s.width, s.height, s.pix_fmt = 426, 240, "yuv420p"
-        s.time_base = Fraction(1, fps)
-        s.options = {"g": str(fps), "bf": "0", "preset": "ultrafast"}
-        k = 0
-        for _ in range(2):
-            with av.open(str(VIDEOS / "basketball_426x240_2997.mp4")) as src:
-                for i, frame in enumerate(src.decode(video=0)):
-                    if i % every:
-                        continue
-                    out = av.VideoFrame.from_ndarray(frame.to_ndarray(format="rgb24"), format="rgb24")
-                    out.pts, out.time_base = k, Fraction(1, fps)
-                    k += 1
-                    for packet in s.encode(out):
-                        dst.mux(packet)
-        for packet in s.encode():
-            dst.mux(packet)
-    return path
-
-
 @pytest.fixture(scope="module")
 def camera_clips(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """Two 20 s H.264 clips for two cameras: 30 fps and 10 fps."""
     folder = tmp_path_factory.mktemp("cameras")
-    return _long_clip(folder / "fast_30fps.mp4", every=1, fps=30), _long_clip(
-        folder / "slow_10fps.mp4", every=3, fps=10
+    return (
+        h264_clip(folder / "fast_30fps.mp4", fps=30, repeat=2),
+        h264_clip(folder / "slow_10fps.mp4", fps=10, every=3, repeat=2),
     )
 
 
@@ -360,13 +338,27 @@ def _popen(args: list[str]) -> subprocess.Popen[str]:
     )
 
 
-def _wait_records(path: Path, n: int, timeout: float) -> None:
+def _segment(folder: Path, name: str, suffix: str = ".jsonl") -> Path:
+    """A live source's (first) segment file: ``NAME_<UTC start time>.jsonl``."""
+    found = sorted(folder.glob(f"{name}_*T*Z{suffix}"))
+    if not found:
+        raise AssertionError(f"no {name}_*{suffix} in {folder}")
+    return found[0]
+
+
+def _wait_records(folder: Path, name: str, n: int, timeout: float) -> Path:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        if path.exists() and len(path.read_text().splitlines()) >= n:
-            return
+        found = sorted(folder.glob(f"{name}_*T*Z.jsonl"))
+        if found and len(found[0].read_text().splitlines()) >= n:
+            return found[0]
         time.sleep(0.1)
-    raise AssertionError(f"{path}: fewer than {n} records after {timeout} s")
+    raise AssertionError(f"{folder}/{name}_*.jsonl: fewer than {n} records after {timeout} s")
+
+
+def _frames(path: Path) -> list[dict]:
+    """The frame records of a JSONL file (a live source's also holds event records: gaps, reconnects)."""
+    return [r for r in read_jsonl(path) if "event" not in r]
 
 
 def _rate(records: list[dict], t0: float, t1: float) -> float:
@@ -383,10 +375,9 @@ def test_two_cameras_one_network_a_dead_one_never_holds_the_other_back(tiny_pose
         cameras = tmp_path / "cameras.txt"
         cameras.write_text(f"fast {fast.url}\nslow {slow.url}\n")
         proc = _popen(["--sources", str(cameras), *_pose_args(tiny_pose, out), "--preset", "ultrafast"])
-        fast_jsonl, slow_jsonl = out / "fast.jsonl", out / "slow.jsonl"
-        _wait_records(fast_jsonl, 45, 40)
+        fast_jsonl = _wait_records(out, "fast", 45, 40)
         # FFmpeg's probe holds a 10 fps stream's first frames back a few seconds, then hands them over at once
-        _wait_records(slow_jsonl, 40, 30)
+        slow_jsonl = _wait_records(out, "slow", 40, 30)
         time.sleep(2.0)
         t_kill = time.time()
         slow.kill()  # the slow camera goes away for good
@@ -400,7 +391,7 @@ def test_two_cameras_one_network_a_dead_one_never_holds_the_other_back(tiny_pose
         fast.kill()
         slow.kill()
     assert proc.returncode == 130, stderr[-3000:]
-    fast_recs, slow_recs = read_jsonl(fast_jsonl), read_jsonl(slow_jsonl)
+    fast_recs, slow_recs = _frames(fast_jsonl), _frames(slow_jsonl)
     # both cameras ran at once, each at its own rate (at most the camera's: a loaded machine drops frames),
     # frames of both in some network call
     slow_rate, both = (
@@ -416,9 +407,9 @@ def test_two_cameras_one_network_a_dead_one_never_holds_the_other_back(tiny_pose
     after = _rate(fast_recs, t_kill + 1.0, t_end - 0.3)
     assert after >= 0.8 * both, (both, after)
     # SIGINT closed every output: both videos decode to their last record, the manifest says interrupted
-    for stem, recs in (("fast", fast_recs), ("slow", slow_recs)):
-        assert video_facts(out / f"{stem}.mp4").frames == len(recs)
-        json.loads((out / f"{stem}.tracks.json").read_text())
+    for jsonl, recs in ((fast_jsonl, fast_recs), (slow_jsonl, slow_recs)):
+        assert video_facts(jsonl.with_suffix(".mp4")).frames == len(recs)
+        json.loads(jsonl.with_name(jsonl.stem + ".tracks.json").read_text())
     state, jobs = manifest_jobs(out)
     assert state == "interrupted" and len(jobs) == 2
 
@@ -433,7 +424,7 @@ def test_a_camera_and_a_file_in_one_run(tiny_pose, tmp_path):
         listing = tmp_path / "sources.txt"
         listing.write_text(f"cam {cam.url}\n")
         proc = _popen([str(clip), "--sources", str(listing), *_pose_args(tiny_pose, out), "--no-video"])
-        _wait_records(out / "cam.jsonl", 30, 40)
+        _wait_records(out, "cam", 30, 40)
         _wait_records(out / "gen_vfr_160x120.jsonl", 16, 20)
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=30)
@@ -443,7 +434,8 @@ def test_a_camera_and_a_file_in_one_run(tiny_pose, tmp_path):
         cam.kill()
     assert proc.returncode == 143, stderr[-3000:]
     assert len(read_jsonl(out / "gen_vfr_160x120.jsonl")) == 16  # the file finished while the camera ran
+    assert _frames(_segment(out, "cam"))  # a file is not cut into segments, a camera is
     _, jobs = manifest_jobs(out)
     by_name = {Path(k).name: j["status"] for k, j in jobs.items()}
     assert by_name["gen_vfr_160x120.mp4"] == "ok" and by_name["live"] == "interrupted"
-    assert os.path.getsize(out / "cam.tracks.json") > 0
+    assert os.path.getsize(_segment(out, "cam", ".tracks.json")) > 0

@@ -145,7 +145,7 @@ def _sink_run(tmp_path, frames, *, relabelled: bool):
     from fractions import Fraction
 
     from hrstream.io.base import SourceInfo
-    from hrstream.tasks.router import SourceOutputs
+    from hrstream.tasks.outputs import SourceOutputs
     from hrstream.tasks.sinks import JsonlSink, TracksSink
     from hrstream.types import Frame, FrameResult, Poses
 
@@ -154,14 +154,13 @@ def _sink_run(tmp_path, frames, *, relabelled: bool):
     model = {"name": "test", "architecture": "synth", "width": None, "weights": None, "weights_sha256": None,
              "trained_on": None}  # fmt: skip
     meta = {"keypoint_names": [f"k{i}" for i in range(17)], "skeleton": []}
-    out = SourceOutputs(
-        {
-            "jsonl": JsonlSink(tmp_path / "cross.jsonl"),
-            "tracks": TracksSink(
-                tmp_path / "cross.tracks.json", info, model=model, meta=meta, repair=RepairParams()
-            ),
-        }
-    )
+    sinks = {
+        "jsonl": JsonlSink(tmp_path / "cross.jsonl"),
+        "tracks": TracksSink(
+            tmp_path / "cross.tracks.json", info, model=model, meta=meta, repair=RepairParams()
+        ),
+    }
+    out = SourceOutputs(lambda label, width, height: sinks)
     for f, people in enumerate(frames):
         img = render([(s, x) for _, s, x in people])
         boxes, kps = zip(*[person(x) for _, _, x in people], strict=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import time
 from typing import Any
 
 import av
@@ -103,6 +104,8 @@ def open_container(
         kwargs["format"] = fmt
     if timeout is not None:
         kwargs["timeout"] = timeout
+    network = "://" in target
+    t0 = time.monotonic()
     try:
         return av.open(target, **kwargs)
     except ConnectionRefusedError:
@@ -110,16 +113,42 @@ def open_container(
             f"{display}: connection refused; check the host and port and that the server is running"
         ) from None
     except av.error.ExitError:
-        limit = f" within {timeout[0]:g}s" if timeout else ""
+        limit = f" within {timeout[0]:g} s" if timeout else ""
         raise InputError(
-            f"{display}: no answer{limit} (open timeout); check that the server is up and sends a stream"
+            f"{display}: no answer{limit}; check that the server is up and sends a stream"
         ) from None
     except TimeoutError:
         raise InputError(f"{display}: timed out while opening; check the network and the server") from None
-    except av.error.InvalidDataError:
+    except (av.error.HTTPUnauthorizedError, av.error.HTTPForbiddenError) as exc:
         raise InputError(
-            f"{display}: not a media file FFmpeg can read (invalid data); it is damaged, truncated or not a "
-            "video: re-export or remove it"
+            f"{display}: the server refused access ({_status(exc)}); check the user name and password in the URL",
+            permanent=True,
+        ) from None
+    except av.error.HTTPNotFoundError:
+        raise InputError(
+            f"{display}: the server has no such stream (404 Not Found); check the path of the URL",
+            permanent=True,
+        ) from None
+    except av.error.HTTPError as exc:
+        raise InputError(
+            f"{display}: the server answered with an error ({_status(exc)}); check the server and the URL",
+            permanent=True,
+        ) from None
+    except av.error.InvalidDataError:
+        if network and timeout is not None and time.monotonic() - t0 >= 0.9 * timeout[0]:
+            # FFmpeg's RTSP client reports a server that never answers as invalid data, at the deadline
+            raise InputError(
+                f"{display}: no answer within {timeout[0]:g} s; check that the server is up and sends a stream"
+            ) from None
+        what = "stream" if network else "file"
+        raise InputError(
+            f"{display}: not a media {what} FFmpeg can read (invalid data); "
+            + (
+                "check that the URL points at a video stream"
+                if network
+                else "it is damaged, truncated or not a video: re-export or remove it"
+            ),
+            permanent=network,
         ) from None
     except FileNotFoundError:
         raise InputError(f"{display}: not found (no such file, device or stream path); check it") from None
@@ -131,11 +160,26 @@ def open_container(
         if getattr(exc, "errno", None) == errno.EINVAL and "format_whitelist" in kwargs["container_options"]:
             raise InputError(
                 f"{display}: cannot be opened ({_describe(exc)}); its format is not allowed for network input "
-                "(HLS/DASH playlists are refused) or an option is invalid"
+                "(HLS/DASH playlists are refused) or an option is invalid",
+                permanent=True,
+            ) from None
+        if network and getattr(exc, "errno", None) == errno.EIO:
+            raise InputError(
+                f"{display}: not a media stream FFmpeg can read ({_describe(exc)}); check that the URL points at "
+                "a video stream",
+                permanent=True,
             ) from None
         raise InputError(
             f"{display}: cannot be opened ({_describe(exc)}); check that it is a video"
         ) from None
+
+
+def _status(exc: BaseException) -> str:
+    """The HTTP/RTSP status an FFmpeg error names (``"401 Unauthorized"``), else its text."""
+    text = _describe(exc)
+    if "Server returned " in text:
+        text = text.split("Server returned ", 1)[1].split(":", 1)[0].split(" (")[0]
+    return text.strip()
 
 
 def check_file(path: str) -> None:

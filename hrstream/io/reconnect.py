@@ -4,8 +4,19 @@
 in a reader thread (one per connection) and handed over through a small queue, so the consumer can
 always be interrupted (:meth:`LiveSource.interrupt`) and can notice a stall even while the reader is
 stuck inside FFmpeg. A read error, the end of the stream (a server that went away) or no frame for
-``stall_s`` seconds closes the connection and reopens it; the open itself is retried up to
-``max_attempts`` times with exponential backoff (capped, with jitter), also for the very first open.
+``stall_s`` seconds closes the connection and reopens it. By default a live source reconnects for as long as
+the run lasts (cameras reboot in 30-90 s), with exponential backoff, jittered and capped (30 s by default),
+also for the very first open; ``max_reconnects`` sets a limit of consecutive failed attempts, after which the
+source gives up.
+
+Failures are told apart (:attr:`hrstream.errors.InputError.permanent`): timeouts, refused connections and
+dropped streams are transient and retried with the backoff; a refused login, a 404, a server error or a format
+FFmpeg cannot read is permanent: it is reported at once with what to fix, and then either ends the source (a
+limit is set) or is retried slowly, at the backoff cap (unlimited reconnects), which the log says.
+
+What happens is also recorded as :class:`SourceEvent` items (:meth:`LiveSource.take_events`): each outage as a
+``gap`` (wall-clock times and stream times of the last frame before and the first frame after, and why), each
+``reconnect``, a ``resolution`` change (a camera reconfigured: frames go on at the new size) and a ``give_up``.
 
 Timestamps across reconnects (the choice made here): the first connection keeps the stream's own
 ``pts_s``; every later connection is shifted so that its first frame lands after the last frame
@@ -20,25 +31,28 @@ already installed still run), so a run that waits for a dead server stops prompt
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import random
 import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any
+from typing import Any, Literal
 
-from hrstream.errors import InputError
+from hrstream.errors import InputError, SourceGaveUp
 from hrstream.io.base import Source
 from hrstream.io.inputs import InputSpec, expand_inputs
 from hrstream.io.sources import open_source
 from hrstream.io.urls import redact_text
 from hrstream.types import Frame
 
-__all__ = ["LiveSource", "backoff_delay", "open_live_source"]
+__all__ = ["LiveSource", "SourceEvent", "backoff_delay", "open_live_source"]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +64,27 @@ def backoff_delay(attempt: int, base_s: float, max_s: float, rng: random.Random 
     with "equal jitter" (a uniform draw in the upper half of that value), so clients do not retry in lockstep."""
     cap = min(max_s, base_s * 2.0 ** max(0, attempt - 1))
     return cap / 2 + (rng or random).uniform(0.0, cap / 2)
+
+
+EventKind = Literal["gap", "reconnect", "resolution", "give_up"]
+SourceState = Literal["connecting", "connected", "reconnecting", "gave_up", "ended"]
+
+
+@dataclass(frozen=True)
+class SourceEvent:
+    """Something that happened to a live source (``kind``) and its facts (``fields``), JSON-ready:
+
+    * ``gap``: ``from`` / ``to`` wall-clock times (seconds since the epoch, like ``captured_at``) of the last
+      frame before and the first frame after the outage, ``pts_before`` / ``pts_after`` their stream times,
+      ``duration_s``, ``reason``;
+    * ``reconnect``: ``at`` (wall clock), ``attempts`` it took;
+    * ``resolution``: ``at``, ``from`` / ``to`` ``[width, height]``, ``frame`` (index of the first frame at the
+      new size);
+    * ``give_up``: ``at``, ``attempts``, ``reason``.
+    """
+
+    kind: EventKind
+    fields: dict[str, Any] = field(default_factory=dict)
 
 
 class _End:
@@ -165,8 +200,10 @@ class LiveSource(Source):
     """A URL or camera that reconnects on failure; see the module docstring and :func:`open_live_source`.
 
     Attributes:
-        gaps: ``(t_lost, t_back)`` wall-clock pairs (``time.time()`` seconds): the capture time of the last
-            frame before each outage and of the first frame after it.
+        state: ``connecting``, ``connected``, ``reconnecting``, ``gave_up`` or ``ended`` (read from any thread).
+        gaps: the latest outages (at most 64) as ``(t_lost, t_back)`` wall-clock pairs (``time.time()``
+            seconds): the capture time of the last frame before and of the first frame after.
+        gap_count, gap_seconds: every outage so far, and their total length.
         reconnects: how many times the stream was reopened after a loss.
     """
 
@@ -175,25 +212,33 @@ class LiveSource(Source):
         job: InputSpec,
         *,
         stall_s: float | None,
-        max_attempts: int,
+        max_reconnects: int | None,
         backoff_s: float,
         backoff_max_s: float,
         reconnect_on_eof: bool,
         open_options: dict[str, Any],
         stop: threading.Event | None = None,
+        wait: Callable[[float], bool] | None = None,
     ) -> None:
         super().__init__()
+        if max_reconnects is not None and max_reconnects < 1:
+            raise ValueError(f"max_reconnects must be >= 1 or None (unlimited), got {max_reconnects}")
         self._job = job
         self._display = job.display
         self._stall_s = stall_s
-        self._max_attempts = max(1, int(max_attempts))
+        self._max = None if max_reconnects is None else int(max_reconnects)
         self._backoff = (float(backoff_s), float(backoff_max_s))
         self._reconnect_on_eof = reconnect_on_eof
         self._options = open_options
         self._stop = stop if stop is not None else threading.Event()
+        self._wait = wait if wait is not None else self._stop.wait
         self._closed = False
-        self.gaps: list[tuple[float, float]] = []
+        self.state: SourceState = "connecting"
+        self.gaps: deque[tuple[float, float]] = deque(maxlen=64)
+        self.gap_count = 0
+        self.gap_seconds = 0.0
         self.reconnects = 0
+        self._events: deque[SourceEvent] = deque(maxlen=1024)  # bounded when nobody takes them
         self._last_pts_s: float | None = None
         self._last_pts: int | None = None
         self._last_captured: float | None = None
@@ -201,11 +246,20 @@ class LiveSource(Source):
         self._offset_ticks = 0
         self._offset_s = 0.0
         self._lost: tuple[float, str] | None = None
+        self._attempts = 0  # attempts the last (re)connection took
         with _interrupt_on_signals(self._stop):
             first = self._connect("open")
+        self.state = "connected"
         self.info = first.info
         self._time_base: Fraction | None = first.info.time_base
         self._reader: _Reader | None = self._start_reader(first)
+
+    def take_events(self) -> list[SourceEvent]:
+        """The events recorded since the last call, oldest first (callable from another thread)."""
+        out = []
+        while self._events:
+            out.append(self._events.popleft())
+        return out
 
     # -- connecting ----------------------------------------------------------------------------------
     def _start_reader(self, src: Source) -> _Reader:
@@ -225,49 +279,93 @@ class LiveSource(Source):
         return attempt.source
 
     def _connect(self, what: str) -> Source:
-        """Open with retries; raises InputError when attempts run out or when interrupted."""
+        """Open, retrying as the module docstring says; returns the new connection.
+
+        Raises:
+            InputError: the limit of attempts ran out, a permanent failure with a limit set (the source gives
+                up), or a stop request ended the attempts.
+        """
         t0 = time.monotonic()
-        last = ""
-        for n in range(1, self._max_attempts + 1):
-            if self._stop.is_set():
-                break
-            if n > 1:
-                delay = backoff_delay(n - 1, *self._backoff)
-                fmt = "%s: %s attempt %d of %d failed (%s); retrying in %.2f s"
-                log.warning(fmt, self._display, what, n - 1, self._max_attempts, last, delay)
-                if self._stop.wait(delay):
-                    break
+        attempts = 0
+        told: str | None = None  # the permanent failure already reported
+        while not self._stop.is_set():
+            attempts += 1
             try:
-                return self._open_once()
+                src = self._open_once()
+                self._attempts = attempts
+                return src
             except _Interrupted:
                 break
             except InputError as exc:
                 last = redact_text(str(exc)).removeprefix(f"{self._display}: ")
+                if self._max is not None and (exc.permanent or attempts >= self._max):
+                    raise self._give_up(what, attempts, time.monotonic() - t0, last) from None
+                if exc.permanent:
+                    delay = self._backoff[1]
+                    if last != told:
+                        told = last
+                        log.error(
+                            "%s: %s; reconnects are unlimited, so it is retried every %g s "
+                            "(--max-reconnects N gives up instead)",
+                            self._display,
+                            last,
+                            delay,
+                        )
+                else:
+                    delay = backoff_delay(attempts, *self._backoff)
+                    log.warning(
+                        "%s: %s attempt %d%s failed (%s); retrying in %.2f s",
+                        self._display,
+                        what,
+                        attempts,
+                        "" if self._max is None else f" of {self._max}",
+                        last,
+                        delay,
+                    )
+                if self._wait(delay):
+                    break
         elapsed = time.monotonic() - t0
-        if self._stop.is_set():
-            raise InputError(f"{self._display}: interrupted while connecting ({what}, {elapsed:.1f} s)")
-        raise InputError(
-            f"{self._display}: gave up after {self._max_attempts} {what} attempt(s) in {elapsed:.1f} s "
-            f"(last error: {last}); check that the server or camera is up and the URL is right"
+        raise InputError(f"{self._display}: interrupted while connecting ({what}, {elapsed:.1f} s)")
+
+    def _give_up(self, what: str, attempts: int, elapsed: float, last: str) -> SourceGaveUp:
+        self.state = "gave_up"
+        self._events.append(SourceEvent("give_up", {"at": time.time(), "attempts": attempts, "reason": last}))
+        return SourceGaveUp(
+            f"{self._display}: gave up after {attempts} {what} attempt(s) in {elapsed:.1f} s (last error: {last}); "
+            "check that the server or camera is up and the URL is right"
         )
 
     def _lose(self, reader: _Reader, reason: str) -> None:
         self.warnings.extend(reader.source.warnings)
+        del self.warnings[:-64]  # a source that lives for weeks keeps only its latest warnings
         reader.cancel.set()  # the reader closes its own connection once its read returns
         self._reader = None
+        self.state = "reconnecting"
         t_lost = self._last_captured if self._last_captured is not None else time.time()
         self._lost = (t_lost, reason)
         log.warning("%s: stream lost (%s); reconnecting", self._display, redact_text(reason))
 
     def _reconnect(self) -> None:
         src = self._connect("reconnect")
-        if (src.info.width, src.info.height) != (self.info.width, self.info.height):
-            src.close()
-            raise InputError(
-                f"{self._display}: frame size changed from {self.info.width}x{self.info.height} to "
-                f"{src.info.width}x{src.info.height} after reconnecting; restart the run for the new size"
-            )
         self.reconnects += 1
+        now = time.time()
+        self._events.append(SourceEvent("reconnect", {"at": now, "attempts": self._attempts}))
+        old, new = (self.info.width, self.info.height), (src.info.width, src.info.height)
+        if new != old:
+            log.warning(
+                "%s: the stream came back at %dx%d (was %dx%d); frames go on at the new size",
+                self._display,
+                *new,
+                *old,
+            )
+            self._events.append(
+                SourceEvent(
+                    "resolution",
+                    {"at": now, "from": list(old), "to": list(new), "frame": self.frames_yielded},
+                )
+            )
+            self.info = dataclasses.replace(self.info, width=new[0], height=new[1])
+        self.state = "connected"
         self._segment_start = True
         self._reader = self._start_reader(src)
 
@@ -294,6 +392,7 @@ class LiveSource(Source):
                 continue
             if isinstance(item, _End):
                 if item.error is None and not self._reconnect_on_eof:
+                    self.state = "ended"
                     raise StopIteration
                 self._lose(reader, str(item.error) if item.error is not None else "the stream ended")
                 continue
@@ -309,12 +408,6 @@ class LiveSource(Source):
                 self._offset_s = target - pts_s_in
                 tb = self._time_base
                 self._offset_ticks = round(self._offset_s / tb) if tb else 0
-            if self._lost is not None:
-                t_lost, reason = self._lost
-                self._lost = None
-                self.gaps.append((t_lost, captured))
-                gap, why = captured - t_lost, redact_text(reason)
-                log.warning("%s: gap in the stream: no frames for %.2f s (%s)", self._display, gap, why)
         pts, tb = None, self._time_base
         if f.pts is not None and tb and f.time_base:
             pts = round(f.pts * Fraction(f.time_base) / tb) + self._offset_ticks
@@ -325,6 +418,27 @@ class LiveSource(Source):
             pts_s = pts_s_in + self._offset_s
         if self._last_pts_s is not None and pts_s <= self._last_pts_s:
             pts_s = self._last_pts_s + 1e-6
+        if self._lost is not None:
+            t_lost, reason = self._lost
+            self._lost = None
+            gap, why = captured - t_lost, redact_text(reason)
+            self.gaps.append((t_lost, captured))
+            self.gap_count += 1
+            self.gap_seconds += gap
+            self._events.append(
+                SourceEvent(
+                    "gap",
+                    {
+                        "from": t_lost,
+                        "to": captured,
+                        "duration_s": round(gap, 3),
+                        "pts_before": self._last_pts_s,
+                        "pts_after": pts_s,
+                        "reason": why,
+                    },
+                )  # fmt: skip
+            )
+            log.warning("%s: gap in the stream: no frames for %.2f s (%s)", self._display, gap, why)
         tb_out = tb if pts is not None else None
         out = Frame(self.info.name, self.frames_yielded, pts_s, f.image, captured, pts, tb_out)
         self.frames_yielded += 1
@@ -342,6 +456,8 @@ class LiveSource(Source):
             return
         self._closed = True
         self._stop.set()
+        if self.state != "gave_up":
+            self.state = "ended"
         reader, self._reader = self._reader, None
         if reader is not None:
             self.warnings.extend(reader.source.warnings)
@@ -355,11 +471,12 @@ def open_live_source(
     open_timeout_s: float = 10.0,
     read_timeout_s: float = 10.0,
     stall_s: float | None = None,
-    max_attempts: int = 5,
+    max_reconnects: int | None = None,
     backoff_s: float = 0.5,
-    backoff_max_s: float = 8.0,
+    backoff_max_s: float = 30.0,
     reconnect_on_eof: bool | None = None,
     stop: threading.Event | None = None,
+    wait: Callable[[float], bool] | None = None,
     **open_source_options: Any,
 ) -> Source:
     """Open a URL or camera that reconnects after outages; the first frame is decoded before this returns.
@@ -368,7 +485,8 @@ def open_live_source(
         spec: a URL or camera, or an :class:`InputSpec` of kind ``"url"``/``"camera"``.
         open_timeout_s, read_timeout_s: deadlines of each open and read (see :func:`open_source`).
         stall_s: reopen when no frame arrives for this many seconds; ``None``: ``2 * read_timeout_s``.
-        max_attempts: opens tried per outage (and for the first open) before giving up.
+        max_reconnects: consecutive failed attempts to (re)open before the source gives up (the first open
+            included); ``None``: never give up (a permanent failure is then retried every ``backoff_max_s``).
         backoff_s, backoff_max_s: the wait before retry ``k`` is ``min(backoff_max_s, backoff_s * 2**(k-1))``
             with jitter (half of it fixed, half random); the first attempt after a loss is immediate.
         reconnect_on_eof: treat the end of the stream as an outage (a live server that went away ends the
@@ -376,16 +494,18 @@ def open_live_source(
             cameras, false for HTTP(S), where the end of a stream is usually the end of a finite file.
         stop: an event that, once set, ends the retries (also of the first open, from any thread) and the
             iteration, as :meth:`LiveSource.interrupt` does.
+        wait: ``wait(seconds) -> interrupted`` used for the backoff waits (default: waiting on ``stop``);
+            tests inject a clock here.
         open_source_options: passed to :func:`open_source` (``rtsp_transport``, ``max_pixels``, ``name`` ...).
 
     Returns:
         For a URL or camera a :class:`LiveSource`: frames with strictly increasing ``index`` and ``pts_s``
-        across reconnects, ``gaps`` of ``(t_lost, t_back)`` and ``interrupt()`` for the pipeline's stop.
+        across reconnects, its ``state``, ``gaps`` and events, and ``interrupt()`` for the pipeline's stop.
         Files and images get plain :func:`open_source` (they end; there is nothing to reconnect to).
 
     Raises:
-        InputError: the input is invalid, or ``max_attempts`` opens failed (the message names the input,
-            credentials redacted, and the number of attempts), or the open was interrupted.
+        InputError: the input is invalid, or the source gave up (the message names the input, credentials
+            redacted, and the number of attempts), or the open was interrupted.
     """
     if isinstance(spec, InputSpec):
         job = spec
@@ -404,10 +524,11 @@ def open_live_source(
     return LiveSource(
         job,
         stall_s=2.0 * read_timeout_s if stall_s is None else stall_s,
-        max_attempts=max_attempts,
+        max_reconnects=max_reconnects,
         backoff_s=backoff_s,
         backoff_max_s=backoff_max_s,
         reconnect_on_eof=reconnect_on_eof,
         open_options=options,
         stop=stop,
+        wait=wait,
     )

@@ -11,14 +11,15 @@ ended them) the mux is closed, which ends the pipeline after it drained.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from hrstream.errors import InputError
-from hrstream.runtime.markers import EndStatus, SourceEnded, SourceStarted
+from hrstream.errors import InputError, SourceGaveUp
+from hrstream.runtime.markers import EndStatus, LiveEvent, SourceEnded, SourceStarted
 from hrstream.runtime.mux import SourceMux
 from hrstream.runtime.queues import QueueAborted, QueueClosed
 from hrstream.types import FrameResult
@@ -52,6 +53,8 @@ class _Reader:
     stop: threading.Event = field(default_factory=threading.Event)
     source: Any = None
     thread: threading.Thread | None = None
+    gave_up: bool = False
+    frames: int = 0
 
     def interrupt(self) -> None:
         self.stop.set()
@@ -109,6 +112,22 @@ class SourceFeeder:
         if reader is not None:
             reader.interrupt()
 
+    def frames_in(self) -> dict[str, int]:
+        """Frames decoded so far, per source (of the sources started in this run)."""
+        with self._lock:
+            return {sid: r.frames for sid, r in self._readers.items()}
+
+    def states(self) -> dict[str, str]:
+        """The state of each source being read: a live source's own (``connected``, ``reconnecting`` ...),
+        ``reading`` for a file, ``ended`` once its thread is done."""
+        with self._lock:
+            readers = dict(self._readers)
+        out = {}
+        for sid, r in readers.items():
+            done = r.thread is not None and not r.thread.is_alive()
+            out[sid] = "ended" if done else str(getattr(r.source, "state", "reading"))
+        return out
+
     def join(self, timeout: float | None = None) -> None:
         if self._scheduler is not None:
             self._scheduler.join(timeout)
@@ -157,6 +176,7 @@ class SourceFeeder:
                 reader.source = job.open(reader.stop)
             except InputError as e:
                 status, error = ("interrupted" if reader.stop.is_set() else "failed"), str(e)
+                reader.gave_up = isinstance(e, SourceGaveUp)
                 return
             if reader.stop.is_set():
                 reader.interrupt()
@@ -167,22 +187,34 @@ class SourceFeeder:
             for frame in reader.source:
                 if reader.stop.is_set():
                     break
+                self._events(reader)  # a gap, a reconnect, a new size: before the frame that follows it
                 self.mux.put(sid, FrameResult(frame))
+                reader.frames += 1
             if reader.stop.is_set():
                 status = "interrupted"
         except (QueueAborted, QueueClosed):
             status = "interrupted"
         except InputError as e:  # a live source that gave up, a stream that broke
             status, error = "failed", str(e)
+            reader.gave_up = isinstance(e, SourceGaveUp)
         except Exception as e:  # a decoder failure costs this source only
             log.exception("%s: reading failed", job.display)
             status, error = "failed", f"{job.display}: reading failed ({type(e).__name__}: {e})"
         finally:
             self._finish(reader, status, error, started)
 
+    def _events(self, reader: _Reader) -> None:
+        take = getattr(reader.source, "take_events", None)
+        if take is not None:
+            for ev in take():
+                self.mux.put(reader.job.source_id, LiveEvent(reader.job.source_id, ev.kind, dict(ev.fields)))
+
     def _finish(self, reader: _Reader, status: EndStatus, error: str | None, started: bool) -> None:
         job, sid, src = reader.job, reader.job.source_id, reader.source
         truncated, warnings = False, ()
+        if started:
+            with contextlib.suppress(QueueAborted, QueueClosed):
+                self._events(reader)  # a give-up
         if src is not None:
             truncated = bool(getattr(src, "truncated", False))
             try:
@@ -197,6 +229,7 @@ class SourceFeeder:
             status,
             error=error,
             started=started,
+            gave_up=reader.gave_up,
             truncated=truncated,
             drops=self.mux.drops(sid),
             warnings=warnings,

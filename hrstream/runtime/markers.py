@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["EndStatus", "Marker", "SourceEnded", "SourceStarted"]
+__all__ = ["EndStatus", "LiveEvent", "Marker", "SourceEnded", "SourceStarted"]
 
 EndStatus = Literal["ended", "failed", "interrupted"]
 
@@ -40,6 +40,7 @@ class SourceEnded(Marker):
             read errors / gave up; ``error`` says why), ``"interrupted"`` (a stop request ended it).
         error: one line naming the input, or ``None``.
         started: whether a :class:`SourceStarted` went before (``False``: it never opened).
+        gave_up: a live source that reached its reconnect limit (``--max-reconnects``).
         truncated: a file that ended before its declared duration.
         drops: live frames its input queue dropped.
         warnings: what the source reported on the way.
@@ -49,6 +50,17 @@ class SourceEnded(Marker):
     status: EndStatus
     error: str | None = None
     started: bool = True
+    gave_up: bool = False
     truncated: bool = False
     drops: int = 0
     warnings: tuple[str, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class LiveEvent(Marker):
+    """Something that happened to live source ``source_id``, in order with its frames: ``kind`` is ``gap``,
+    ``reconnect``, ``resolution`` or ``give_up`` and ``fields`` its facts (:class:`hrstream.io.SourceEvent`)."""
+
+    source_id: str
+    kind: str
+    fields: dict[str, Any] = field(default_factory=dict)

@@ -1,6 +1,8 @@
 """JSON Schemas (draft 2020-12) of what hrstream writes, shipped with the package.
 
 * ``frame``: one line of ``NAME.jsonl`` (pose and segmentation records);
+* ``event``: a line of ``NAME.jsonl`` that records what happened to a live source (a gap, a reconnect, a
+  resolution change, a give-up);
 * ``tracks``: ``NAME.tracks.json`` of a pose job;
 * ``manifest``: ``manifest.json`` of an output folder (every input processed into it, across runs).
 
@@ -21,7 +23,7 @@ from hrstream.errors import InputError
 
 __all__ = ["SCHEMA_NAMES", "SchemaValidationError", "load_schema", "validate", "validate_jsonl"]
 
-SCHEMA_NAMES = ("frame", "tracks", "manifest")
+SCHEMA_NAMES = ("frame", "event", "tracks", "manifest")
 
 
 class SchemaValidationError(InputError, ValueError):
@@ -156,7 +158,8 @@ def validate(obj: Any, name: str, *, label: str = "document") -> None:
 
 
 def validate_jsonl(path: str, *, allow_partial_last: bool = True) -> int:
-    """Validate every line of a ``NAME.jsonl`` file as a ``frame`` record; returns the number of records.
+    """Validate every line of a ``NAME.jsonl`` file as a ``frame`` (or, with an ``event`` key, an ``event``)
+    record; returns the number of records.
 
     A killed run may leave a partial last line: with ``allow_partial_last`` it is skipped.
     """
@@ -172,6 +175,6 @@ def validate_jsonl(path: str, *, allow_partial_last: bool = True) -> int:
             if allow_partial_last and i == len(lines) - 1:
                 break
             raise SchemaValidationError(f"{path}:{i + 1}: not JSON ({e}); the file is damaged") from e
-        validate(rec, "frame", label=f"{path}:{i + 1}")
+        validate(rec, "event" if isinstance(rec, dict) and "event" in rec else "frame", label=f"{path}:{i + 1}")
         count += 1
     return count

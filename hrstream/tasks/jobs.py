@@ -16,6 +16,7 @@ stages, keyed by ``source_id``):
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from hrstream.io import SourceInfo, output_path
 from hrstream.pose.detectors import check_flip_test
 from hrstream.runtime import InferenceEngine, Pipeline
 from hrstream.tasks.model_loading import ModelBundle, load_model_bundle
+from hrstream.tasks.outputs import DEFAULT_LIVE_SEGMENT_S, SourceOutputs
 from hrstream.tasks.pose_task import (
     DetectStage,
     DrawStage,
@@ -37,7 +39,7 @@ from hrstream.tasks.pose_task import (
     repair_params,
 )
 from hrstream.tasks.recipe import Recipe
-from hrstream.tasks.router import SinkRouter, SourceOutputs
+from hrstream.tasks.router import SinkRouter
 from hrstream.tasks.seg_task import SegInferStage, SegOverlay, SegPersonDetector, build_seg_estimator
 from hrstream.tasks.sinks import (
     ImagesSink,
@@ -92,39 +94,59 @@ class PreparedTask:
         progress: Callable[[int], None] | None = None,
         finish_progress: Callable[[], None] | None = None,
     ) -> SourceOutputs:
-        """The sinks of one source (none without ``out_dir``), as the recipe's ``sinks`` section says."""
+        """The outputs of one source (no file without ``out_dir``), as the recipe's ``sinks`` section says: cut
+        into segments for live sources (``sinks.segment_s``, 600 s by default) or when asked."""
+        cfg = self.recipe.sinks
+        segment_s = cfg.segment_s
+        if segment_s is None and info.is_live:
+            segment_s = DEFAULT_LIVE_SEGMENT_S
+        return SourceOutputs(
+            lambda label, width, height: self.segment_sinks(info, label, width, height),
+            live=info.is_live,
+            segment_s=segment_s,
+            keep_segments=cfg.keep_segments,
+            progress=progress,
+            finish_progress=finish_progress,
+        )
+
+    def segment_sinks(self, info: SourceInfo, label: str | None, width: int, height: int) -> dict[str, Sink]:
+        """The files of one segment of a source (``NAME.*``, or ``NAME_LABEL.*`` for a labelled segment), for
+        frames of ``width x height``."""
         sinks: dict[str, Sink] = {}
-        out, name, cfg = self.out_dir, info.name, self.recipe.sinks
-        if out is not None:
-            if cfg.video and is_image_source(info):
-                sinks["images"] = ImagesSink(output_path(out, name, ".annotated"))
-            elif cfg.video:
-                audio = info.path if (info.has_audio and not info.is_live) else None
-                sinks["video"] = VideoSink(
-                    output_path(out, name, ".mp4"), info, preset=cfg.preset, audio_source=audio
-                )
-            if cfg.jsonl:
-                extra = None
-                if self.writes_seg:
-                    extra = seg_record(self._seg_meta()["classes"], rle=self.recipe.seg.rle)
-                sinks["jsonl"] = JsonlSink(output_path(out, name, ".jsonl"), extra=extra)
-            if self.writes_seg and self.recipe.seg.label_maps:
-                sinks["labels"] = LabelMapSink(output_path(out, name, ".labels"))
-            if "pose" in self.task and cfg.tracks:
-                model = self.bundle.describe()
-                if self.seg_bundle is not None:
-                    model = {**model, "segmentation": self.seg_bundle.describe()}
-                tracker, smoother = self.recipe.tracker, self.recipe.smoother
-                assert tracker is not None and smoother is not None
-                sinks["tracks"] = TracksSink(
-                    output_path(out, name, ".tracks.json"),
-                    info,
-                    model=model,
-                    meta=self.bundle.meta,
-                    repair=None if info.is_live else repair_params(tracker),
-                    savgol_window_s=None if info.is_live else smoother.tracks_savgol_window_s,
-                )
-        return SourceOutputs(sinks, progress=progress, finish_progress=finish_progress)
+        out, cfg = self.out_dir, self.recipe.sinks
+        if out is None:
+            return sinks
+        name = info.name if label is None else f"{info.name}_{label}"
+        seg_info = dataclasses.replace(info, width=width, height=height)
+        if cfg.video and is_image_source(info):
+            sinks["images"] = ImagesSink(output_path(out, name, ".annotated"))
+        elif cfg.video:
+            audio = info.path if (info.has_audio and not info.is_live and label is None) else None
+            sinks["video"] = VideoSink(
+                output_path(out, name, ".mp4"), seg_info, preset=cfg.preset, audio_source=audio
+            )
+        if cfg.jsonl:
+            extra = None
+            if self.writes_seg:
+                extra = seg_record(self._seg_meta()["classes"], rle=self.recipe.seg.rle)
+            sinks["jsonl"] = JsonlSink(output_path(out, name, ".jsonl"), source=info.name, extra=extra)
+        if self.writes_seg and self.recipe.seg.label_maps:
+            sinks["labels"] = LabelMapSink(output_path(out, name, ".labels"))
+        if "pose" in self.task and cfg.tracks:
+            model = self.bundle.describe()
+            if self.seg_bundle is not None:
+                model = {**model, "segmentation": self.seg_bundle.describe()}
+            tracker, smoother = self.recipe.tracker, self.recipe.smoother
+            assert tracker is not None and smoother is not None
+            sinks["tracks"] = TracksSink(
+                output_path(out, name, ".tracks.json"),
+                seg_info,
+                model=model,
+                meta=self.bundle.meta,
+                repair=None if info.is_live else repair_params(tracker),
+                savgol_window_s=None if info.is_live else smoother.tracks_savgol_window_s,
+            )
+        return sinks
 
     def _add_seg(self, p: Pipeline, bundle: ModelBundle, engine: InferenceEngine, q: int) -> SegOverlay:
         rt, seg = self.recipe.runtime, self.recipe.seg
@@ -192,7 +214,19 @@ class PreparedTask:
 
 
 def _engine(bundle: ModelBundle, recipe: Recipe) -> InferenceEngine:
+    """The engine of a loaded network. ``runtime.backend`` runs the pose network; segmentation networks run on
+    torch (their input size follows each video, an exported graph has one), so ``--task seg`` with a CPU backend
+    named is a :class:`ConfigError`."""
     rt = recipe.runtime
+    backend = rt.backend
+    if bundle.spec.task == "seg" and backend not in ("torch", "auto"):
+        if recipe.task == "seg":
+            raise ConfigError(
+                f"--backend {backend} runs pose networks; --task seg runs on torch (use --backend torch or auto)"
+            )
+        log.info(
+            "segmentation network %s runs on torch (--backend %s runs the pose network)", bundle.name, backend
+        )
     return InferenceEngine(
         bundle.model,
         device=rt.device,
@@ -201,6 +235,8 @@ def _engine(bundle: ModelBundle, recipe: Recipe) -> InferenceEngine:
         compile=rt.compile,
         mean=bundle.meta["mean"],
         std=bundle.meta["std"],
+        backend=backend if bundle.spec.task == "pose" else "torch",
+        pad_batches=rt.pad_batches,
     )
 
 

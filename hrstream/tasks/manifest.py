@@ -87,6 +87,8 @@ class JobResult:
     name: str = ""
     attempts: int = 1
     worker: dict[str, Any] | None = None
+    gave_up: bool = False  # a live source that reached its reconnect limit
+    live: dict[str, Any] | None = None  # a live source's gaps, gap_s, reconnects, resolution changes, segments
 
 
 @dataclass(frozen=True)
@@ -406,6 +408,8 @@ class Manifest:
                 worker=result.worker if result.worker is not None else e.get("worker"),
                 updated=_now(),
             )
+            if result.live is not None:  # a live source's gaps, reconnects, segments, final state
+                e["live"] = {**(e.get("live") or {}), **result.live}
             self._dirty = True
             self.flush()
 

@@ -56,6 +56,7 @@ PIPELINES_DIR = resources.pipelines_dir()
 TASKS = ("pose", "seg", "pose,seg")
 Task = Literal["pose", "seg", "pose,seg"]
 AmpChoice = Literal["auto", "off", "fp16", "bf16"]
+BackendChoice = Literal["torch", "onnxruntime", "openvino", "auto"]
 Decoder = Literal["msra", "dark", "udp"]
 SmootherMethod = Literal["one_euro", "kalman", "none"]
 Preset = Literal[
@@ -162,8 +163,11 @@ class SegSection:
 
 @dataclass(frozen=True)
 class RuntimeSection:
-    """Device, precision, batching and queues. ``streams``: files decoded at a time (``None``: 1 on a CPU,
-    4 on CUDA); live sources always all run."""
+    """Device, precision, backend, batching and queues. ``streams``: files decoded at a time (``None``: 1 on a
+    CPU, 4 on CUDA); live sources always all run. ``backend``: what runs the pose network (``auto``: by model
+    family and CPU, :mod:`hrstream.runtime.backend_choice`); ``pad_batches``: batches padded to a power of two
+    (:class:`~hrstream.runtime.engine.InferenceEngine`); ``metrics_port``: serve Prometheus metrics on
+    ``127.0.0.1:PORT/metrics`` (:mod:`hrstream.tasks.monitor`)."""
 
     device: str
     amp: AmpChoice
@@ -173,26 +177,36 @@ class RuntimeSection:
     queue_size: int = _f(lo=1)
     live_buffer: int = _f(lo=1)
     streams: int | None = _f(None, lo=1)
+    backend: BackendChoice = "torch"
+    pad_batches: bool = False
+    metrics_port: int | None = _f(None, lo=1, hi=65535)
 
 
 @dataclass(frozen=True)
 class SourcesSection:
-    """How inputs are opened: network deadlines (seconds) and the RTSP transport."""
+    """How inputs are opened: network deadlines (seconds), the RTSP transport, and how live sources reconnect:
+    ``max_reconnects`` consecutive failed attempts before a source gives up (``None``: never), the backoff
+    between attempts growing to ``backoff_max_s``."""
 
     rtsp_transport: Literal["tcp", "udp"] = "tcp"
     open_timeout_s: float = _f(10.0, lo=0.0, lo_open=True)
     read_timeout_s: float = _f(10.0, lo=0.0, lo_open=True)
+    max_reconnects: int | None = _f(None, lo=1)
+    backoff_max_s: float = _f(30.0, lo=0.0, lo_open=True)
 
 
 @dataclass(frozen=True)
 class SinksSection:
-    """What each source writes into ``--out``."""
+    """What each source writes into ``--out``. ``segment_s``: cut the files into segments this long (``None``:
+    600 s for live sources, files not cut); ``keep_segments``: delete older segments beyond this many."""
 
     video: bool
     jsonl: bool
     preset: Preset
     tracks: bool = False
     draw_boxes: bool = False
+    segment_s: float | None = _f(None, lo=0.0, lo_open=True)
+    keep_segments: int | None = _f(None, lo=1)
 
 
 @dataclass(frozen=True)
@@ -233,6 +247,7 @@ FLAG_FIELDS: dict[str, str] = {
     "weights": "weights",
     "device": "runtime.device",
     "amp": "runtime.amp",
+    "backend": "runtime.backend",
     "batch_size": "runtime.batch_size",
     "streams": "runtime.streams",
     "preset": "sinks.preset",
@@ -252,6 +267,10 @@ FLAG_FIELDS: dict[str, str] = {
     "kpt_thr": "pose.kpt_thr",
     "open_timeout": "sources.open_timeout_s",
     "read_timeout": "sources.read_timeout_s",
+    "max_reconnects": "sources.max_reconnects",
+    "segment_s": "sinks.segment_s",
+    "keep_segments": "sinks.keep_segments",
+    "metrics_port": "runtime.metrics_port",
 }
 
 
@@ -330,7 +349,7 @@ def load_recipe(
         task = str(custom.get("task") or "pose") if custom is not None else "pose"
     default_path = recipe_path(task)
     if custom is None or default_path.is_file():
-        data, src = _read(default_path), str(default_path)
+        data, src = _with_defaults(Recipe, _read(default_path)), str(default_path)
         if custom is not None:
             src = str(path)
             flat = dict(_flatten(custom))
@@ -341,6 +360,27 @@ def load_recipe(
     data["task"] = task
     data = apply_overrides(data, overrides or {}, src=src)
     return parse_recipe(data, src=src)
+
+
+def _with_defaults(cls: Any, data: Mapping[str, Any]) -> dict[str, Any]:
+    """``data`` with the defaults of ``cls``'s fields that it leaves out (sections it has are completed too),
+    so that an override may set a field the recipe file does not spell out."""
+    out = dict(data)
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        inner = [a for a in typing.get_args(tp) if a is not type(None)] or [tp]
+        section = next((a for a in inner if dataclasses.is_dataclass(a)), None)
+        if f.name in out:
+            if section is not None and isinstance(out[f.name], Mapping):
+                out[f.name] = _with_defaults(section, out[f.name])
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = json.loads(json.dumps(dataclasses.asdict(f.default_factory())))
+        elif f.default is not dataclasses.MISSING and f.default is not None:
+            out[f.name] = f.default
+        elif f.default is None and section is None:
+            out[f.name] = None
+    return out
 
 
 def _flatten(d: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:

@@ -13,15 +13,15 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 from hrstream.errors import HrstreamError
-from hrstream.runtime.markers import Marker, SourceEnded, SourceStarted
-from hrstream.tasks.sinks import FanOut, Sink
+from hrstream.runtime.markers import LiveEvent, Marker, SourceEnded, SourceStarted
+from hrstream.tasks.monitor import RunMonitor
+from hrstream.tasks.outputs import SourceOutputs
 from hrstream.types import FrameResult
 
-__all__ = ["SinkRouter", "SourceOutputs", "SourceReport"]
+__all__ = ["SinkRouter", "SourceReport"]
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,9 @@ Status = Literal["ok", "failed", "interrupted"]
 @dataclass
 class SourceReport:
     """How one source of a run ended: ``status`` ``ok`` / ``failed`` / ``interrupted``, ``frames`` written,
-    live ``drops``, ``outputs`` (kind -> path) and ``error`` (one line naming the input)."""
+    live ``drops``, ``outputs`` (kind -> path: the last segment's), ``error`` (one line naming the input),
+    ``gave_up`` (a live source that reached its reconnect limit), ``events`` (live events by kind: gaps,
+    reconnects, resolution changes) and ``gap_s`` (their total length), ``segments`` written."""
 
     source_id: str
     status: Status
@@ -42,42 +44,10 @@ class SourceReport:
     outputs: dict[str, str] = field(default_factory=dict)
     elapsed_s: float = 0.0
     warnings: tuple[str, ...] = ()
-
-
-class SourceOutputs:
-    """A source's sinks (kind -> sink with a ``path``), written through one :class:`FanOut`.
-
-    ``progress(frames_written)`` is called after each frame and ``finish_progress()`` once at the end.
-    """
-
-    def __init__(
-        self,
-        sinks: dict[str, Sink],
-        *,
-        progress: Callable[[int], None] | None = None,
-        finish_progress: Callable[[], None] | None = None,
-    ) -> None:
-        self.paths: dict[str, Path] = {k: Path(s.path) for k, s in sinks.items()}  # type: ignore[attr-defined]
-        self._fan = FanOut(list(sinks.values()))
-        self.progress = progress
-        self.finish_progress = finish_progress
-        self.frames = 0
-        self.drops = 0
-        self.started = time.monotonic()
-
-    def write(self, result: FrameResult) -> None:
-        self._fan.write(result)
-        self.frames += 1
-        self.drops += result.dropped_before
-        if self.progress is not None:
-            self.progress(self.frames)
-
-    def close(self) -> None:
-        try:
-            self._fan.close()
-        finally:
-            if self.finish_progress is not None:
-                self.finish_progress()
+    gave_up: bool = False
+    events: dict[str, int] = field(default_factory=dict)
+    gap_s: float = 0.0
+    segments: int = 0
 
 
 class SinkRouter:
@@ -90,6 +60,7 @@ class SinkRouter:
         on_done: called with each source's :class:`SourceReport` when it ended (from the sink thread).
         stop_source: ``stop_source(source_id)`` asks a source to stop reading (its outputs failed).
         forward: also hands every written result to this callable (:func:`hrstream.stream`'s queue).
+        monitor: told of each source's start, results, events and end (:class:`~hrstream.tasks.monitor.RunMonitor`).
     """
 
     def __init__(
@@ -99,25 +70,49 @@ class SinkRouter:
         on_done: Callable[[SourceReport], None],
         stop_source: Callable[[str], None] | None = None,
         forward: Callable[[FrameResult], None] | None = None,
+        monitor: RunMonitor | None = None,
     ) -> None:
         self.open_outputs = open_outputs
+        self.monitor = monitor
         self.on_done = on_done
         self.stop_source = stop_source
         self.forward = forward
         self._outputs: dict[str, SourceOutputs] = {}  # every started source's outputs, until it ends
         self._failed: dict[str, str] = {}  # sources whose outputs failed (closed already) -> the error
         self._display: dict[str, str] = {}
+        self._events: dict[str, dict[str, int]] = {}
+        self._gap_s: dict[str, float] = {}
         self.reports: list[SourceReport] = []
 
     def on_marker(self, marker: Marker) -> None:
         if isinstance(marker, SourceStarted):
             self._start(marker)
+        elif isinstance(marker, LiveEvent):
+            self._event(marker)
         elif isinstance(marker, SourceEnded):
             self._end(marker)
+
+    def _event(self, m: LiveEvent) -> None:
+        sid = m.source_id
+        if self.monitor is not None:
+            self.monitor.event(sid, m.kind, m.fields)
+        counts = self._events.setdefault(sid, {})
+        counts[m.kind] = counts.get(m.kind, 0) + 1
+        if m.kind == "gap":
+            self._gap_s[sid] = self._gap_s.get(sid, 0.0) + float(m.fields.get("duration_s", 0.0))
+        outputs = self._outputs.get(sid)
+        if outputs is not None and sid not in self._failed:
+            try:
+                outputs.event(m.kind, m.fields)
+            except (OSError, HrstreamError) as e:
+                reason = getattr(e, "strerror", None) or str(e)
+                self._fail(sid, f"{self._display.get(sid, sid)}: writing its outputs failed ({reason})")
 
     def _start(self, m: SourceStarted) -> None:
         sid = m.source_id
         self._display[sid] = str(getattr(m.info, "path", sid))
+        if self.monitor is not None:
+            self.monitor.started(sid, live=bool(getattr(m.info, "is_live", False)))
         try:
             self._outputs[sid] = self.open_outputs(m.info)
         except (OSError, HrstreamError) as e:
@@ -154,11 +149,15 @@ class SinkRouter:
                 reason = getattr(e, "strerror", None) or str(e)
                 self._fail(sid, f"{self._display.get(sid, sid)}: writing its outputs failed ({reason})")
                 return
+        if self.monitor is not None:
+            self.monitor.written(result)
         if self.forward is not None:
             self.forward(result)
 
     def _end(self, m: SourceEnded) -> None:
         sid = m.source_id
+        if self.monitor is not None:
+            self.monitor.ended(sid, gave_up=m.gave_up, drops=m.drops)
         outputs = self._outputs.pop(sid, None)
         error = self._failed.pop(sid, None)
         if error is None and outputs is not None:
@@ -179,6 +178,10 @@ class SinkRouter:
             outputs={} if outputs is None else {k: str(v) for k, v in outputs.paths.items()},
             elapsed_s=0.0 if outputs is None else time.monotonic() - outputs.started,
             warnings=m.warnings,
+            gave_up=m.gave_up,
+            events=self._events.pop(sid, {}),
+            gap_s=self._gap_s.pop(sid, 0.0),
+            segments=0 if outputs is None else outputs.segments,
         )
         if m.truncated and report.error is None:
             report.error = f"{display}: file ended early; decoded {report.frames} frames"

@@ -31,9 +31,12 @@ from hrstream.runtime.mux import SourceMux
 from hrstream.tasks.batch import RunEvents, run_batch
 from hrstream.tasks.jobs import PreparedTask
 from hrstream.tasks.manifest import JobResult, WorkItem
-from hrstream.tasks.router import SinkRouter, SourceOutputs, SourceReport
+from hrstream.tasks.monitor import run_monitor
+from hrstream.tasks.outputs import SourceOutputs
+from hrstream.tasks.router import SinkRouter, SourceReport
 
 __all__ = [
+    "EXIT_GAVE_UP",
     "JobResult",
     "RunControl",
     "Runner",
@@ -76,10 +79,19 @@ class RunControl:
                 self._pipeline.abort()
 
 
+#: Exit code of a run whose only failures are live sources that gave up (``--max-reconnects``).
+EXIT_GAVE_UP = 3
+
+
 def exit_code(results: list[JobResult], signum: int | None) -> int:
+    """0 all done; 1 some input failed; 3 (:data:`EXIT_GAVE_UP`) live sources gave up and nothing else failed;
+    130/143 interrupted by SIGINT/SIGTERM."""
     if signum is not None:
         return 128 + signum
-    return 1 if any(r.status == "failed" for r in results) else 0
+    failed = [r for r in results if r.status == "failed"]
+    if failed and all(r.gave_up for r in failed):
+        return EXIT_GAVE_UP
+    return 1 if failed else 0
 
 
 def default_streams(device: Any) -> int:
@@ -155,7 +167,14 @@ class Runner:
             "read_timeout_s": src.read_timeout_s,
         }
         if job.kind in ("url", "camera"):
-            return open_live_source(job, stop=stop, rtsp_transport=src.rtsp_transport, **options)
+            return open_live_source(
+                job,
+                stop=stop,
+                rtsp_transport=src.rtsp_transport,
+                max_reconnects=src.max_reconnects,
+                backoff_max_s=src.backoff_max_s,
+                **options,
+            )
         return open_source(job, **options)
 
     def run(
@@ -227,12 +246,14 @@ class Runner:
         streams = rt.streams or default_streams(self.prepared.engine.device)
         mux = SourceMux()
         feeder = SourceFeeder(mux, streams=streams, file_buffer=rt.queue_size, live_buffer=rt.live_buffer)
-        router = SinkRouter(open_outputs, on_done=done, stop_source=feeder.stop_source)
+        monitor = run_monitor(mux, feeder, lambda: pipeline)
+        router = SinkRouter(open_outputs, on_done=done, stop_source=feeder.stop_source, monitor=monitor)
         live = any(j.live for j in todo)
         pipeline = self.prepared.build(mux, router, live=live, on_stop=feeder.stop, name=self.out_dir.name)
         error = None
         with StopOnSignals(self.control) as sig:
             self.control.attach(pipeline)
+            monitor.start(metrics_port=rt.metrics_port)
             feeder.start(todo)
             try:
                 self.stats = pipeline.run(grace_s=self.grace_s)
@@ -247,6 +268,7 @@ class Runner:
                 feeder.stop()
                 mux.close()
                 feeder.join(timeout=5.0)
+                monitor.close()
         return sig.signum, error
 
 
@@ -262,4 +284,15 @@ def _result(item: WorkItem, rep: SourceReport) -> JobResult:
         elapsed_s=rep.elapsed_s,
         fingerprint=item.fingerprint,
         name=item.name,
+        gave_up=rep.gave_up,
+        live=None
+        if not item.live
+        else {
+            "gaps": rep.events.get("gap", 0),
+            "gap_s": round(rep.gap_s, 3),
+            "reconnects": rep.events.get("reconnect", 0),
+            "resolution_changes": rep.events.get("resolution", 0),
+            "segments": rep.segments,
+            "state": "gave_up" if rep.gave_up else "ended",
+        },
     )

@@ -183,19 +183,30 @@ class ImagesSink:
 
 
 class JsonlSink:
-    """One JSON record per frame (:func:`frame_record`, plus ``extra(result)`` fields), flushed per line.
+    """One JSON record per frame (:func:`frame_record`, plus ``extra(result)`` fields), flushed per line, and
+    one per event of a live source (``{"event": KIND, "source": NAME, ...}``, ``event.schema.json``).
 
     A source always starts from its first frame, so the records of an earlier (failed) attempt are removed.
     """
 
-    def __init__(self, path: Path, *, extra: Callable[[FrameResult], dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        source: str = "",
+        extra: Callable[[FrameResult], dict[str, Any]] | None = None,
+    ) -> None:
         self.path = path
+        self.source = source
         self.extra = extra
         path.unlink(missing_ok=True)
         self._writer = JsonlWriter(path)
 
     def write(self, result: FrameResult) -> None:
         self._writer.write(frame_record(result, self.extra(result) if self.extra is not None else None))
+
+    def event(self, kind: str, fields: dict[str, Any]) -> None:
+        self._writer.write({"event": kind, "source": self.source, **fields})
 
     def close(self) -> None:
         self._writer.close()
@@ -307,6 +318,13 @@ class FanOut:
     def write(self, result: FrameResult) -> None:
         for s in self.sinks:
             s.write(result)
+
+    def event(self, kind: str, fields: dict[str, Any]) -> None:
+        """A live source's event, to the sinks that record events (the JSONL)."""
+        for s in self.sinks:
+            record = getattr(s, "event", None)
+            if record is not None:
+                record(kind, fields)
 
     def close(self) -> None:
         if self.closed:

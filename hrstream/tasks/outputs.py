@@ -1,0 +1,158 @@
+"""A source's outputs, segment by segment.
+
+A file source writes one set of files (``NAME.mp4``, ``NAME.jsonl``, ...) unless asked to cut them. A live
+source writes segments, each a complete set of files of its own named with the time its first frame was
+captured (UTC, ``NAME_20261207T001500Z.mp4``, ``.jsonl``, ``.tracks.json``): every ``segment_s`` seconds (600
+by default), and whenever the frame size changes (a camera reconfigured: the video goes on at the new size
+in a new segment). Nothing of a segment is kept in memory once it is closed, so a run of weeks holds only the
+current segment's tracks; ``keep_segments`` deletes the oldest segments' files beyond that many.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from hrstream.tasks.sinks import FanOut, Sink
+from hrstream.types import FrameResult
+
+__all__ = ["DEFAULT_LIVE_SEGMENT_S", "SourceOutputs", "segment_label"]
+
+log = logging.getLogger(__name__)
+
+#: Segment length of live sources when the recipe does not say (``sinks.segment_s: null``).
+DEFAULT_LIVE_SEGMENT_S = 600.0
+
+#: ``open_segment(label, width, height) -> {kind: sink}``: the files of one segment (``label`` ``None``: the
+#: plain ``NAME.*`` files of an unsegmented source), for frames of ``width x height``.
+OpenSegment = Callable[[str | None, int, int], dict[str, Sink]]
+
+
+def segment_label(t: float, *, live: bool) -> str:
+    """The name part of a segment starting at ``t``: UTC wall clock for live sources
+    (``20261207T001500Z``), the stream time in whole seconds for files (``t000600``)."""
+    if live:
+        return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(t))
+    return f"t{int(t):06d}"
+
+
+class SourceOutputs:
+    """The sinks of one source, written through a :class:`FanOut` per segment.
+
+    Args:
+        open_segment: makes a segment's sinks (each with a ``path``).
+        live: a live source (segments named by wall clock; timed by ``captured_at``, files by ``pts_s``).
+        segment_s: cut a new segment this many seconds after the current one began; ``None``: only at a frame
+            size change.
+        keep_segments: delete the oldest segments' files beyond this many (``None``: keep every one).
+        progress, finish_progress: ``progress(frames_written)`` after each frame, ``finish_progress()`` at the end.
+    """
+
+    def __init__(
+        self,
+        open_segment: OpenSegment,
+        *,
+        live: bool = False,
+        segment_s: float | None = None,
+        keep_segments: int | None = None,
+        progress: Callable[[int], None] | None = None,
+        finish_progress: Callable[[], None] | None = None,
+    ) -> None:
+        self.open_segment = open_segment
+        self.live = live
+        self.segment_s = segment_s
+        self.keep_segments = keep_segments
+        self.progress = progress
+        self.finish_progress = finish_progress
+        self.paths: dict[str, Path] = {}  # the current segment's files
+        self.segments = 0  # segments opened so far
+        self.frames = 0
+        self.drops = 0
+        self.started = time.monotonic()
+        self._fan: FanOut | None = None
+        self._start_t = 0.0
+        self._size: tuple[int, int] | None = None
+        self._labels: set[str] = set()
+        self._kept: deque[dict[str, Path]] = deque()
+        self._pending_events: list[tuple[str, dict[str, Any]]] = []
+
+    def _time(self, result: FrameResult) -> float:
+        f = result.frame
+        if self.live and f.captured_at is not None:
+            return float(f.captured_at)
+        return float(f.pts_s) if f.pts_s is not None else float(f.index)
+
+    def _cut(self, t: float, size: tuple[int, int]) -> None:
+        if self._fan is not None:
+            self._fan.close()
+            self._fan = None
+        label = None
+        if self.segment_s is not None or self.segments > 0:
+            label = base = segment_label(t, live=self.live)
+            k = 2
+            while label in self._labels:  # two cuts within one second (a size change right after a cut)
+                label, k = f"{base}_{k}", k + 1
+            self._labels.add(label)
+        sinks = self.open_segment(label, *size)
+        self._fan = FanOut(list(sinks.values()))
+        self.paths = {k: Path(s.path) for k, s in sinks.items()}  # type: ignore[attr-defined]
+        self.segments += 1
+        self._start_t, self._size = t, size
+        if label is not None and self.paths:
+            log.info("new segment: %s", next(iter(self.paths.values())))
+        self._kept.append(dict(self.paths))
+        if self.keep_segments is not None:
+            while len(self._kept) > self.keep_segments:
+                _delete(self._kept.popleft())
+        for kind, fields in self._pending_events:
+            self._fan.event(kind, fields)
+        self._pending_events.clear()
+
+    def write(self, result: FrameResult) -> None:
+        t = self._time(result)
+        size = (result.frame.width, result.frame.height)
+        if (
+            self._fan is None
+            or size != self._size
+            or (self.segment_s is not None and t - self._start_t >= self.segment_s)
+        ):
+            self._cut(t, size)
+        assert self._fan is not None
+        self._fan.write(result)
+        self.frames += 1
+        self.drops += result.dropped_before
+        if self.progress is not None:
+            self.progress(self.frames)
+
+    def event(self, kind: str, fields: dict[str, Any]) -> None:
+        """Record a live source's event (a gap, a reconnect, ...) in the current segment's files."""
+        if self._fan is None:
+            self._pending_events.append((kind, fields))
+        else:
+            self._fan.event(kind, fields)
+
+    def close(self) -> None:
+        try:
+            if self._fan is not None:
+                self._fan.close()
+            self._fan = None
+        finally:
+            if self.finish_progress is not None:
+                self.finish_progress()
+                self.finish_progress = None
+
+
+def _delete(paths: dict[str, Path]) -> None:
+    for p in paths.values():
+        try:
+            if p.is_dir():
+                shutil.rmtree(p)
+            else:
+                p.unlink(missing_ok=True)
+        except OSError as e:  # a segment that cannot be removed is left for the user
+            log.warning("%s: could not delete an old segment (%s)", p, e.strerror or e)

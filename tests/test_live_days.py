@@ -1,0 +1,307 @@
+"""Live for days: cameras that heal, outages recorded as data, segments, flat memory, numbers to watch.
+
+Real GStreamer RTSP servers on 127.0.0.1 (``support.rtsp``) are stopped, restarted, restarted at another
+resolution or never started; the CLI runs in a child process as users run it. The network is the tiny official
+HRNet of ``support.tiny_models``.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+import tracemalloc
+import urllib.request
+from pathlib import Path
+
+import pytest
+from support.cli_checks import VIDEOS, cli_env, manifest_jobs, read_jsonl, video_facts
+from support.clips import h264_clip
+from support.rtsp import RtspServer, free_port, needs_rtsp
+from support.tiny_models import tiny_pose_model
+
+import hrstream
+from hrstream.errors import SourceGaveUp
+from hrstream.io.reconnect import open_live_source
+from hrstream.schemas import validate_jsonl
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny_pose(tmp_path_factory: pytest.TempPathFactory):
+    return tiny_pose_model(tmp_path_factory.mktemp("tiny_pose"))
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A 60 s camera stream (426x240, 30 fps) and the same camera reconfigured to 320x180."""
+    folder = tmp_path_factory.mktemp("camera_clips")
+    return {
+        "long": h264_clip(folder / "long.mp4", fps=30, repeat=6),
+        "small": h264_clip(folder / "small.mp4", fps=30, size=(320, 180)),
+    }
+
+
+def _popen(args: list[str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "hrstream.cli", "run", *args],
+        env=cli_env(),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _records(out: Path, name: str) -> list[dict]:
+    """Every JSONL record of a live source, over its segments in order (named by their start time)."""
+    return [r for p in sorted(out.glob(f"{name}_*Z.jsonl")) for r in read_jsonl(p)]
+
+
+def _wait(cond, timeout: float, what: str) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{what}: not within {timeout} s")
+
+
+def _frames(records: list[dict]) -> list[dict]:
+    return [r for r in records if "event" not in r]
+
+
+def _quick_recipe(tmp_path: Path, backoff_max_s: float) -> Path:
+    recipe = tmp_path / "live.yaml"
+    recipe.write_text(f"sources:\n  backoff_max_s: {backoff_max_s}\n  open_timeout_s: 2\n  read_timeout_s: 2\n")
+    return recipe
+
+
+@needs_rtsp
+def test_a_camera_down_for_40_s_resumes_with_one_gap_record_and_the_other_goes_on(tiny_pose, clips, tmp_path):
+    a, b = RtspServer(clip=clips["long"]).start(), RtspServer(clip=clips["long"]).start()
+    out = tmp_path / "out"
+    listing = tmp_path / "cameras.txt"
+    listing.write_text(f"door {a.url}\nhall {b.url}\n")
+    args = ["--sources", str(listing), "--pipeline", str(_quick_recipe(tmp_path, 2.0)), "--task", "pose"]
+    proc = _popen([*args, *tiny_pose.args(), "--detector", "full-frame", "--no-video", "--out", str(out)])
+    try:
+        _wait(lambda: len(_frames(_records(out, "door"))) >= 30, 40, "door's first frames")
+        t_down = time.time()
+        a.kill()  # a camera reboots: it is away for 40 s
+        time.sleep(40.0)
+        a = RtspServer(port=a.port, clip=clips["long"]).start()
+        t_up = time.time()
+        _wait(lambda: any(r.get("event") == "gap" for r in _records(out, "door")), 30, "the gap record")
+        time.sleep(2.0)
+        t_end = time.time()
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        a.kill()
+        b.kill()
+    assert proc.returncode == 130, stderr[-3000:]
+    door, hall = _records(out, "door"), _records(out, "hall")
+    for path in out.glob("*.jsonl"):
+        validate_jsonl(str(path))  # frame and event records alike
+    gaps = [r for r in door if r.get("event") == "gap"]
+    assert len(gaps) == 1, gaps
+    g = gaps[0]
+    frames = _frames(door)
+    before = max(f for f in frames if f["captured_at"] < t_down + 0.5)
+    after = min((f for f in frames if f["captured_at"] > t_up), key=lambda f: f["captured_at"])
+    assert g["from"] == pytest.approx(before["captured_at"]) and g["to"] == pytest.approx(after["captured_at"])
+    assert g["pts_before"] == pytest.approx(before["pts_s"]) and g["pts_after"] == pytest.approx(after["pts_s"])
+    assert 40.0 <= g["to"] - g["from"] == pytest.approx(g["duration_s"], abs=1e-3)
+    assert g["to"] - t_up < 2.0 + 4.0  # back within the backoff cap (2 s) plus an open
+    assert any(r.get("event") == "reconnect" for r in door)
+    assert not any("event" in r for r in hall)  # the other camera never noticed
+    hall_frames = _frames(hall)
+    rate_before = sum(t_down - 10 < r["captured_at"] < t_down for r in hall_frames) / 10
+    rate_during = sum(t_down + 5 < r["captured_at"] < t_up for r in hall_frames) / (t_up - t_down - 5)
+    assert rate_during >= 0.8 * rate_before, (rate_before, rate_during)
+    assert max(r["captured_at"] for r in hall_frames) > t_end - 3
+    state, jobs = manifest_jobs(out)
+    assert state == "interrupted"
+    door_job = next(j for k, j in jobs.items() if k.endswith(f":{a.port}/live"))
+    assert door_job["live"]["gaps"] == 1 and door_job["live"]["reconnects"] >= 1
+
+
+@needs_rtsp
+def test_a_camera_back_at_another_resolution_goes_on_in_a_new_segment(tiny_pose, clips, tmp_path):
+    cam = RtspServer(clip=clips["long"]).start()
+    out = tmp_path / "out"
+    listing = tmp_path / "cameras.txt"
+    listing.write_text(f"gate {cam.url}\n")
+    args = ["--sources", str(listing), "--pipeline", str(_quick_recipe(tmp_path, 1.0)), "--task", "pose"]
+    proc = _popen([*args, *tiny_pose.args(), "--detector", "full-frame", "--preset", "ultrafast", "--out", str(out)])
+    try:
+        _wait(lambda: len(_frames(_records(out, "gate"))) >= 20, 40, "the first frames")
+        cam.kill()
+        cam = RtspServer(port=cam.port, clip=clips["small"]).start()  # reconfigured to 320x180
+        _wait(lambda: sum(r.get("width") == 320 for r in _records(out, "gate")) >= 20, 40, "frames at 320x180")
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        cam.kill()
+    assert proc.returncode == 130, stderr[-3000:]
+    segments = sorted(out.glob("gate_*Z.jsonl"))
+    assert len(segments) == 2, segments
+    sizes = []
+    for seg in segments:
+        validate_jsonl(str(seg))
+        frames = _frames(read_jsonl(seg))
+        assert len({(r["width"], r["height"]) for r in frames}) == 1  # one size per segment
+        facts = video_facts(seg.with_suffix(".mp4"))
+        assert (facts.width, facts.height) == (frames[0]["width"], frames[0]["height"])  # not stretched
+        assert facts.frames == len(frames)
+        assert all(len(r["people"]) == 1 and r["people"][0]["box"][2] <= r["width"] for r in frames)
+        sizes.append((facts.width, facts.height))
+    assert sizes == [(426, 240), (320, 180)]
+    changes = [r for p in segments for r in read_jsonl(p) if r.get("event") == "resolution"]
+    assert [(c["from"], c["to"]) for c in changes] == [([426, 240], [320, 180])]
+
+
+def test_a_refused_camera_gives_up_after_max_reconnects_with_exit_3_and_the_others_go_on(tiny_pose, tmp_path):
+    url = f"rtsp://u:S3cr%21t@127.0.0.1:{free_port()}/x"  # nothing listens there
+    out = tmp_path / "out"
+    clip = VIDEOS / "gen_vfr_160x120.mp4"
+    args = [url, str(clip), *tiny_pose.args(), "--detector", "full-frame", "--no-video", "--out", str(out)]
+    proc = _popen([*args, "--max-reconnects", "3", "--open-timeout", "2"])
+    stdout, stderr = proc.communicate(timeout=90)
+    assert proc.returncode == 3, stderr[-3000:]
+    shown = url.replace("u:S3cr%21t", "***")
+    gave_up = [ln for ln in stderr.splitlines() if ln.startswith("ERROR") and "gave up after 3" in ln]
+    assert len(gave_up) == 1 and shown in gave_up[0], stderr[-3000:]
+    assert len(read_jsonl(out / "gen_vfr_160x120.jsonl")) == 16  # the file ran to its end meanwhile
+    _, jobs = manifest_jobs(out)
+    assert jobs[str(clip)]["status"] == "ok" and jobs[shown]["status"] == "failed"
+    texts = [stdout, stderr] + [p.read_text(errors="replace") for p in out.rglob("*") if p.is_file()]
+    assert not any("S3cr" in t for t in texts)
+
+
+@needs_rtsp
+def test_permanent_answers_are_reported_at_once():
+    srv = RtspServer().start()
+    try:
+        wrong = srv.url.replace("/live", "/nothere")
+        t0 = time.monotonic()
+        with pytest.raises(SourceGaveUp, match=r"gave up after 1 open attempt.*404 Not Found.*check the path"):
+            open_live_source(wrong, max_reconnects=5, open_timeout_s=2, read_timeout_s=2)
+        assert time.monotonic() - t0 < 2.0  # a 404 is not retried when a limit is set
+        # unlimited reconnects: still retried, slowly (at the backoff cap), and said so once
+        waits: list[float] = []
+
+        def wait(seconds: float) -> bool:
+            waits.append(seconds)
+            return len(waits) >= 3  # interrupted after three waits
+
+        with pytest.raises(Exception, match="interrupted while connecting"):
+            open_live_source(wrong, backoff_max_s=30.0, open_timeout_s=2, read_timeout_s=2, wait=wait)
+        assert waits == [30.0, 30.0, 30.0]
+    finally:
+        srv.kill()
+
+
+def test_backoff_grows_to_its_cap_with_jitter_through_an_injected_wait():
+    waits: list[float] = []
+
+    def wait(seconds: float) -> bool:
+        waits.append(seconds)
+        return False
+
+    with pytest.raises(SourceGaveUp, match="gave up after 7 open attempt"):
+        open_live_source(
+            f"rtsp://127.0.0.1:{free_port()}/x", max_reconnects=7, backoff_s=0.5, backoff_max_s=4.0, wait=wait
+        )
+    caps = [min(4.0, 0.5 * 2**k) for k in range(6)]  # 0.5 1 2 4 4 4: waits before attempts 2..7
+    assert len(waits) == 6
+    assert all(c / 2 <= w <= c for w, c in zip(waits, caps, strict=True)), (waits, caps)
+    assert waits[3] > waits[0] * 2  # it grows
+    assert len({round(w, 6) for w in waits[3:]}) > 1  # and is jittered at the cap
+
+
+@needs_rtsp
+def test_live_memory_is_flat_with_several_people(tiny_pose, clips, tmp_path):
+    """A live source with four people for ~30 s in segments of 2 s: what the run keeps does not grow."""
+    cam = RtspServer(clip=clips["long"]).start()
+    boxes = [[40 + 100 * k, 40, 70, 150] for k in range(4)]  # four people in every frame (xywh)
+    dets = [{"image_id": i, "category_id": 1, "bbox": b, "score": 0.9} for i in range(3000) for b in boxes]
+    det_file = tmp_path / "dets.json"
+    det_file.write_text(json.dumps(dets))
+    tracemalloc.start(1)
+    sizes: list[tuple[int, int]] = []
+    try:
+        results = hrstream.stream(
+            cam.url, model=str(tiny_pose.config), weights=str(tiny_pose.weights), detector=f"file:{det_file}",
+            det_thr=0.5, segment_s=2.0, out=tmp_path / "out",
+        )  # fmt: skip
+        t0 = None
+        for r in results:
+            t0 = t0 or time.monotonic()
+            assert len(r.poses) == 4
+            elapsed = time.monotonic() - t0
+            if 8 < elapsed and not sizes or (len(sizes) == 1 and elapsed > 28):
+                sizes.append((r.frame.index, tracemalloc.get_traced_memory()[0]))
+            if elapsed > 28:
+                break
+        results.close()
+    finally:
+        tracemalloc.stop()
+        cam.kill()
+    (f1, m1), (f2, m2) = sizes
+    per_frame = (m2 - m1) / (f2 - f1)
+    # keeping the tracks until the end costs ~4 x 5.4 kB a frame; segments keep at most 2 s of them
+    assert f2 - f1 > 200 and per_frame < 1_000, (sizes, per_frame)
+    assert len(list((tmp_path / "out").glob("*.tracks.json"))) >= 10
+
+
+@needs_rtsp
+def test_metrics_are_served_to_prometheus_during_a_live_run(tiny_pose, tmp_path):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    cam = RtspServer().start()
+    port = free_port()
+    secret_url = cam.url.replace("rtsp://", "rtsp://u:S3cr%21t@")
+    listing = tmp_path / "cams.txt"
+    listing.write_text(f"lobby {secret_url}\n")
+    args = ["--sources", str(listing), *tiny_pose.args(), "--detector", "full-frame", "--no-video"]
+    proc = _popen([*args, "--metrics-port", str(port), "--out", str(tmp_path / "out")])
+    try:
+        text = ""
+
+        def scraped() -> bool:
+            nonlocal text
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
+                    text = resp.read().decode()
+            except OSError:
+                return False
+            return 'hrstream_source_frames_out_total{source="lobby"}' in text and "latency" in text
+
+        _wait(scraped, 40, "a scrape with the camera's numbers")
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        cam.kill()
+    assert proc.returncode == 130, stderr[-3000:]
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    out = {s.labels["source"]: s.value for s in families["hrstream_source_frames_out"].samples if s.name.endswith("_total")}
+    assert out["lobby"] > 0
+    up = {s.labels["source"]: s.value for s in families["hrstream_source_up"].samples}
+    assert up == {"lobby": 1.0}
+    quantiles = {s.labels["quantile"] for s in families["hrstream_source_latency_seconds"].samples}
+    assert quantiles == {"0.5", "0.95", "1"}
+    assert any(s.value > 0 for s in families["hrstream_stage_busy_seconds"].samples)
+    assert "hrstream_queue_depth" in families and "hrstream_network_seconds" in families
+    assert "S3cr" not in text and "rtsp://" not in text  # labels are names, never URLs
+    assert "lobby: connected" in stderr  # the status line
