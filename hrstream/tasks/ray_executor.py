@@ -138,8 +138,8 @@ def _actor_cause(error: BaseException) -> str:
     text = str(error)
     marker = "Worker exit detail:"
     if marker in text:
-        return "the actor died: " + text.split(marker, 1)[1].strip().split(". ")[0]
-    return "the actor died: " + (text.strip().splitlines() or ["no detail"])[0]
+        return text.split(marker, 1)[1].strip().split(". ")[0]
+    return (text.strip().splitlines() or ["no detail"])[0]
 
 
 class RayExecutor:
@@ -329,7 +329,7 @@ class _DriverLoop:
                 )
             elif a.attempt < MAX_ATTEMPTS:
                 log.warning(
-                    "%s: %s; trying it again (attempt %d of %d)",
+                    "%s: its actor died (%s); trying it again (attempt %d of %d)",
                     item.display,
                     cause,
                     a.attempt + 1,

@@ -1,0 +1,143 @@
+"""``hrstream run --executor ray``: Ray Core actors on a local cluster started once for the session.
+
+The cluster (2 CPUs and 2 fake GPUs: Ray schedules by the resources it is told of, so placement can be
+checked without a GPU) runs ``hrstream run`` as a separate driver process: 2 actors, one per GPU, process a
+folder with good inputs, one whose actor dies once (retried on a new actor), one whose actor is killed every
+time (SIGKILL, as the OOM killer does: failed after two attempts) and one that stalls (its actor killed by
+``--input-timeout``). The good inputs' outputs equal a plain single-process run's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+from support.batch_runs import GOOD, assert_same_outputs, batch_folder, faults, manifest_entries
+from support.cli_checks import cli_env, invoke, run_cli
+from support.tiny_models import TinyModel, tiny_pose_model
+
+from hrstream.errors import ConfigError
+from hrstream.schemas import validate
+from hrstream.tasks.ray_executor import actor_plan
+from hrstream.tasks.workers import FAULTS_ENV
+
+ray = pytest.importorskip("ray", reason="the ray extra is not installed")
+
+TIMEOUT_S = 15.0
+
+
+@pytest.fixture(scope="session")
+def ray_address() -> str:
+    """A local Ray cluster for the session (2 CPUs, 2 fake GPUs, no dashboard, no usage statistics)."""
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    ray.init(
+        address="local",
+        num_cpus=2,
+        num_gpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level="WARNING",
+    )
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def tiny_pose(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
+    return tiny_pose_model(tmp_path_factory.mktemp("tiny_pose"))
+
+
+@pytest.fixture(scope="module")
+def runs(
+    ray_address: str, tiny_pose: TinyModel, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, object]:
+    root = tmp_path_factory.mktemp("ray")
+    media = batch_folder(root)
+    base = [*tiny_pose.args(), "--detector", "full-frame"]
+    plain = run_cli(["run", str(media), *base, "--out", str(root / "plain"), "-q"])
+    assert plain.returncode == 0, plain.stderr
+    t0 = time.monotonic()
+    res = run_cli(
+        [
+            "run",
+            str(media),
+            *base,
+            "--out",
+            str(root / "ray"),
+            "--executor",
+            "ray",
+            "--ray-address",
+            ray_address,
+            "--input-timeout",
+            str(TIMEOUT_S),
+        ],
+        env=cli_env(**{FAULTS_ENV: faults("kill")}),
+        timeout=400,
+    )
+    return {"plain": root / "plain", "out": root / "ray", "res": res, "took": time.monotonic() - t0}
+
+
+def test_two_actors_give_the_outputs_of_a_plain_run(runs: dict) -> None:
+    res = runs["res"]
+    assert res.returncode == 1, res.stderr[-3000:]
+    assert_same_outputs(runs["plain"], runs["out"])
+    validate(json.loads((runs["out"] / "manifest.json").read_text()), "manifest", label="manifest.json")
+    run, jobs = manifest_entries(runs["out"])
+    assert run["executor"] == "ray" and run["state"] == "done"
+    assert {n: jobs[n]["status"] for n in GOOD} == dict.fromkeys(GOOD, "ok")
+
+
+def test_a_dead_actor_is_replaced_and_its_input_retried(runs: dict) -> None:
+    run, jobs = manifest_entries(runs["out"])
+    assert jobs["flaky"]["status"] == "ok" and jobs["flaky"]["attempts"] == 2
+    crashy = jobs["crashy"]
+    assert crashy["status"] == "failed" and crashy["attempts"] == 2
+    assert "actor died on each of 2 attempts" in crashy["error"]
+    stuck = jobs["stuck"]
+    assert stuck["status"] == "failed" and stuck["attempts"] == 1
+    assert f"timed out after {TIMEOUT_S:g} s" in stuck["error"]
+    # 2 actors, then one new actor for each of the 4 that died or were killed (flaky once, crashy twice, stuck)
+    # as long as inputs were left
+    assert len({w["pid"] for w in run["workers"]}) == len(run["workers"]) >= 2 + 2
+
+
+def test_one_actor_per_gpu(runs: dict) -> None:
+    run, _ = manifest_entries(runs["out"])
+    workers = run["workers"]
+    assert all(len(w["gpu_ids"]) == 1 for w in workers)
+    assert {w["gpu_ids"][0] for w in workers[:2]} == {"0", "1"}  # the first two actors hold one GPU each
+    assert all(w["threads"] == 1 for w in workers)  # 2 CPUs shared by 2 GPU actors
+
+
+@pytest.mark.parametrize(
+    ("resources", "device", "workers", "cpw", "expected"),
+    [
+        ({"CPU": 16, "GPU": 1}, "auto", None, None, (1, {"num_cpus": 16.0, "num_gpus": 1.0})),
+        ({"CPU": 16, "GPU": 2}, "cuda", None, None, (2, {"num_cpus": 8.0, "num_gpus": 1.0})),
+        ({"CPU": 16, "GPU": 2}, "cpu", None, None, (8, {"num_cpus": 2.0})),
+        ({"CPU": 16}, "auto", None, 4, (4, {"num_cpus": 4.0})),
+        ({"CPU": 2}, "auto", None, 1, (2, {"num_cpus": 1.0})),
+        ({"CPU": 2}, "auto", 5, 1, (5, {"num_cpus": 1.0})),
+        ({"CPU": 1}, "auto", None, None, (1, {"num_cpus": 1.0})),
+    ],
+)
+def test_actor_plan(
+    resources: dict, device: str, workers: int | None, cpw: int | None, expected: tuple
+) -> None:
+    assert actor_plan(resources, device=device, workers=workers, cpus_per_worker=cpw) == expected
+
+
+def test_an_actor_that_cannot_fit_is_refused() -> None:
+    with pytest.raises(ConfigError, match="does not fit the cluster"):
+        actor_plan({"CPU": 2}, device="auto", workers=None, cpus_per_worker=4)
+
+
+def test_ray_address_needs_the_ray_executor(tiny_pose: TinyModel, tmp_path: Path) -> None:
+    clip = batch_folder(tmp_path) / "good_a.mp4"
+    result = invoke(
+        ["run", str(clip), *tiny_pose.args(), "--out", str(tmp_path / "o"), "--ray-address", "x:1"]
+    )
+    assert result.exit_code == 2 and "--ray-address needs --executor ray" in result.stderr

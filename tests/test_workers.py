@@ -1,0 +1,175 @@
+"""``hrstream run --workers N``: spawned worker processes, each input isolated from the others' crashes.
+
+A folder with good inputs, one that crashes its worker once (retried on a new worker), one that crashes it
+every time (a real SIGSEGV: failed after two attempts, with the cause) and one that stalls (ended by
+``--input-timeout``) gives the same outputs for the good inputs as a plain single-process run, and the main
+process alone keeps a valid manifest. Real processes, real signals; the misbehaviour is the workers' test hook
+(:mod:`hrstream.tasks.workers`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+from support.batch_runs import GOOD, assert_same_outputs, batch_folder, faults, manifest_entries
+from support.cli_checks import ROOT, cli_env, invoke, read_jsonl, run_cli
+from support.make_clips import _video
+from support.tiny_models import TinyModel, tiny_pose_model
+
+from hrstream.runtime import usable_cpu_count
+from hrstream.schemas import validate
+from hrstream.tasks.workers import FAULTS_ENV, exit_cause
+
+TIMEOUT_S = 15.0
+
+
+@pytest.fixture(scope="module")
+def tiny_pose(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
+    return tiny_pose_model(tmp_path_factory.mktemp("tiny_pose"))
+
+
+def _args(tiny: TinyModel, out: Path) -> list[str]:
+    return [*tiny.args(), "--detector", "full-frame", "--out", str(out)]
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_pose: TinyModel, tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """A plain run and a ``--workers 2`` run with the test hook over the same folder."""
+    root = tmp_path_factory.mktemp("workers")
+    media = batch_folder(root)
+    plain = run_cli(["run", str(media), *_args(tiny_pose, root / "plain"), "-q"])
+    assert plain.returncode == 0, plain.stderr
+    t0 = time.monotonic()
+    res = run_cli(
+        [
+            "run",
+            str(media),
+            *_args(tiny_pose, root / "workers"),
+            "--workers",
+            "2",
+            "--input-timeout",
+            str(TIMEOUT_S),
+        ],
+        env=cli_env(**{FAULTS_ENV: faults("segv")}),
+        timeout=300,
+    )
+    return {"plain": root / "plain", "out": root / "workers", "res": res, "took": time.monotonic() - t0}
+
+
+def test_good_inputs_equal_a_plain_run(runs: dict) -> None:
+    res = runs["res"]
+    assert res.returncode == 1, res.stderr  # two inputs failed
+    assert "Traceback" not in res.stderr
+    assert_same_outputs(runs["plain"], runs["out"])
+    doc = json.loads((runs["out"] / "manifest.json").read_text())
+    validate(doc, "manifest", label="manifest.json")
+    _, jobs = manifest_entries(runs["out"])
+    assert {n: jobs[n]["status"] for n in GOOD} == dict.fromkeys(GOOD, "ok")
+    for name in GOOD:
+        assert jobs[name]["frames"] == len(read_jsonl(runs["out"] / f"{name}.jsonl"))
+
+
+def test_a_crash_costs_only_its_input(runs: dict) -> None:
+    run, jobs = manifest_entries(runs["out"])
+    # flaky: its worker died mid-input once; the retry on a new worker completed it
+    assert jobs["flaky"]["attempts"] == 2 and jobs["flaky"]["status"] == "ok"
+    # crashy: a segfault on both attempts, then failed with the cause
+    crashy = jobs["crashy"]
+    assert crashy["status"] == "failed" and crashy["attempts"] == 2
+    assert "died on each of 2 attempts" in crashy["error"] and "SIGSEGV" in crashy["error"]
+    # stuck: ended by the time limit, not retried
+    stuck = jobs["stuck"]
+    assert stuck["status"] == "failed" and stuck["attempts"] == 1
+    assert f"timed out after {TIMEOUT_S:g} s" in stuck["error"]
+    # two workers from the start, each with one of the two cores; new ones replaced the three that died
+    workers = run["workers"]
+    assert sorted(w["worker"] for w in workers[:2]) == [0, 1]
+    assert len({w["pid"] for w in workers}) == len(workers) >= 2 + 3
+    assert {w["threads"] for w in workers} == {max(1, usable_cpu_count() // 2)}
+    assert all(w["start_s"] >= w["setup_s"] > 0 for w in workers)
+    assert run["executor"] == "processes" and run["state"] == "done"
+    for w in workers:  # every worker is gone once the run ended
+        with pytest.raises(ProcessLookupError):
+            os.kill(w["pid"], 0)
+    err = runs["res"].stderr
+    assert "trying it again (attempt 2 of 2)" in err
+    summary = err[err.index("status ") :]
+    assert re.search(r"^ok\s+3\s", summary, re.M) and re.search(r"^failed\s+2\s", summary, re.M), summary
+
+
+def test_status_after_the_run(runs: dict) -> None:
+    status = invoke(["status", str(runs["out"])])
+    assert status.exit_code == 1
+    assert "5 inputs: 3 done, 2 failed, 0 running, 0 remaining" in status.stdout
+
+
+def test_exit_causes() -> None:
+    assert exit_cause(-signal.SIGSEGV) == "killed by SIGSEGV"
+    assert "out-of-memory" in exit_cause(-signal.SIGKILL)
+    assert exit_cause(70) == "exit code 70"
+
+
+def test_options_that_need_workers_or_files(tiny_pose: TinyModel, tmp_path: Path) -> None:
+    clip = batch_folder(tmp_path) / "good_a.mp4"
+    for extra, message in [
+        (["--input-timeout", "5"], "--input-timeout needs worker processes"),
+        (["--cpus-per-worker", "1"], "--cpus-per-worker needs worker processes"),
+        (["--workers", "0"], "--workers '0'"),
+        (["--workers", "many"], "--workers 'many'"),
+    ]:
+        result = invoke(["run", str(clip), *_args(tiny_pose, tmp_path / "out"), *extra])
+        assert result.exit_code == 2, (extra, result.stderr)
+        assert message in result.stderr
+    live = invoke(["run", "rtsp://127.0.0.1:9/x", *_args(tiny_pose, tmp_path / "out"), "--workers", "2"])
+    assert live.exit_code == 2 and "live sources" in live.stderr
+
+
+@pytest.mark.slow
+def test_sigint_drains_the_workers(tiny_pose: TinyModel, tmp_path: Path) -> None:
+    media = tmp_path / "media"
+    media.mkdir()
+    _video(media / "long.mp4", "libx264", 160, 120, list(range(150)), Fraction(1, 25))
+    _video(media / "stuck.mp4", "libx264", 160, 120, list(range(10)), Fraction(1, 25))
+    out = tmp_path / "out"
+    args = ["run", str(media), *_args(tiny_pose, out), "--workers", "2", "--batch-size", "1", "--grace", "4"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hrstream.cli", *args, "-q"],
+        env=cli_env(**{FAULTS_ENV: "stuck=stall"}),
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while True:  # both inputs running, the long one written in part
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.stderr else ""
+        try:
+            _, jobs = manifest_entries(out)
+            lines = (out / "long.jsonl").read_bytes().count(b"\n")
+        except (OSError, ValueError, KeyError, IndexError):
+            time.sleep(0.1)
+            continue
+        if {j["status"] for j in jobs.values()} == {"running"} and lines >= 5:
+            break
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    run, jobs = manifest_entries(out)
+    assert run["state"] == "interrupted"
+    assert jobs["long"]["status"] == "interrupted" and jobs["stuck"]["status"] == "interrupted"
+    records = read_jsonl(out / "long.jsonl")  # drained: every record complete, the video closed
+    assert 5 <= len(records) < 150 and [r["frame"] for r in records] == list(range(len(records)))
+    assert "did not drain within 4 s" in err  # the stuck one was killed after the grace period
+    for w in run["workers"]:
+        with pytest.raises(ProcessLookupError):
+            os.kill(w["pid"], 0)
