@@ -11,13 +11,15 @@ one-time cost and is reported apart.
 Weights are random with a sane scale (Kaiming-normal convolutions, unit BatchNorm statistics; seeded):
 speed does not depend on their values, but the official Lite-HRNet initialisation (N(0, 0.001)) would drive
 activations towards denormal floats, which some kernels run far slower. bf16 is only meaningful where the CPU
-has it natively (``avx512_bf16`` / ``amx_bf16``); the CPU flags and ``torch.backends.cpu.get_cpu_capability()``
-are printed with the table, and OpenVINO bf16 is skipped without native bf16.
+has it natively (``avx512_bf16`` / ``amx_bf16``); the CPU flags, the precision ``--amp auto`` picks on this CPU
+and ``torch.backends.cpu.get_cpu_capability()`` are printed with the table, and OpenVINO bf16 is skipped
+without native bf16.
 
 Usage::
 
     python benchmarks/bench_backends.py                   # Lite-HRNet-18/30 and HRNet-W32 at 256x192
     python benchmarks/bench_backends.py --models litehrnet_18_coco_256x192 --batches 1 --json runs/b.json
+    python benchmarks/bench_backends.py --models pose_hrnet_w32_256x192 --batches 16 --backends torch
 """
 
 from __future__ import annotations
@@ -41,8 +43,8 @@ from bench_fixtures import cpu_description
 from torch import nn
 
 from hrstream.models import from_config
-from hrstream.runtime import InferenceEngine
-from hrstream.runtime.backends import make_backend, native_bf16
+from hrstream.runtime import InferenceEngine, cpu_has_native_bf16
+from hrstream.runtime.backends import make_backend
 
 log = logging.getLogger("bench_backends")
 
@@ -99,7 +101,9 @@ def versions() -> dict[str, str]:
     return out
 
 
-def run(models: list[str], batches: list[int], *, seconds: float, min_calls: int) -> dict[str, Any]:
+def run(
+    models: list[str], batches: list[int], *, seconds: float, min_calls: int, backends: list[str]
+) -> dict[str, Any]:
     threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     torch.set_num_threads(threads)
     rows: list[dict[str, Any]] = []
@@ -110,7 +114,9 @@ def run(models: list[str], batches: list[int], *, seconds: float, min_calls: int
         randomize(model, size=(h, w))
         params = sum(p.numel() for p in model.parameters())
         for column, backend, precision in COLUMNS:
-            if precision == "bf16" and backend == "openvino" and not native_bf16():
+            if backend not in backends:
+                continue
+            if precision == "bf16" and backend == "openvino" and not cpu_has_native_bf16():
                 log.info("%s: skipping %s (no native bf16)", name, column)
                 continue
             started = time.perf_counter()
@@ -156,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batches", nargs="+", type=int, default=[1, 16])
     ap.add_argument("--seconds", type=float, default=1.5, help="least time per cell (after a warm-up call)")
     ap.add_argument("--min-calls", type=int, default=2, help="least calls per cell")
+    ap.add_argument(
+        "--backends", nargs="+", default=["torch", "onnxruntime", "openvino"], help="the columns' backends"
+    )
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
@@ -165,13 +174,16 @@ def main(argv: list[str] | None = None) -> int:
     started = datetime.datetime.now().astimezone()
     with tempfile.TemporaryDirectory(prefix="bench_backends_") as home:
         os.environ["HRSTREAM_HOME"] = home  # exported graphs of random weights: not for the user's cache
-        result = run(args.models, args.batches, seconds=args.seconds, min_calls=args.min_calls)
+        result = run(
+            args.models, args.batches, seconds=args.seconds, min_calls=args.min_calls, backends=args.backends
+        )
     ended = datetime.datetime.now().astimezone()
     result.update(machine=machine, versions=versions(), started=started.isoformat(), ended=ended.isoformat())
     print(
         f"{started:%Y-%m-%d %H:%M}-{ended:%H:%M} {started:%Z}; CPU: {machine['model_name']}, "
         f"{machine['usable_cores']} cores, {result['threads']} threads per library; native bf16 flags: "
-        f"{', '.join(machine['bf16_flags']) or 'none'}; torch.backends.cpu.get_cpu_capability() = "
+        f"{', '.join(machine['bf16_flags']) or 'none'} (--amp auto picks {machine['amp_auto']}); "
+        f"torch.backends.cpu.get_cpu_capability() = "
         f"{machine['torch_cpu_capability']}; load avg (1 min) at start {machine['load_avg_1m']:.2f}, "
         f"at end {os.getloadavg()[0]:.2f}"
     )

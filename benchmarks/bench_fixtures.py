@@ -23,6 +23,9 @@ import av
 import numpy as np
 import torch
 
+from hrstream.runtime import amp_default, cpu_flags, cpu_has_native_bf16
+from hrstream.runtime.cpu import NATIVE_BF16_FLAGS
+
 log = logging.getLogger(__name__)
 
 __all__ = ["cpu_description", "synthetic_boxes", "trim_clip", "write_detections", "write_random_weights"]
@@ -93,7 +96,8 @@ def trim_clip(src: str | Path, dst: Path, frames: int) -> Path:
 
 
 def cpu_description() -> dict[str, Any]:
-    """CPU model name (``lscpu``), usable cores, native bf16 support and torch's CPU kernel level."""
+    """CPU model name (``lscpu``), usable cores, native bf16 support (and the CPU flags that say so), the
+    precision ``--amp auto`` picks on this CPU and torch's CPU kernel level."""
     model = platform.processor() or "unknown"
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10, check=False).stdout
@@ -103,21 +107,13 @@ def cpu_description() -> dict[str, Any]:
                 break
     except (OSError, subprocess.SubprocessError):
         pass
-    flags: set[str] = set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    native_bf16 = sorted(flags & {"avx512_bf16", "amx_bf16"})
     return {
         "model_name": model,
         "usable_cores": cores,
-        "native_bf16": bool(native_bf16),
-        "bf16_flags": native_bf16,
+        "native_bf16": cpu_has_native_bf16(),
+        "bf16_flags": sorted(cpu_flags() & NATIVE_BF16_FLAGS),
+        "amp_auto": amp_default("cpu"),  # the precision `--amp auto` picks on this CPU
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "load_avg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }

@@ -396,14 +396,15 @@ def eval_cmd(results: str, gt_path: str) -> None:
 
 
 @main.command("export")
-@click.argument("tracks_json", type=click.Path(dir_okay=False))
+@click.argument("source", type=click.Path(exists=True))
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["coco", "csv", "posetrack18", "openpose", "openpose-coco18"]),
+    type=click.Choice(["coco", "csv", "posetrack18", "openpose", "openpose-coco18", "coco-dataset"]),
     required=True,
     help="coco: keypoint results for pycocotools; csv: a line per person and frame; posetrack18: one JSON per "
-    "video (poseval); openpose: OpenPose BODY_25 JSON per frame; openpose-coco18: OpenPose's 18-point COCO layout.",
+    "video (poseval); openpose: OpenPose BODY_25 JSON per frame; openpose-coco18: OpenPose's 18-point COCO layout; "
+    "coco-dataset: JPEG frames every --stride with a COCO keypoints file (CVAT's COCO Keypoints layout).",
 )
 @click.option(
     "--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Folder for the exported files."
@@ -418,26 +419,48 @@ def eval_cmd(results: str, gt_path: str) -> None:
 @click.option(
     "--unconfirmed",
     is_flag=True,
-    help="coco, csv: also the people no confirmed track holds (read from NAME.jsonl beside the tracks).",
+    help="coco, csv, coco-dataset: also the people no confirmed track holds (read from NAME.jsonl beside the "
+    "tracks).",
+)
+@click.option(
+    "--stride",
+    type=click.IntRange(min=1),
+    default=None,
+    help="coco-dataset: every K-th frame of each video becomes an image (default 1).",
 )
 @click.option("-q", "--quiet", is_flag=True)
 @click.option("-v", "--verbose", count=True)
 def export(
-    tracks_json: str, fmt: str, out_dir: str, use: str, unconfirmed: bool, quiet: bool, verbose: int
+    source: str,
+    fmt: str,
+    out_dir: str,
+    use: str,
+    unconfirmed: bool,
+    stride: int | None,
+    quiet: bool,
+    verbose: int,
 ) -> None:
-    """Convert a NAME.tracks.json to COCO results, CSV, PoseTrack18 or OpenPose JSON."""
+    """Convert a NAME.tracks.json, or every pose job of a run folder (the --out of hrstream run), to COCO
+    results, CSV, PoseTrack18, OpenPose JSON or a COCO keypoints dataset. A run folder, and coco-dataset, also
+    get OUT/dataset.json describing what was exported; exits 1 if a video could not be exported."""
     _setup_logging(quiet, verbose)
-    from hrstream.tasks.exports import export_tracks
+    from hrstream.tasks.exports import export as export_source
 
-    if unconfirmed and fmt not in ("coco", "csv"):
-        raise click.UsageError(f"--unconfirmed applies to --format coco and csv, not {fmt}")
+    if unconfirmed and fmt not in ("coco", "csv", "coco-dataset"):
+        raise click.UsageError(f"--unconfirmed applies to --format coco, csv and coco-dataset, not {fmt}")
+    if stride is not None and fmt != "coco-dataset":
+        raise click.UsageError(f"--stride applies to --format coco-dataset, not {fmt}")
     try:
-        paths = export_tracks(tracks_json, fmt, out_dir, use=use, unconfirmed=unconfirmed)
+        result = export_source(source, fmt, out_dir, use=use, unconfirmed=unconfirmed, stride=stride or 1)
     except HrstreamError as e:
         _fail(e)
         return
     if not quiet:
-        click.echo(f"hrstream: wrote {len(paths)} file(s) -> {out_dir}", err=True)
+        extra = f" and {result.dataset.name}" if result.dataset is not None else ""
+        click.echo(f"hrstream: wrote {len(result.paths)} file(s){extra} -> {out_dir}", err=True)
+    if result.failed:
+        click.echo(f"hrstream: {len(result.failed)} video(s) not exported", err=True)
+        sys.exit(1)
 
 
 def _hxw(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, int] | None:

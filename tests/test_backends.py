@@ -20,9 +20,9 @@ from hrstream.runtime.backends import (
     OpenVinoBackend,
     make_backend,
     model_fingerprint,
-    native_bf16,
     onnx_cache_dir,
 )
+from hrstream.runtime.cpu import cpu_has_native_bf16
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("openvino")
@@ -132,7 +132,7 @@ def test_a_cached_file_of_another_network_or_a_broken_one_is_exported_again(
     assert OpenVinoBackend(lite).check_error < 1e-4
 
 
-@pytest.mark.skipif(not native_bf16(), reason="the CPU has no native bf16 (avx512_bf16 / amx_bf16)")
+@pytest.mark.skipif(not cpu_has_native_bf16(), reason="the CPU has no native bf16 (AVX512-BF16 / AMX)")
 def test_openvino_bf16_on_a_cpu_with_native_bf16(home: Path, network: torch.nn.Module) -> None:
     runner = OpenVinoBackend(network, precision="bf16")
     x = torch.randn(3, 3, 128, 96, generator=torch.Generator().manual_seed(3))
@@ -145,7 +145,7 @@ def test_openvino_bf16_on_a_cpu_with_native_bf16(home: Path, network: torch.nn.M
     assert err <= max(TOLERANCE["bf16"], 2 * own)
 
 
-@pytest.mark.skipif(native_bf16(), reason="the CPU has native bf16")
+@pytest.mark.skipif(cpu_has_native_bf16(), reason="the CPU has native bf16")
 def test_bf16_is_refused_without_native_bf16(home: Path, network: torch.nn.Module) -> None:
     with pytest.raises(ConfigError, match="native bf16"):
         OpenVinoBackend(network, precision="bf16")

@@ -311,7 +311,7 @@ def test_posetrack_slots(job: Path) -> None:
 
 def test_unconfirmed_is_for_coco_and_csv(job: Path, tmp_path: Path) -> None:
     res = _export(job, tmp_path, "--format", "openpose", "--unconfirmed", code=2)
-    assert "--unconfirmed applies to --format coco and csv" in res.output
+    assert "--unconfirmed applies to --format coco, csv and coco-dataset" in res.output
     job.with_name("street_clip.jsonl").unlink()
     res = _export(job, tmp_path, "--format", "coco", "--unconfirmed", code=1)
     assert "street_clip.jsonl: cannot read the JSONL records" in res.output

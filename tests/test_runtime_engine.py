@@ -14,6 +14,7 @@ from hrstream.runtime import (
     InferenceEngine,
     amp_default,
     configure_cpu_threads,
+    cpu_flags,
     cpu_has_native_bf16,
     resolve_amp,
     resolve_device,
@@ -128,12 +129,48 @@ def test_submit_returns_handles_with_host_results_and_tuple_outputs():
     engine.warmup((1, 40, 32, 3))
 
 
+def _proc_cpuinfo_flags() -> set[str] | None:
+    """The ``flags`` line of ``/proc/cpuinfo``, read here without hrstream (``None``: no such line, e.g. not
+    Linux on x86)."""
+    try:
+        text = open("/proc/cpuinfo").read()  # noqa: SIM115
+    except OSError:
+        return None
+    for line in text.splitlines():
+        name, _, value = line.partition(":")
+        if name.strip() == "flags":
+            return set(value.split())
+    return None
+
+
+def test_native_bf16_and_amp_auto_follow_the_cpu_flags():
+    flags = _proc_cpuinfo_flags()
+    if flags is None:
+        pytest.skip("no x86 flags line in /proc/cpuinfo to compare with")
+    native = "avx512_bf16" in flags or "amx_bf16" in flags
+    assert cpu_has_native_bf16() is native, sorted(f for f in flags if "bf16" in f or "amx" in f)
+    want = "bf16" if native else "off"
+    assert amp_default("cpu") == want
+    assert resolve_amp("auto", torch.device("cpu")) == want
+    assert InferenceEngine(nn.Identity(), device="cpu").amp == want
+
+
+def test_cpu_flags_reads_the_flags_line(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(
+        "processor\t: 0\nflags\t\t: fpu sse2 avx512f avx512_bf16\nbugs\t\t: spectre_v1\n\n"
+        "processor\t: 1\nflags\t\t: fpu sse2 avx512f avx512_bf16\n"
+    )
+    assert cpu_flags(cpuinfo) == {"fpu", "sse2", "avx512f", "avx512_bf16"}
+    arm = tmp_path / "arm"
+    arm.write_text("processor\t: 0\nFeatures\t: fp asimd bf16\n")
+    assert cpu_flags(arm) == frozenset() and cpu_flags(tmp_path / "missing") == frozenset()
+
+
 def test_device_and_amp_resolution():
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
-    assert amp_default(torch.device("cpu")) == ("bf16" if cpu_has_native_bf16() else "off")
     assert amp_default("cuda") == "fp16"
-    assert resolve_amp("auto", torch.device("cpu")) == "off"
     assert resolve_amp("BF16", torch.device("cpu")) == "bf16"
     with pytest.raises(ConfigError, match="auto, off, fp16, bf16"):
         resolve_amp("fp32", torch.device("cpu"))

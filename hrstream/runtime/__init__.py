@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from hrstream.runtime.batcher import Batcher
+from hrstream.runtime.cpu import cpu_flags, cpu_has_native_bf16
 from hrstream.runtime.engine import (
     AmpMode,
     InferenceEngine,
     InferenceHandle,
     amp_default,
     configure_cpu_threads,
-    cpu_has_native_bf16,
     resolve_amp,
     resolve_device,
     usable_cpu_count,
@@ -34,8 +34,9 @@ __all__ = [
     "StopOnSignals",
     "Stoppable",
     "amp_default",
-    "cpu_has_native_bf16",
     "configure_cpu_threads",
+    "cpu_flags",
+    "cpu_has_native_bf16",
     "resolve_amp",
     "resolve_device",
     "usable_cpu_count",

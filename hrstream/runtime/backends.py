@@ -22,7 +22,8 @@ and returns the same float32 output(s) as CPU tensors, so it stands in for the n
 backend's own ``precision`` decides). Both libraries are optional extras, imported only when a backend is
 built: ``pip install 'hrstream[onnx]'`` or ``'hrstream[openvino]'``.
 
-bf16 runs only where the CPU has it natively (``avx512_bf16`` or ``amx_bf16`` in ``/proc/cpuinfo``);
+bf16 runs only where the CPU has it natively (AVX512-BF16 or AMX:
+:func:`~hrstream.runtime.cpu.cpu_has_native_bf16`);
 emulated bf16 is slower than fp32. OpenVINO picks bf16 by itself on such CPUs, so fp32 is asked for
 explicitly.
 """
@@ -43,6 +44,7 @@ import torch
 from torch import nn
 
 from hrstream.errors import ConfigError
+from hrstream.runtime.cpu import cpu_has_native_bf16
 
 __all__ = [
     "BACKENDS",
@@ -50,10 +52,8 @@ __all__ = [
     "OnnxRuntimeBackend",
     "OpenVinoBackend",
     "Precision",
-    "cpu_flags",
     "make_backend",
     "model_fingerprint",
-    "native_bf16",
     "onnx_cache_dir",
 ]
 
@@ -67,23 +67,6 @@ Precision = Literal["fp32", "bf16"]
 TOLERANCE: dict[str, float] = {"fp32": 1e-4, "bf16": 5e-2}
 FINGERPRINT_KEY = "hrstream.fingerprint"
 _CHECK_BATCH = 2
-
-
-def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags from ``/proc/cpuinfo`` (empty where there is none)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return frozenset()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return frozenset(line.split(":", 1)[1].split())
-    return frozenset()
-
-
-def native_bf16() -> bool:
-    """True when the CPU computes in bf16 natively (AVX512-BF16 or AMX)."""
-    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
 
 
 def onnx_cache_dir() -> Path:
@@ -166,10 +149,10 @@ class _OnnxBackend(nn.Module):
             raise ConfigError(
                 f"--backend {self.name} runs precision {' or '.join(self.precisions)}, not {precision!r}"
             )
-        if precision == "bf16" and not native_bf16():
+        if precision == "bf16" and not cpu_has_native_bf16():
             raise ConfigError(
-                f"--backend {self.name} bf16 needs a CPU with native bf16 (avx512_bf16 or amx_bf16 in "
-                "/proc/cpuinfo); this one has neither: use fp32"
+                f"--backend {self.name} bf16 needs a CPU with native bf16 (AVX512-BF16 or AMX); this one has "
+                "neither: use fp32"
             )
         task = getattr(getattr(model, "spec", None), "task", None)
         if task not in ("pose", "seg"):

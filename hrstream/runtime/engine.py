@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from hrstream.errors import ConfigError
+from hrstream.runtime.cpu import cpu_has_native_bf16
 
 __all__ = [
     "AmpMode",
@@ -85,15 +86,10 @@ def resolve_device(spec: str | torch.device = "auto") -> torch.device:
     raise ConfigError(f"--device {spec!r} is not one of auto, cpu, cuda, cuda:N")
 
 
-def cpu_has_native_bf16() -> bool:
-    """True when torch's CPU kernels use native bf16 instructions (AVX512-BF16 or AMX)."""
-    return torch.backends.cpu.get_cpu_capability() in ("AVX512_BF16", "AMX")
-
-
 def amp_default(device: torch.device | str) -> str:
     """The precision ``amp="auto"`` picks: ``"fp16"`` on CUDA; on the CPU ``"bf16"`` where the CPU has native
-    bf16 (AVX512-BF16/AMX: about 2.6x faster for HRNet-W32), else ``"off"`` (emulated bf16 is several times
-    slower than fp32).
+    bf16 (AVX512-BF16/AMX, :func:`~hrstream.runtime.cpu.cpu_has_native_bf16`: about 2x faster for HRNet-W32),
+    else ``"off"`` (emulated bf16 is several times slower than fp32).
 
     Reduced precision is on by default only because it keeps results: with the trained shipped models, bf16
     and fp16 autocast keep 100% of visible keypoints within one heatmap pixel of fp32 and >= 99.9% of label-map

@@ -6,21 +6,30 @@
 ``posetrack18``     one JSON per video as the PoseTrack18 evaluation (poseval) reads it (``SEQUENCE.json``)
 ``openpose``        OpenPose BODY_25 JSON, one file per frame (``NAME_<frame:012d>_keypoints.json``)
 ``openpose-coco18`` the same in OpenPose's 18-point COCO layout
+``coco-dataset``    a COCO keypoints dataset: frames every ``stride`` as JPEG and one annotations file for
+                    every video (:mod:`hrstream.tasks.exports.dataset`; CVAT's COCO Keypoints layout)
 =================== ==========================================================================================
 
 ``coco`` and ``csv`` can include the people no confirmed track holds (``unconfirmed``): they are in the
 job's JSONL records (``track_id`` null), read from ``NAME.jsonl`` beside the tracks document.
+
+:func:`export` takes a tracks document or a whole run folder (the ``--out`` of ``hrstream run``: every pose
+job its manifest holds as done, :mod:`hrstream.tasks.exports.runs`); exporting a run folder, and any
+``coco-dataset``, also writes ``dataset.json`` describing what was exported.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hrstream.errors import InputError
 from hrstream.io import IMAGE_EXTENSIONS, expand_inputs, safe_name, write_json_atomic
 from hrstream.tasks.exports.coco import csv_header, to_coco_results, to_csv, write_csv
+from hrstream.tasks.exports.dataset import VideoJob, write_coco_dataset
 from hrstream.tasks.exports.openpose import OPENPOSE_LAYOUTS, OPENPOSE_VERSION, openpose_frame, write_openpose
 from hrstream.tasks.exports.posetrack import (
     POSETRACK18_KEYPOINTS,
@@ -38,9 +47,11 @@ from hrstream.tasks.exports.rows import (
     person_score,
     records_path,
 )
+from hrstream.tasks.exports.runs import RunJob, run_jobs, write_dataset_json
 
 __all__ = [
     "EXPORT_FORMATS",
+    "ExportResult",
     "OPENPOSE_LAYOUTS",
     "OPENPOSE_VERSION",
     "POSETRACK18_KEYPOINTS",
@@ -48,6 +59,7 @@ __all__ = [
     "RESCORE_THRESHOLD",
     "PersonRow",
     "csv_header",
+    "export",
     "export_tracks",
     "iter_people",
     "load_records",
@@ -67,7 +79,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-EXPORT_FORMATS = ("coco", "csv", "posetrack18", "openpose", "openpose-coco18")
+EXPORT_FORMATS = ("coco", "csv", "posetrack18", "openpose", "openpose-coco18", "coco-dataset")
 #: The formats that can include people no confirmed track holds.
 _WITH_UNCONFIRMED = ("coco", "csv")
 
@@ -110,8 +122,8 @@ def export_tracks(
     ``NAME`` is the document's video name. ``unconfirmed`` (``coco``, ``csv``) adds the people no confirmed
     track holds, read from the JSONL records beside the tracks document.
     """
-    if fmt not in EXPORT_FORMATS:
-        raise ValueError(f"format {fmt!r}: expected one of {', '.join(EXPORT_FORMATS)}")
+    if fmt not in EXPORT_FORMATS or fmt == "coco-dataset":
+        raise ValueError(f"format {fmt!r}: expected one of {', '.join(EXPORT_FORMATS[:-1])}")
     if unconfirmed and fmt not in _WITH_UNCONFIRMED:
         raise ValueError(f"unconfirmed people can be exported as {' or '.join(_WITH_UNCONFIRMED)}, not {fmt}")
     doc = load_tracks(tracks_path)
@@ -133,3 +145,97 @@ def export_tracks(
         write_json_atomic(path, pt, indent=None)
     log.info("wrote %s", path)
     return [path]
+
+
+@dataclass
+class ExportResult:
+    """What :func:`export` wrote: ``paths`` (coco-dataset: the annotations file; its images lie under
+    ``images/``), ``dataset`` (``dataset.json``, or ``None`` for one tracks document in a per-video format)
+    and the ``failed`` videos' errors (left out, the others exported)."""
+
+    paths: list[Path] = field(default_factory=list)
+    dataset: Path | None = None
+    failed: list[str] = field(default_factory=list)
+
+
+def _jobs(source: Path) -> tuple[list[RunJob], list[dict[str, Any]]]:
+    if source.is_dir():
+        return run_jobs(source)
+    doc = load_tracks(source)
+    return [RunJob(safe_name(doc["video"]["name"]), source, str(doc["video"]["input"]), None)], []
+
+
+def export(
+    source: str | Path,
+    fmt: str,
+    out_dir: str | Path,
+    *,
+    use: str = "smoothed",
+    unconfirmed: bool = False,
+    stride: int = 1,
+) -> ExportResult:
+    """Export a tracks document or a run folder (``source``) as ``fmt`` into ``out_dir``.
+
+    One tracks document in a per-video format is :func:`export_tracks`. A run folder exports every pose job
+    done there, each as :func:`export_tracks` would (``coco-dataset``: all of them into one dataset,
+    ``stride``: every ``stride``-th frame); a video that cannot be exported is left out and its error
+    returned; ``dataset.json`` records what was exported.
+    """
+    src, out = Path(source), Path(out_dir)
+    if fmt not in EXPORT_FORMATS:
+        raise ValueError(f"format {fmt!r}: expected one of {', '.join(EXPORT_FORMATS)}")
+    if not src.is_dir() and fmt != "coco-dataset":
+        return ExportResult(export_tracks(src, fmt, out, use=use, unconfirmed=unconfirmed))
+    jobs, skipped = _jobs(src)
+    docs = [load_tracks(job.tracks) for job in jobs]
+    settings: dict[str, Any] = {"format": fmt, "use": use, "unconfirmed": unconfirmed}
+    result = ExportResult()
+    videos: list[dict[str, Any]] = []
+    if fmt == "coco-dataset":
+        settings["stride"] = stride
+        vjobs = [
+            VideoJob(
+                job.name, doc, job.source, load_records(records_path(job.tracks)) if unconfirmed else None
+            )
+            for job, doc in zip(jobs, docs, strict=True)
+        ]
+        path, written = write_coco_dataset(vjobs, out, stride=stride, use=use)
+        result.paths.append(path)
+        for job, doc, video in zip(jobs, docs, written, strict=True):
+            videos.append(
+                _video(job, doc, images=video.images, annotations=video.annotations, error=video.error)
+            )
+        annotations = str(path.relative_to(out))
+    else:
+        for job, doc in zip(jobs, docs, strict=True):
+            try:
+                paths = export_tracks(job.tracks, fmt, out, use=use, unconfirmed=unconfirmed)
+            except InputError as e:
+                log.error("%s", e)
+                videos.append(_video(job, doc, error=str(e)))
+                continue
+            result.paths.extend(paths)
+            videos.append(_video(job, doc, files=[str(p.relative_to(out)) for p in paths]))
+        annotations = None
+    result.failed = [v["error"] for v in videos if v.get("error")]
+    result.dataset = write_dataset_json(
+        out,
+        source=src,
+        export=settings,
+        videos=videos,
+        tracks_docs=docs,
+        skipped=skipped,
+        annotations=annotations,
+    )
+    return result
+
+
+def _video(job: RunJob, doc: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
+    return {
+        "name": job.name,
+        "input": job.source,
+        "frames": int(doc["num_frames"]),
+        "recipe": job.recipe,
+        "model": doc["model"].get("name"),
+        **extra,
+    }
