@@ -186,9 +186,13 @@ class RunMonitor:
                 log.info("%s", line)
 
     def close(self) -> None:
+        """Stop the status lines (logging the last ones) and the metrics endpoint."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=2.0)
+            self._thread = None
+            for line in self.status_lines():
+                log.info("%s", line)
         if self._server is not None:
             server, _thread = self._server
             server.shutdown()
