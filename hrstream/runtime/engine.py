@@ -35,6 +35,7 @@ __all__ = [
     "InferenceHandle",
     "Output",
     "amp_default",
+    "bucket_size",
     "configure_cpu_threads",
     "normalize_uint8",
     "resolve_amp",
@@ -136,6 +137,12 @@ def configure_cpu_threads(reserved: int) -> int:
     torch.set_num_threads(n)
     logger.info("torch uses %d CPU thread(s) of %d (%d left to decode/encode)", n, cores, cores - n)
     return n
+
+
+def bucket_size(n: int) -> int:
+    """The batch size a batch of ``n`` is padded to with ``pad_batches``: the next power of two (1, 2, 4, 8, ...),
+    so a pipeline's varying batches take a few sizes only."""
+    return 1 if n <= 1 else 1 << (int(n) - 1).bit_length()
 
 
 def normalize_uint8(
@@ -250,6 +257,15 @@ class InferenceEngine:
         channels_last: NHWC memory layout for model and input (faster convolutions on CPU and GPU).
         compile: ``torch.compile`` the model; ``True`` for the default mode or a mode name string.
         mean, std: per-channel normalisation of ``x / 255`` (ImageNet RGB by default).
+        backend: ``"torch"``, ``"onnxruntime"``, ``"openvino"`` (CPU only: the network's exported ONNX graph,
+            :mod:`hrstream.runtime.backends`) or ``"auto"`` (by model family and CPU:
+            :func:`~hrstream.runtime.backend_choice.choose_backend`). ``amp`` names the precision for every
+            backend; ``channels_last`` and ``compile`` apply to torch only.
+        pad_batches: append zero rows to each batch up to :func:`bucket_size` and drop their outputs, so the
+            network sees a few batch sizes only (results are those of the batch alone: every row of the
+            networks here is computed independently in eval mode; docs/performance.md measures whether it pays).
+
+    ``backend`` and ``precision`` (``"fp32"``, ``"bf16"``, ``"fp16"``) say what runs the network.
 
     Not thread-safe: call ``infer``/``submit`` from one thread (the pipeline's inference stage).
     """
@@ -264,11 +280,27 @@ class InferenceEngine:
         compile: bool | str = False,
         mean: Sequence[float] = (0.485, 0.456, 0.406),
         std: Sequence[float] = (0.229, 0.224, 0.225),
+        backend: str = "torch",
+        pad_batches: bool = False,
     ) -> None:
+        from hrstream.runtime.backend_choice import choose_backend
+
         if len(mean) != len(std):
             raise ConfigError(f"mean has {len(mean)} values but std has {len(std)}; give one per channel")
         self.device = resolve_device(device)
-        self.amp = resolve_amp(amp, self.device)
+        choice = choose_backend(backend, model, self.device, amp)
+        self.backend: str = choice.name
+        self.precision: str = choice.precision
+        self.pad_batches = bool(pad_batches)
+        if choice.name != "torch":
+            from hrstream.runtime.backends import make_backend
+
+            model = make_backend(choice.name, model.eval(), precision=choice.precision)  # type: ignore[arg-type]
+            channels_last = False  # the runtimes take contiguous NCHW arrays
+            compile = False
+        self.amp = choice.amp if choice.name == "torch" else "off"  # the runtime's own precision decides
+        if backend != "torch":
+            logger.info("backend %s (%s): %s", choice.name, choice.precision, choice.reason)
         self.channels_last = channels_last
         self.channels = len(mean)
         model = model.eval().to(self.device)
@@ -289,10 +321,20 @@ class InferenceEngine:
             self._compute_stream = torch.cuda.Stream(self.device)
             self._slots = [_Slot(self.device) for _ in range(2)]
             torch.cuda.synchronize(self.device)
-        logger.info("inference engine on %s, amp=%s, channels_last=%s", self.device, self.amp, channels_last)
+        logger.info(
+            "inference engine on %s, backend=%s, precision=%s, channels_last=%s, pad_batches=%s",
+            self.device,
+            self.backend,
+            self.precision,
+            channels_last,
+            self.pad_batches,
+        )
 
     def __repr__(self) -> str:
-        return f"InferenceEngine(device={self.device}, amp={self.amp}, channels_last={self.channels_last})"
+        return (
+            f"InferenceEngine(device={self.device}, backend={self.backend}, precision={self.precision}, "
+            f"channels_last={self.channels_last}, pad_batches={self.pad_batches})"
+        )
 
     # -- steps ---------------------------------------------------------------------------------------
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
@@ -301,6 +343,9 @@ class InferenceEngine:
         return normalize_uint8(x, self._mean, self._std, channels_last=self.channels_last)
 
     def _run_model(self, x: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], bool]:
+        n = int(x.shape[0])
+        if self.pad_batches and 0 < n < bucket_size(n):
+            x = torch.cat([x, x.new_zeros((bucket_size(n) - n, *x.shape[1:]))])
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         ctx: Any = contextlib.nullcontext()
@@ -308,7 +353,7 @@ class InferenceEngine:
             ctx = torch.autocast(device_type=self.device.type, dtype=_AMP_DTYPES[self.amp])
         with torch.inference_mode(), ctx:
             outs, many = _as_tuple(self._forward(x))
-            return tuple(o.float() for o in outs), many
+            return tuple(o[:n].float() for o in outs), many
 
     def _check_normalized(self, batch: Any) -> torch.Tensor:
         if not isinstance(batch, torch.Tensor) or not batch.is_floating_point() or batch.ndim != 4:
