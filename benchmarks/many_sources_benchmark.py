@@ -73,6 +73,8 @@ def _frames_and_calls(out: Path) -> tuple[int, int, int]:
     for path in out.glob("*.jsonl"):
         for line in path.read_text().splitlines():
             r = json.loads(line)
+            if "event" in r:
+                continue
             frames += 1
             drops += r["dropped_before"]
             if "batch" in r:
@@ -118,17 +120,20 @@ def run_files(k: int, clip: Path, det: Path, tmp: Path) -> list[dict[str, Any]]:
 
 def run_live(k: int, clip: Path, det: Path, tmp: Path, seconds: float) -> dict[str, Any]:
     sys.path.insert(0, str(REPO / "tests"))
-    from support.rtsp import RtspServer
+    from support.rtsp import RtspServer, free_port
 
     servers = [RtspServer(clip=clip).start() for _ in range(k)]
     out = tmp / f"live_{k}"
     listing = tmp / f"cameras_{k}.txt"
     listing.write_text("".join(f"cam{i} {s.url}\n" for i, s in enumerate(servers)))
+    port = free_port()
+    extra = ["--no-video", "--metrics-port", str(port)]
     proc = subprocess.Popen(
-        _cmd(["--sources", str(listing)], out, det, ["--no-video"]), stderr=subprocess.PIPE, text=True
+        _cmd(["--sources", str(listing)], out, det, extra), stderr=subprocess.PIPE, text=True
     )
     try:
         time.sleep(seconds)
+        latency = _scrape_latency(port)  # over the last 30 s: the run's steady state
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=60)
     finally:
@@ -138,7 +143,12 @@ def run_live(k: int, clip: Path, det: Path, tmp: Path, seconds: float) -> dict[s
             s.kill()
     per_cam = []
     for i in range(k):
-        recs = [json.loads(x) for x in (out / f"cam{i}.jsonl").read_text().splitlines()]
+        recs = [
+            r
+            for path in sorted(out.glob(f"cam{i}_*.jsonl"))  # segments, named by their start time
+            for r in map(json.loads, path.read_text().splitlines())
+            if "event" not in r
+        ]
         times = [r["captured_at"] for r in recs]
         # steady state: the last 60% of the camera's records (FFmpeg's probe delays the first frames)
         steady = recs[int(0.4 * len(recs)) :]
@@ -151,6 +161,8 @@ def run_live(k: int, clip: Path, det: Path, tmp: Path, seconds: float) -> dict[s
     _, calls, _ = _frames_and_calls(out)
     total = sum(c["frames"] for c in per_cam)
     return {
+        "latency_p50_s": max((v["0.5"] for v in latency.values()), default=float("nan")),
+        "latency_p95_s": max((v["0.95"] for v in latency.values()), default=float("nan")),
         "K": k,
         "frames": total,
         "drops": sum(c["drops"] for c in per_cam),
@@ -160,12 +172,28 @@ def run_live(k: int, clip: Path, det: Path, tmp: Path, seconds: float) -> dict[s
     }
 
 
+def _scrape_latency(port: int) -> dict[str, dict[str, float]]:
+    """Capture-to-written latency quantiles per camera from the run's Prometheus endpoint."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    out: dict[str, dict[str, float]] = {}
+    for fam in text_string_to_metric_families(text):
+        if fam.name == "hrstream_source_latency_seconds":
+            for smp in fam.samples:
+                out.setdefault(smp.labels["source"], {})[smp.labels["quantile"]] = smp.value
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--ks", type=int, nargs="+", default=[1, 2, 4, 8])
     ap.add_argument("--seconds", type=float, default=8.0, help="length of the clip (25 fps)")
     ap.add_argument("--live", action="store_true", help="also run K live cameras (RTSP servers)")
-    ap.add_argument("--live-seconds", type=float, default=20.0)
+    ap.add_argument("--live-seconds", type=float, default=40.0)
     ap.add_argument("--json", dest="json_out", default=None)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
@@ -196,13 +224,13 @@ def main(argv: list[str] | None = None) -> int:
             f"live cameras (RTSP, 25 fps each, {args.live_seconds:g} s, one process):",
             "",
             "| cameras | frames written | dropped (all) | dropped (steady state) | slowest camera, steady frames/s "
-            "| frames per network call |",
-            "| ---: | ---: | ---: | ---: | ---: | ---: |",
+            "| frames per network call | capture-to-written latency p50 / p95 (worst camera, last 30 s) |",
+            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
         for r in live:
             out.append(
                 f"| {r['K']} | {r['frames']} | {r['drops']} | {r['steady_drops']} | {r['min_steady_fps']:.1f} "
-                f"| {r['frames_per_call']:.2f} |"
+                f"| {r['frames_per_call']:.2f} | {r['latency_p50_s']:.3f} s / {r['latency_p95_s']:.3f} s |"
             )
         out.append(
             "\n(steady state: each camera's last 60% of records; FFmpeg hands over the frames it buffered while "
