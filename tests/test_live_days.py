@@ -262,7 +262,7 @@ def test_live_memory_is_flat_with_several_people(tiny_pose, clips, tmp_path):
             t0 = t0 or time.monotonic()
             assert len(r.poses) == 4
             elapsed = time.monotonic() - t0
-            if 8 < elapsed and not sizes or (len(sizes) == 1 and elapsed > 28):
+            if (elapsed > 8 and not sizes) or (len(sizes) == 1 and elapsed > 28):
                 sizes.append((r.frame.index, tracemalloc.get_traced_memory()[0]))
             if elapsed > 28:
                 break
@@ -278,10 +278,10 @@ def test_live_memory_is_flat_with_several_people(tiny_pose, clips, tmp_path):
 
 
 @needs_rtsp
-def test_metrics_are_served_to_prometheus_during_a_live_run(tiny_pose, tmp_path):
+def test_metrics_are_served_to_prometheus_during_a_live_run(tiny_pose, clips, tmp_path):
     from prometheus_client.parser import text_string_to_metric_families
 
-    cam = RtspServer().start()
+    cam = RtspServer(clip=clips["long"]).start()
     port = free_port()
     secret_url = cam.url.replace("rtsp://", "rtsp://u:S3cr%21t@")
     listing = tmp_path / "cams.txt"
@@ -304,6 +304,19 @@ def test_metrics_are_served_to_prometheus_during_a_live_run(tiny_pose, tmp_path)
             return any(s.value > 0 for s in fams["hrstream_source_frames_out"].samples)
 
         _wait(scraped, 40, "a scrape with the camera's numbers")
+
+        def manifest_live() -> dict:
+            try:
+                _, jobs = manifest_jobs(tmp_path / "out")
+            except (OSError, ValueError):
+                return {}
+            (job,) = jobs.values()
+            return job if job.get("live") else {}
+
+        # the manifest exists from the start and follows the camera while it runs
+        _wait(lambda: manifest_live().get("frames", 0) > 0, 20, "the camera's state in the manifest")
+        running = manifest_live()
+        assert running["status"] == "running" and running["live"]["state"] == "connected"
         proc.send_signal(signal.SIGINT)
         _, stderr = proc.communicate(timeout=60)
     finally:

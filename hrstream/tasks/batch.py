@@ -50,6 +50,10 @@ class RunEvents(Protocol):
     def finished(self, item: WorkItem, result: JobResult) -> None:
         """``item`` ended (``result.status`` ``ok`` / ``failed`` / ``interrupted``)."""
 
+    def live(self, item: WorkItem, *, frames: int, drops: int, state: dict[str, Any]) -> None:
+        """A live ``item`` while it runs (every few seconds): frames written, frames dropped, and its ``state``
+        (``state``, ``reconnects``, ``gaps``, ``gap_s``)."""
+
     def worker_ready(self, info: dict[str, Any]) -> None:
         """A worker process or actor is ready (``pid``, ``host``, ``device``, ``threads``, ``setup_s``...)."""
 
@@ -123,6 +127,10 @@ class BatchEvents:
         self.manifest.finish(item, result)
         if self.display is not None:
             self.display.finished(item, result)
+
+    def live(self, item: WorkItem, *, frames: int, drops: int, state: dict[str, Any]) -> None:
+        self.manifest.update(item.key, frames=frames, drops=drops, live=state)
+        self.manifest.flush()  # written atomically, only when something changed
 
     def worker_ready(self, info: dict[str, Any]) -> None:
         with self._lock:

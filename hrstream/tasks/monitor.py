@@ -87,6 +87,7 @@ class RunMonitor:
         self._thread: threading.Thread | None = None
         self._server: Any = None
         self._last: dict[str, tuple[float, int]] = {}
+        self.on_tick: Callable[[dict[str, Any]], None] | None = None  # with each status line: the snapshot
 
     # -- what the router reports --------------------------------------------------------------------
     def started(self, source: str, *, live: bool) -> None:
@@ -184,6 +185,11 @@ class RunMonitor:
         while not self._stop.wait(self.status_s):
             for line in self.status_lines():
                 log.info("%s", line)
+            if self.on_tick is not None:
+                try:
+                    self.on_tick(self.snapshot())
+                except Exception:  # a failed manifest write must not stop the status lines
+                    log.exception("updating the run's state failed")
 
     def close(self) -> None:
         """Stop the status lines (logging the last ones) and the metrics endpoint."""

@@ -228,7 +228,13 @@ class Runner:
             )
             events.finished(item, _result(item, report))
 
-        signum, error = self._run_pipeline(todo, done, open_outputs)
+        def tick(snapshot: dict[str, Any]) -> None:  # live sources' state in the manifest, every few seconds
+            for name, st in snapshot["sources"].items():
+                if st["live"] and name in by_name:
+                    state = {k: st[k] for k in ("state", "reconnects", "gaps", "gap_s")}
+                    events.live(by_name[name], frames=st["frames_out"], drops=st["drops"], state=state)
+
+        signum, error = self._run_pipeline(todo, done, open_outputs, on_tick=tick)
         if error is not None:  # a stage failed: every source it cut short failed with it
             for name, rep in reports.items():
                 if rep.status == "interrupted":
@@ -241,12 +247,14 @@ class Runner:
         todo: list[SourceJob],
         done: Callable[[SourceReport], None],
         open_outputs: Callable[[SourceInfo], SourceOutputs],
+        on_tick: Callable[[dict[str, Any]], None] | None = None,
     ) -> tuple[int | None, str | None]:
         rt = self.recipe.runtime
         streams = rt.streams or default_streams(self.prepared.engine.device)
         mux = SourceMux()
         feeder = SourceFeeder(mux, streams=streams, file_buffer=rt.queue_size, live_buffer=rt.live_buffer)
         monitor = run_monitor(mux, feeder, lambda: pipeline)
+        monitor.on_tick = on_tick
         router = SinkRouter(open_outputs, on_done=done, stop_source=feeder.stop_source, monitor=monitor)
         live = any(j.live for j in todo)
         pipeline = self.prepared.build(mux, router, live=live, on_stop=feeder.stop, name=self.out_dir.name)

@@ -28,10 +28,12 @@ import os
 import queue
 import signal
 import socket
+import sys
 import threading
 import time
+import types
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any
@@ -168,6 +170,9 @@ class _ItemEvents:
 
     def finished(self, item: WorkItem, result: JobResult) -> None:
         self.result = result
+
+    def live(self, item: WorkItem, *, frames: int, drops: int, state: dict[str, Any]) -> None:
+        return None  # the main process records what a worker's input became when it ends
 
     def worker_ready(self, info: dict[str, Any]) -> None:
         return None
@@ -310,6 +315,20 @@ def _worker_main(settings: WorkerSettings, conn: Connection, device: str | None,
 
 
 # -- the main process ----------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _main_module_hidden() -> Iterator[None]:
+    """While a worker is spawned, hide ``__main__`` from multiprocessing so the child does not import it
+    again: a worker needs only :func:`_worker_main`, and importing the ``hrstream`` command again (every
+    subcommand's imports) added about 3 s to each worker's start on 2 cores."""
+    main = sys.modules.get("__main__")
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        if main is not None:
+            sys.modules["__main__"] = main
+
+
 @dataclass(eq=False)
 class _Worker:
     index: int
@@ -398,7 +417,8 @@ class ProcessExecutor:
             name=f"hrstream-worker-{index}",
             daemon=True,
         )
-        proc.start()
+        with _main_module_hidden():
+            proc.start()
         there.close()
         self._started += 1
         self._workers.append(_Worker(index, proc, here, device))
