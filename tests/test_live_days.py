@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 import time
 import tracemalloc
 import urllib.request
 from pathlib import Path
 
 import pytest
-from support.cli_checks import VIDEOS, cli_env, manifest_jobs, read_jsonl, video_facts
+from support.cli_checks import VIDEOS, manifest_jobs, popen_run, read_jsonl, video_facts
 from support.clips import h264_clip
 from support.rtsp import RtspServer, free_port, needs_rtsp
 from support.tiny_models import tiny_pose_model
@@ -43,17 +41,6 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "long": h264_clip(folder / "long.mp4", fps=30, repeat=6),
         "small": h264_clip(folder / "small.mp4", fps=30, size=(320, 180)),
     }
-
-
-def _popen(args: list[str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "hrstream.cli", "run", *args],
-        env=cli_env(),
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 def _records(out: Path, name: str) -> list[dict]:
@@ -89,7 +76,7 @@ def test_a_camera_down_for_40_s_resumes_with_one_gap_record_and_the_other_goes_o
     listing = tmp_path / "cameras.txt"
     listing.write_text(f"door {a.url}\nhall {b.url}\n")
     args = ["--sources", str(listing), "--pipeline", str(_quick_recipe(tmp_path, 2.0)), "--task", "pose"]
-    proc = _popen([*args, *tiny_pose.args(), "--detector", "full-frame", "--no-video", "--out", str(out)])
+    proc = popen_run([*args, *tiny_pose.args(), "--detector", "full-frame", "--no-video", "--out", str(out)])
     try:
         _wait(lambda: len(_frames(_records(out, "door"))) >= 30, 40, "door's first frames")
         t_down = time.time()
@@ -147,7 +134,7 @@ def test_a_camera_back_at_another_resolution_goes_on_in_a_new_segment(tiny_pose,
     listing = tmp_path / "cameras.txt"
     listing.write_text(f"gate {cam.url}\n")
     args = ["--sources", str(listing), "--pipeline", str(_quick_recipe(tmp_path, 1.0)), "--task", "pose"]
-    proc = _popen(
+    proc = popen_run(
         [*args, *tiny_pose.args(), "--detector", "full-frame", "--preset", "ultrafast", "--out", str(out)]
     )
     try:
@@ -186,7 +173,7 @@ def test_a_refused_camera_gives_up_after_max_reconnects_with_exit_3_and_the_othe
     out = tmp_path / "out"
     clip = VIDEOS / "gen_vfr_160x120.mp4"
     args = [url, str(clip), *tiny_pose.args(), "--detector", "full-frame", "--no-video", "--out", str(out)]
-    proc = _popen([*args, "--max-reconnects", "3", "--open-timeout", "2"])
+    proc = popen_run([*args, "--max-reconnects", "3", "--open-timeout", "2"])
     stdout, stderr = proc.communicate(timeout=90)
     assert proc.returncode == 3, stderr[-3000:]
     shown = url.replace("u:S3cr%21t", "***")
@@ -287,7 +274,7 @@ def test_metrics_are_served_to_prometheus_during_a_live_run(tiny_pose, clips, tm
     listing = tmp_path / "cams.txt"
     listing.write_text(f"lobby {secret_url}\n")
     args = ["--sources", str(listing), *tiny_pose.args(), "--detector", "full-frame", "--no-video"]
-    proc = _popen([*args, "--metrics-port", str(port), "--out", str(tmp_path / "out")])
+    proc = popen_run([*args, "--metrics-port", str(port), "--out", str(tmp_path / "out")])
     try:
         text = ""
 

@@ -11,8 +11,6 @@ import os
 import queue
 import shutil
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -21,7 +19,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support.cli_checks import VIDEOS, cli_env, invoke, manifest_jobs, read_jsonl, run_cli, video_facts
+from support.cli_checks import (
+    VIDEOS,
+    invoke,
+    manifest_jobs,
+    popen_run,
+    read_jsonl,
+    run_cli,
+    video_facts,
+)
 from support.clips import h264_clip
 from support.rtsp import RtspServer, needs_rtsp
 from support.tiny_models import tiny_pose_model
@@ -327,17 +333,6 @@ def camera_clips(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     )
 
 
-def _popen(args: list[str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "hrstream.cli", "run", *args],
-        env=cli_env(),
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
 def _segment(folder: Path, name: str, suffix: str = ".jsonl") -> Path:
     """A live source's (first) segment file: ``NAME_<UTC start time>.jsonl``."""
     found = sorted(folder.glob(f"{name}_*T*Z{suffix}"))
@@ -374,7 +369,7 @@ def test_two_cameras_one_network_a_dead_one_never_holds_the_other_back(tiny_pose
     try:
         cameras = tmp_path / "cameras.txt"
         cameras.write_text(f"fast {fast.url}\nslow {slow.url}\n")
-        proc = _popen(["--sources", str(cameras), *_pose_args(tiny_pose, out), "--preset", "ultrafast"])
+        proc = popen_run(["--sources", str(cameras), *_pose_args(tiny_pose, out), "--preset", "ultrafast"])
         fast_jsonl = _wait_records(out, "fast", 45, 40)
         # FFmpeg's probe holds a 10 fps stream's first frames back a few seconds, then hands them over at once
         slow_jsonl = _wait_records(out, "slow", 40, 30)
@@ -423,7 +418,7 @@ def test_a_camera_and_a_file_in_one_run(tiny_pose, tmp_path):
     try:
         listing = tmp_path / "sources.txt"
         listing.write_text(f"cam {cam.url}\n")
-        proc = _popen([str(clip), "--sources", str(listing), *_pose_args(tiny_pose, out), "--no-video"])
+        proc = popen_run([str(clip), "--sources", str(listing), *_pose_args(tiny_pose, out), "--no-video"])
         _wait_records(out, "cam", 30, 40)
         _wait_records(out / "gen_vfr_160x120.jsonl", 16, 20)
         proc.send_signal(signal.SIGTERM)

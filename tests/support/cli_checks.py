@@ -121,6 +121,19 @@ def run_cli(
     )
 
 
+def popen_run(args: list[str]) -> subprocess.Popen[str]:
+    """``hrstream run ARGS`` started as a child process (to signal it, or to watch it while it runs), with
+    stdout and stderr piped as text."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "hrstream.cli", "run", *args],
+        env=cli_env(),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def invoke(args: list[str], *, env: dict[str, str] | None = None) -> Result:
     """Run the command in this process with click's runner (stderr kept apart from stdout).
 
