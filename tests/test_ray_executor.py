@@ -11,11 +11,17 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 
 import pytest
-from support.batch_runs import GOOD, assert_same_outputs, batch_folder, faults, manifest_entries
+from support.batch_runs import (
+    GOOD,
+    assert_same_outputs,
+    batch_folder,
+    faults,
+    manifest_entries,
+    plain_batch_run,
+)
 from support.cli_checks import cli_env, invoke, run_cli
 from support.tiny_models import TinyModel, tiny_pose_model
 
@@ -51,33 +57,17 @@ def tiny_pose(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
 
 
 @pytest.fixture(scope="module")
-def runs(
-    ray_address: str, tiny_pose: TinyModel, tmp_path_factory: pytest.TempPathFactory
-) -> dict[str, object]:
-    root = tmp_path_factory.mktemp("ray")
-    media = batch_folder(root)
-    base = [*tiny_pose.args(), "--detector", "full-frame"]
-    plain = run_cli(["run", str(media), *base, "--out", str(root / "plain"), "-q"])
-    assert plain.returncode == 0, plain.stderr
-    t0 = time.monotonic()
+def runs(ray_address: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """The plain run of the batch folder and an ``--executor ray`` run with the test hook over it."""
+    media, plain, tiny = plain_batch_run(tmp_path_factory)
+    out = tmp_path_factory.mktemp("ray") / "out"
+    args = [*tiny.args(), "--detector", "full-frame", "--out", str(out), "--executor", "ray"]
     res = run_cli(
-        [
-            "run",
-            str(media),
-            *base,
-            "--out",
-            str(root / "ray"),
-            "--executor",
-            "ray",
-            "--ray-address",
-            ray_address,
-            "--input-timeout",
-            str(TIMEOUT_S),
-        ],
+        ["run", str(media), *args, "--ray-address", ray_address, "--input-timeout", str(TIMEOUT_S)],
         env=cli_env(**{FAULTS_ENV: faults("kill")}),
         timeout=400,
     )
-    return {"plain": root / "plain", "out": root / "ray", "res": res, "took": time.monotonic() - t0}
+    return {"plain": plain, "out": out, "res": res}
 
 
 def test_two_actors_give_the_outputs_of_a_plain_run(runs: dict) -> None:

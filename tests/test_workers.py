@@ -20,7 +20,14 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
-from support.batch_runs import GOOD, assert_same_outputs, batch_folder, faults, manifest_entries
+from support.batch_runs import (
+    GOOD,
+    assert_same_outputs,
+    batch_folder,
+    faults,
+    manifest_entries,
+    plain_batch_run,
+)
 from support.cli_checks import ROOT, cli_env, invoke, read_jsonl, run_cli
 from support.make_clips import _video
 from support.tiny_models import TinyModel, tiny_pose_model
@@ -42,27 +49,16 @@ def _args(tiny: TinyModel, out: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def runs(tiny_pose: TinyModel, tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
-    """A plain run and a ``--workers 2`` run with the test hook over the same folder."""
-    root = tmp_path_factory.mktemp("workers")
-    media = batch_folder(root)
-    plain = run_cli(["run", str(media), *_args(tiny_pose, root / "plain"), "-q"])
-    assert plain.returncode == 0, plain.stderr
-    t0 = time.monotonic()
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """The plain run of the batch folder and a ``--workers 2`` run with the test hook over the same folder."""
+    media, plain, tiny = plain_batch_run(tmp_path_factory)
+    out = tmp_path_factory.mktemp("workers") / "out"
     res = run_cli(
-        [
-            "run",
-            str(media),
-            *_args(tiny_pose, root / "workers"),
-            "--workers",
-            "2",
-            "--input-timeout",
-            str(TIMEOUT_S),
-        ],
+        ["run", str(media), *_args(tiny, out), "--workers", "2", "--input-timeout", str(TIMEOUT_S)],
         env=cli_env(**{FAULTS_ENV: faults("segv")}),
         timeout=300,
     )
-    return {"plain": root / "plain", "out": root / "workers", "res": res, "took": time.monotonic() - t0}
+    return {"plain": plain, "out": out, "res": res}
 
 
 def test_good_inputs_equal_a_plain_run(runs: dict) -> None:

@@ -13,9 +13,18 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from support.cli_checks import VIDEOS, read_jsonl
+from support.cli_checks import VIDEOS, read_jsonl, run_cli
+from support.tiny_models import TinyModel, tiny_pose_model
 
-__all__ = ["CLIPS", "GOOD", "assert_same_outputs", "batch_folder", "faults", "manifest_entries"]
+__all__ = [
+    "CLIPS",
+    "GOOD",
+    "assert_same_outputs",
+    "batch_folder",
+    "faults",
+    "manifest_entries",
+    "plain_batch_run",
+]
 
 #: output name -> source clip (``stuck`` first, so its time limit runs while the others are processed)
 CLIPS = {
@@ -36,6 +45,23 @@ def batch_folder(root: Path) -> Path:
     for name, clip in CLIPS.items():
         shutil.copy(VIDEOS / clip, media / f"{name}.mp4")
     return media
+
+
+def plain_batch_run(factory: Any) -> tuple[Path, Path, TinyModel]:
+    """``(media, out, tiny model)``: the folder of :data:`CLIPS` processed by a plain single-process run with
+    the tiny model (full-frame detector), once per test session (pytest's ``tmp_path_factory``)."""
+    root = factory.getbasetemp() / "plain_batch_run"
+    media, out = root / "media", root / "plain"
+    tiny = tiny_pose_model(root / "tiny")
+    manifest = out / "manifest.json"
+    if manifest.exists() and json.loads(manifest.read_text())["state"] == "done":
+        return media, out, tiny
+    if media.exists():
+        shutil.rmtree(media)
+    batch_folder(root)
+    res = run_cli(["run", str(media), *tiny.args(), "--detector", "full-frame", "--out", str(out), "-q"])
+    assert res.returncode == 0, res.stderr
+    return media, out, tiny
 
 
 def faults(crash: str) -> str:
