@@ -87,6 +87,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=1,
         help="network calls of each comparison row (other precision, all cores)",
     )
+    p.add_argument(
+        "--naive-frames",
+        type=int,
+        default=None,
+        help="frames of the naive loop (default: --frames; it is slow, and its rate per frame steady)",
+    )
     p.add_argument("--json", dest="json_out", default=None, help="also write the results to this JSON file")
     args = p.parse_args(argv)
     if args.frames < 1 or args.people < 1:
@@ -263,9 +269,12 @@ def main(argv: list[str] | None = None) -> int:
         log.info("naive loop, torch on %d thread(s)", cores)
         naive_model = from_config(args.model)
         load_weights(naive_model, weights)
+        naive_clip = clip
+        if args.naive_frames is not None and args.naive_frames < n_frames:  # its rate per frame is steady
+            naive_clip = str(trim_clip(clip, tmp / "naive_clip.mp4", args.naive_frames))
         rows.append(
             measure_naive(
-                clip,
+                naive_clip,
                 naive_model,
                 tmp / "naive.mp4",
                 people=args.people,
