@@ -348,23 +348,7 @@ class LiveSource(Source):
     def _reconnect(self) -> None:
         src = self._connect("reconnect")
         self.reconnects += 1
-        now = time.time()
-        self._events.append(SourceEvent("reconnect", {"at": now, "attempts": self._attempts}))
-        old, new = (self.info.width, self.info.height), (src.info.width, src.info.height)
-        if new != old:
-            log.warning(
-                "%s: the stream came back at %dx%d (was %dx%d); frames go on at the new size",
-                self._display,
-                *new,
-                *old,
-            )
-            self._events.append(
-                SourceEvent(
-                    "resolution",
-                    {"at": now, "from": list(old), "to": list(new), "frame": self.frames_yielded},
-                )
-            )
-            self.info = dataclasses.replace(self.info, width=new[0], height=new[1])
+        self._events.append(SourceEvent("reconnect", {"at": time.time(), "attempts": self._attempts}))
         self.state = "connected"
         self._segment_start = True
         self._reader = self._start_reader(src)
@@ -439,11 +423,27 @@ class LiveSource(Source):
                 )  # fmt: skip
             )
             log.warning("%s: gap in the stream: no frames for %.2f s (%s)", self._display, gap, why)
+        self._check_size(f.image, captured)
         tb_out = tb if pts is not None else None
         out = Frame(self.info.name, self.frames_yielded, pts_s, f.image, captured, pts, tb_out)
         self.frames_yielded += 1
         self._last_pts_s, self._last_pts, self._last_captured = pts_s, pts, captured
         return out
+
+    def _check_size(self, image: Any, at: float) -> None:
+        """A camera reconfigured (after a reconnect, or mid-stream): frames go on at the new size."""
+        old, new = (self.info.width, self.info.height), (int(image.shape[1]), int(image.shape[0]))
+        if new == old:
+            return
+        log.warning(
+            "%s: the frame size changed to %dx%d (was %dx%d); frames go on at it", self._display, *new, *old
+        )
+        self._events.append(
+            SourceEvent(
+                "resolution", {"at": at, "from": list(old), "to": list(new), "frame": self.frames_yielded}
+            )
+        )
+        self.info = dataclasses.replace(self.info, width=new[0], height=new[1])
 
     # -- stopping ------------------------------------------------------------------------------------
     def interrupt(self) -> None:
