@@ -82,7 +82,6 @@ class SinkRouter:
         self._display: dict[str, str] = {}
         self._events: dict[str, dict[str, int]] = {}
         self._gap_s: dict[str, float] = {}
-        self.reports: list[SourceReport] = []
 
     def on_marker(self, marker: Marker) -> None:
         if isinstance(marker, SourceStarted):
@@ -185,7 +184,6 @@ class SinkRouter:
         )
         if m.truncated and report.error is None:
             report.error = f"{display}: file ended early; decoded {report.frames} frames"
-        self.reports.append(report)
         self.on_done(report)
 
     def close(self) -> None:
