@@ -112,6 +112,7 @@ def test_one_actor_per_gpu(runs: dict) -> None:
         ({"CPU": 2}, "auto", None, 1, (2, {"num_cpus": 1.0})),
         ({"CPU": 2}, "auto", 5, 1, (5, {"num_cpus": 1.0})),
         ({"CPU": 1}, "auto", None, None, (1, {"num_cpus": 1.0})),
+        ({"CPU": 16, "GPU": 1}, "auto", 6, None, (6, {"num_cpus": 2.0, "num_gpus": 0.1667})),
     ],
 )
 def test_actor_plan(

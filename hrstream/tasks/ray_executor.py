@@ -6,7 +6,8 @@ for the run (stopped at its end). Ray's usage statistics stay off unless ``RAY_U
 
 * Actors: one per GPU when the cluster has GPUs and the recipe's device is not ``cpu`` (``num_gpus=1``
   each, so Ray sets the actor's ``CUDA_VISIBLE_DEVICES`` and its ``cuda`` is that GPU), else one per
-  ``cpus_per_worker`` CPUs (default 2); ``workers`` sets the number instead. Each actor is a
+  ``cpus_per_worker`` CPUs (default 2); ``workers`` sets the number instead (more actors than GPUs share
+  them: each asks for ``GPUs / workers`` of one, so several keep one GPU busy). Each actor is a
   :class:`~hrstream.tasks.workers.WorkerSession`: the task prepared once, then one input at a time, with
   ``cpus_per_worker`` torch threads.
 * The driver loop hands each idle actor one input and waits on the calls with ``ray.wait``. An actor that
@@ -64,7 +65,8 @@ def actor_plan(
 ) -> tuple[int, dict[str, float]]:
     """How many actors, and the resources each asks for, on a cluster with ``resources``
     (``ray.cluster_resources()``): one per GPU when there are GPUs and ``device`` is not ``cpu`` (with an
-    equal share of the CPUs unless ``cpus_per_worker``), else one per ``cpus_per_worker`` CPUs.
+    equal share of the CPUs unless ``cpus_per_worker``; ``workers`` more than the GPUs share them, each asking
+    for a fraction of a GPU), else one per ``cpus_per_worker`` CPUs.
 
     Raises:
         ConfigError: not even one actor fits the cluster.
@@ -72,12 +74,13 @@ def actor_plan(
     cpus = int(resources.get("CPU", 0))
     gpus = int(resources.get("GPU", 0))
     if gpus > 0 and device != "cpu":
-        cpw = cpus_per_worker or max(1, cpus // gpus)
-        n, options = workers or gpus, {"num_cpus": float(cpw), "num_gpus": 1.0}
+        n = workers or gpus
+        cpw = cpus_per_worker or max(1, cpus // n)
+        options = {"num_cpus": float(cpw), "num_gpus": 1.0 if n <= gpus else round(gpus / n, 4)}
     else:
         cpw = cpus_per_worker or min(DEFAULT_CPUS_PER_WORKER, max(1, cpus))
         n, options = workers or max(1, cpus // cpw), {"num_cpus": float(cpw)}
-    if cpw > cpus or options.get("num_gpus", 0) > gpus:
+    if cpw > cpus:
         raise ConfigError(
             f"a Ray actor asking for {cpw} CPU(s){' and 1 GPU' if 'num_gpus' in options else ''} does not fit "
             f"the cluster ({cpus} CPUs, {gpus} GPUs); lower --cpus-per-worker"
