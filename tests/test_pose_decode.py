@@ -105,6 +105,29 @@ def test_subpixel_decoders_recover_gaussian_peaks(method):
 
 
 @pytest.mark.parametrize("method", ["dark", "udp"])
+def test_subpixel_decoders_stay_finite_on_a_negative_background(method):
+    """Networks output slightly negative heatmaps away from a joint; a sharp peak over such a background leaves
+    no positive value around it after the blur, and the log of the blurred map (clipped as the official code
+    clips it) must still give the peak, not NaN."""
+    h, w = 64, 48
+    true = np.array([[[20.3, 30.6], [10.7, 12.2]]])
+    hm = _gaussian_maps(true, h, w, sigma=0.8) - 0.3
+    center, scale = _identity(method, h, w, 1)
+    for maps in (hm, torch.from_numpy(hm)):
+        coords, _ = decode_heatmaps(maps, center, scale, method)
+        coords = np.asarray(coords)
+        assert np.isfinite(coords).all()
+        assert np.abs(coords - true).max() < 1.0
+
+
+def _identity(method: str, h: int, w: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``center``, ``scale`` that map heatmap pixels onto themselves for ``method``'s inverse transform."""
+    if method == "udp":  # [c - S/2, c + S/2] -> [0, size - 1]
+        return np.tile([(w - 1) / 2, (h - 1) / 2], (n, 1)), np.tile([(w - 1) / 200, (h - 1) / 200], (n, 1))
+    return np.tile([w / 2, h / 2], (n, 1)), np.tile([w / 200, h / 200], (n, 1))
+
+
+@pytest.mark.parametrize("method", ["dark", "udp"])
 def test_subpixel_decoders_torch_agree_on_official_maps(ref, method):
     a, sa = decode_heatmaps(ref["heatmaps"], ref["center"], ref["scale"], method)
     b, sb = decode_heatmaps(torch.from_numpy(ref["heatmaps"]), ref["center"], ref["scale"], method)
