@@ -157,3 +157,19 @@ def test_crop_batch_on_cuda_matches_official(ref, image):
     assert out.device.type == "cuda"
     diff = np.abs(out.permute(0, 2, 3, 1).cpu().numpy() - ref["crops"])
     assert diff.mean() < 1.0
+
+
+def test_bad_inputs_are_named(ref, image):
+    with pytest.raises(ValueError, match="box_format must be 'xywh' or 'xyxy', got 'cxcywh'"):
+        box_to_center_scale(ref["boxes_xywh"], aspect_ratio=0.75, box_format="cxcywh")  # type: ignore[arg-type]
+    hwc = torch.from_numpy(image)[None]  # (1, H, W, 3): channels last, not what crop_batch takes
+    with pytest.raises(ValueError, match=r"images must be \(B, 3, H, W\), got \(1, 425, 640, 3\)"):
+        crop_batch(hwc, [0], ref["center"][:1], ref["scale"][:1], (192, 256))
+    with pytest.raises(ValueError, match="list of"):
+        crop_batch([torch.from_numpy(image)], [0], ref["center"][:1], ref["scale"][:1], (192, 256))
+
+
+def test_crop_batch_without_boxes_or_images_is_empty():
+    none = np.zeros((0, 2), np.float32)
+    out = crop_batch([], [], none, none, (192, 256))
+    assert out.shape == (0, 3, 256, 192) and out.dtype == torch.float32 and out.device.type == "cpu"
