@@ -80,36 +80,22 @@ def stream(
 
 
 def _results(prepared: Any, jobs: list[Any], given: list[str | None], buffer: int) -> Generator[FrameResult]:
-    from hrstream.io import open_source
-    from hrstream.io.reconnect import open_live_source
-    from hrstream.runtime.feeder import SourceFeeder, SourceJob
-    from hrstream.runtime.mux import SourceMux
+    from hrstream.runtime.feeder import SourceJob
     from hrstream.runtime.queues import BoundedQueue, QueueAborted, QueueClosed
     from hrstream.tasks.router import SinkRouter
-    from hrstream.tasks.runner import default_streams, unique_names
-
-    rt, src = prepared.recipe.runtime, prepared.recipe.sources
-
-    def opener(job: Any, name: str) -> Any:
-        opts = {"name": name, "open_timeout_s": src.open_timeout_s, "read_timeout_s": src.read_timeout_s}
-        if job.kind in ("url", "camera"):
-            live = {"rtsp_transport": src.rtsp_transport, "max_reconnects": src.max_reconnects,
-                    "backoff_max_s": src.backoff_max_s}  # fmt: skip
-            return lambda stop: open_live_source(job, stop=stop, **live, **opts)
-        return lambda stop: open_source(job, **opts)
+    from hrstream.tasks.runner import unique_names
 
     todo = [
-        SourceJob(name, job.display, job.kind in ("url", "camera"), opener(job, name))
+        SourceJob(
+            name,
+            job.display,
+            job.kind in ("url", "camera"),
+            lambda stop, job=job, name=name: prepared.open_input(job, name, stop),
+        )
         for job, name in zip(jobs, unique_names(jobs, given), strict=True)
     ]
     results: BoundedQueue = BoundedQueue(max(1, int(buffer)), name="results")
-    mux = SourceMux()
-    feeder = SourceFeeder(
-        mux,
-        streams=rt.streams or default_streams(prepared.engine.device),
-        file_buffer=rt.queue_size,
-        live_buffer=rt.live_buffer,
-    )
+    mux, feeder = prepared.source_feeder()
     router = SinkRouter(prepared.open_outputs, on_done=lambda report: None, forward=results.put)
     pipe = prepared.build(mux, router, live=any(j.live for j in todo), on_stop=feeder.stop, name="stream")
     failure: list[BaseException] = []

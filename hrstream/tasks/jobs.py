@@ -18,15 +18,19 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hrstream.errors import ConfigError
-from hrstream.io import SourceInfo, output_path
+from hrstream.io import InputSpec, Source, SourceInfo, open_source, output_path
+from hrstream.io.reconnect import open_live_source
 from hrstream.pose.detectors import check_flip_test
 from hrstream.runtime import InferenceEngine, Pipeline
+from hrstream.runtime.feeder import SourceFeeder
+from hrstream.runtime.mux import SourceMux
 from hrstream.tasks.model_loading import ModelBundle, load_model_bundle
 from hrstream.tasks.outputs import DEFAULT_LIVE_SEGMENT_S, SourceOutputs
 from hrstream.tasks.pose_task import (
@@ -52,7 +56,7 @@ from hrstream.tasks.sinks import (
     seg_record,
 )
 
-__all__ = ["PreparedTask", "prepare"]
+__all__ = ["PreparedTask", "default_streams", "prepare"]
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +152,34 @@ class PreparedTask:
             )
         return sinks
 
+    def open_input(self, job: InputSpec, name: str, stop: threading.Event) -> Source:
+        """Open one input as the recipe's ``sources`` section says (deadlines; a URL or camera as a
+        :class:`~hrstream.io.reconnect.LiveSource` that reconnects until ``stop`` is set or it gives up)."""
+        src = self.recipe.sources
+        options: dict[str, Any] = {
+            "name": name,
+            "open_timeout_s": src.open_timeout_s,
+            "read_timeout_s": src.read_timeout_s,
+        }
+        if job.kind in ("url", "camera"):
+            return open_live_source(
+                job,
+                stop=stop,
+                rtsp_transport=src.rtsp_transport,
+                max_reconnects=src.max_reconnects,
+                backoff_max_s=src.backoff_max_s,
+                **options,
+            )
+        return open_source(job, **options)
+
+    def source_feeder(self) -> tuple[SourceMux, SourceFeeder]:
+        """The input of a run's pipeline and the decode threads that feed it (``runtime.streams`` files at a
+        time, :func:`default_streams` when the recipe does not say)."""
+        rt = self.recipe.runtime
+        mux = SourceMux()
+        streams = rt.streams or default_streams(self.engine.device)
+        return mux, SourceFeeder(mux, streams=streams, file_buffer=rt.queue_size, live_buffer=rt.live_buffer)
+
     def _add_seg(self, p: Pipeline, bundle: ModelBundle, engine: InferenceEngine, q: int) -> SegOverlay:
         rt, seg = self.recipe.runtime, self.recipe.seg
         classes, palette = bundle.meta["classes"], bundle.meta["palette"]
@@ -211,6 +243,12 @@ class PreparedTask:
         )
         p.sink("write", router)
         return p
+
+
+def default_streams(device: Any) -> int:
+    """Files decoded at a time when the recipe does not say: 1 on a CPU (the network is the bottleneck and
+    one stream already fills its batches), 4 on CUDA (more streams fill the GPU's bigger batches)."""
+    return 4 if str(device).startswith("cuda") else 1
 
 
 def _engine(bundle: ModelBundle, recipe: Recipe) -> InferenceEngine:

@@ -23,13 +23,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from hrstream.errors import HrstreamError, InputError, StageError
-from hrstream.io import InputSpec, SourceInfo, open_source, safe_name
-from hrstream.io.reconnect import open_live_source
+from hrstream.io import InputSpec, SourceInfo, safe_name
 from hrstream.runtime import Pipeline, PipelineStats, StopOnSignals, configure_cpu_threads
-from hrstream.runtime.feeder import SourceFeeder, SourceJob
-from hrstream.runtime.mux import SourceMux
+from hrstream.runtime.feeder import SourceJob
 from hrstream.tasks.batch import RunEvents, run_batch
-from hrstream.tasks.jobs import PreparedTask
+from hrstream.tasks.jobs import PreparedTask, default_streams
 from hrstream.tasks.manifest import JobResult, WorkItem
 from hrstream.tasks.monitor import run_monitor
 from hrstream.tasks.outputs import SourceOutputs
@@ -94,12 +92,6 @@ def exit_code(results: list[JobResult], signum: int | None) -> int:
     return 1 if failed else 0
 
 
-def default_streams(device: Any) -> int:
-    """Files decoded at a time when the recipe does not say: 1 on a CPU (the network is the bottleneck and
-    one stream already fills its batches), 4 on CUDA (more streams fill the GPU's bigger batches)."""
-    return 4 if str(device).startswith("cuda") else 1
-
-
 def unique_names(jobs: list[InputSpec], given: Sequence[str | None] | None = None) -> list[str]:
     """Output names of ``jobs``, distinct within a run: a name given for an input (``--sources`` lines
     ``NAME URL``) first, else the sanitised input name; equal names (``a/clip.mp4``, ``b/clip.mp4``) get
@@ -159,24 +151,6 @@ class Runner:
 
             torch.set_num_threads(max(1, int(cpu_threads)))
 
-    def _open(self, job: InputSpec, name: str, stop: threading.Event) -> Any:
-        src = self.recipe.sources
-        options: dict[str, Any] = {
-            "name": name,
-            "open_timeout_s": src.open_timeout_s,
-            "read_timeout_s": src.read_timeout_s,
-        }
-        if job.kind in ("url", "camera"):
-            return open_live_source(
-                job,
-                stop=stop,
-                rtsp_transport=src.rtsp_transport,
-                max_reconnects=src.max_reconnects,
-                backoff_max_s=src.backoff_max_s,
-                **options,
-            )
-        return open_source(job, **options)
-
     def run(
         self, specs: Sequence[str], *, names: Sequence[str | None] | None = None, force: bool = False
     ) -> tuple[list[JobResult], int | None]:
@@ -197,7 +171,7 @@ class Runner:
                 item.name,
                 item.display,
                 live=item.live,
-                open=lambda stop, item=item: self._open(item.job, item.name, stop),
+                open=lambda stop, item=item: self.prepared.open_input(item.job, item.name, stop),
             )
             for item in items
         ]
@@ -250,9 +224,7 @@ class Runner:
         on_tick: Callable[[dict[str, Any]], None] | None = None,
     ) -> tuple[int | None, str | None]:
         rt = self.recipe.runtime
-        streams = rt.streams or default_streams(self.prepared.engine.device)
-        mux = SourceMux()
-        feeder = SourceFeeder(mux, streams=streams, file_buffer=rt.queue_size, live_buffer=rt.live_buffer)
+        mux, feeder = self.prepared.source_feeder()
         monitor = run_monitor(mux, feeder, lambda: pipeline)
         monitor.on_tick = on_tick
         router = SinkRouter(open_outputs, on_done=done, stop_source=feeder.stop_source, monitor=monitor)
