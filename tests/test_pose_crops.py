@@ -173,3 +173,17 @@ def test_crop_batch_without_boxes_or_images_is_empty():
     none = np.zeros((0, 2), np.float32)
     out = crop_batch([], [], none, none, (192, 256))
     assert out.shape == (0, 3, 256, 192) and out.dtype == torch.float32 and out.device.type == "cpu"
+
+
+@pytest.mark.parametrize("rot", [30.0, 90.0, -45.0])
+def test_affine_rotation_turns_the_region_counter_clockwise(rot):
+    """Training rotates crops: the region's centre goes to the crop centre, and the point half a region width
+    from it in the direction (sin rot, -cos rot) (up, turned by ``rot``) goes to the middle of the crop's
+    top half-width above the centre, as the official ``get_dir`` turns ``(0, -w/2)``."""
+    center, scale, size = np.array([300.0, 200.0]), np.array([1.2, 1.6]), (192, 256)
+    t = get_affine_transform(center, scale, rot, size)
+    half = 1.2 * 200 / 2
+    a = np.deg2rad(rot)
+    up = center + half * np.array([np.sin(a), -np.cos(a)])
+    mapped = t @ np.array([[*center, 1.0], [*up, 1.0]]).T
+    np.testing.assert_allclose(mapped.T, [[96.0, 128.0], [96.0, 128.0 - 96.0]], atol=1e-3)
