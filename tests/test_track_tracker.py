@@ -452,3 +452,66 @@ def test_time_going_back_is_no_motion_and_keeps_identities(caplog):
     ids, boxes = tracker.predict_boxes(nxt - 1.0)  # a time before the last update: predicted where it was
     assert ids.tolist() == [1] and _iou(boxes[0].astype(np.float64), person.box(nxt)) > 0.9
     assert tracker.num_tracks == 1
+
+
+def test_predicted_boxes_of_several_tracks_come_ordered_by_id():
+    frames = make_scene(crossing_people(), frame_times(1.0, 30.0), seed=4)
+    tracker = PoseTracker()
+    for f in frames:
+        tracker.update(f.poses, t=f.t)
+    ids, boxes = tracker.predict_boxes(frames[-1].t + 0.1)
+    assert ids.tolist() == [1, 2, 3] and boxes.shape == (3, 4)
+
+
+def _shirt_person(img: np.ndarray, x: int, shirt: tuple[int, int, int]) -> tuple[list[float], np.ndarray]:
+    """Draw a person (head, shirt, trousers) at column ``x`` of ``img``; return its box and keypoints."""
+    x0, y0, x1, y1 = x - 20, 60, x + 20, 200
+    img[y0 + 20 : y0 + 80, x0:x1] = shirt
+    img[y0 + 80 : y1, x0 + 5 : x1 - 5] = (40, 40, 40)
+    img[y0 : y0 + 20, x0 + 10 : x1 - 10] = (220, 170, 140)
+    k = np.zeros((17, 2), np.float32)
+    k[:, 0], k[:, 1] = x, np.linspace(y0 + 5, y1 - 5, 17)
+    k[5], k[6], k[11], k[12] = (x0 + 2, y0 + 22), (x1 - 2, y0 + 22), (x0 + 4, y0 + 78), (x1 - 4, y0 + 78)
+    return [x0, y0, x1, y1], k
+
+
+def _shirt_frame(people: list[tuple[int, tuple[int, int, int]]]) -> tuple[np.ndarray, Poses]:
+    img = np.full((240, 480, 3), 128, np.uint8)
+    drawn = [_shirt_person(img, x, shirt) for x, shirt in people]
+    n = len(drawn)
+    poses = Poses(
+        np.asarray([b for b, _ in drawn], np.float32),
+        np.full(n, 0.9, np.float32),
+        np.asarray([k for _, k in drawn], np.float32),
+        np.full((n, 17), 0.9, np.float32),
+    )
+    return img, poses
+
+
+def test_appearance_is_a_running_mean_of_unoccluded_views_only():
+    from hrstream.track.appearance import box_histograms
+
+    m = 0.8
+    tracker = PoseTracker(min_hits=1, appearance_weight=0.3, appearance_momentum=m)
+    red, orange, blue = (200, 30, 30), (220, 120, 30), (30, 60, 200)
+
+    def hist(img: np.ndarray, poses: Poses, i: int) -> np.ndarray:
+        return box_histograms(img, poses.boxes, poses.keypoints, poses.keypoint_scores)[i]
+
+    def appearance(track_id: int) -> np.ndarray | None:
+        return next(tr.appearance for tr in tracker._tracks if tr.track_id == track_id)
+
+    # frame 0: A alone (red); B and C overlap each other: neither gets an appearance yet
+    img0, p0 = _shirt_frame([(60, red), (300, blue), (318, orange)])
+    assert tracker.update(p0, t=0.0, image=img0).track_ids.tolist() == [1, 2, 3]
+    np.testing.assert_allclose(appearance(1), hist(img0, p0, 0))
+    assert appearance(2) is None and appearance(3) is None
+    # frame 1: A alone in orange: blended; B and C still overlap; tracks with and without appearance mix
+    img1, p1 = _shirt_frame([(62, orange), (300, blue), (318, orange)])
+    assert tracker.update(p1, t=0.04, image=img1).track_ids.tolist() == [1, 2, 3]
+    np.testing.assert_allclose(appearance(1), m * hist(img0, p0, 0) + (1 - m) * hist(img1, p1, 0), atol=1e-6)
+    before = appearance(1).copy()
+    # frame 2: someone overlaps A: its view mixes two people and leaves A's histogram alone
+    img2, p2 = _shirt_frame([(64, orange), (80, blue), (300, blue), (318, orange)])
+    tracker.update(p2, t=0.08, image=img2)
+    np.testing.assert_array_equal(appearance(1), before)
