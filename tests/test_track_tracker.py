@@ -198,6 +198,10 @@ def test_bad_parameters_raise_config_error():
         PoseTracker(low_thr=0.7, high_thr=0.5)
     with pytest.raises(ConfigError, match="min_hits"):
         PoseTracker(min_hits=0)
+    with pytest.raises(ConfigError, match="match_thr"):
+        PoseTracker(match_thr=0.0)
+    with pytest.raises(ConfigError, match=r"iou_weight must be in \[0, 1\], got 1.5"):
+        PoseTracker(iou_weight=1.5)
     with pytest.raises(ValueError, match="finite"):
         PoseTracker().update(Poses.empty(), t=float("nan"))
 
@@ -475,7 +479,9 @@ def _shirt_person(img: np.ndarray, x: int, shirt: tuple[int, int, int]) -> tuple
     return [x0, y0, x1, y1], k
 
 
-def _shirt_frame(people: list[tuple[int, tuple[int, int, int]]]) -> tuple[np.ndarray, Poses]:
+def _shirt_frame(
+    people: list[tuple[int, tuple[int, int, int]]], score: float = 0.9
+) -> tuple[np.ndarray, Poses]:
     img = np.full((240, 480, 3), 128, np.uint8)
     drawn = [_shirt_person(img, x, shirt) for x, shirt in people]
     n = len(drawn)
@@ -483,7 +489,7 @@ def _shirt_frame(people: list[tuple[int, tuple[int, int, int]]]) -> tuple[np.nda
         np.asarray([b for b, _ in drawn], np.float32),
         np.full(n, 0.9, np.float32),
         np.asarray([k for _, k in drawn], np.float32),
-        np.full((n, 17), 0.9, np.float32),
+        np.full((n, 17), score, np.float32),
     )
     return img, poses
 
@@ -492,11 +498,12 @@ def test_appearance_is_a_running_mean_of_unoccluded_views_only():
     from hrstream.track.appearance import box_histograms
 
     m = 0.8
-    tracker = PoseTracker(min_hits=1, appearance_weight=0.3, appearance_momentum=m)
+    tracker = PoseTracker(min_hits=1, appearance_weight=0.3, appearance_momentum=m, keypoint_thr=0.5)
     red, orange, blue = (200, 30, 30), (220, 120, 30), (30, 60, 200)
 
     def hist(img: np.ndarray, poses: Poses, i: int) -> np.ndarray:
-        return box_histograms(img, poses.boxes, poses.keypoints, poses.keypoint_scores)[i]
+        # the torso where shoulders and hips score >= keypoint_thr, else the middle of the box
+        return box_histograms(img, poses.boxes, poses.keypoints, poses.keypoint_scores, 0.5)[i]
 
     def appearance(track_id: int) -> np.ndarray | None:
         return next(tr.appearance for tr in tracker._tracks if tr.track_id == track_id)
@@ -506,8 +513,9 @@ def test_appearance_is_a_running_mean_of_unoccluded_views_only():
     assert tracker.update(p0, t=0.0, image=img0).track_ids.tolist() == [1, 2, 3]
     np.testing.assert_allclose(appearance(1), hist(img0, p0, 0))
     assert appearance(2) is None and appearance(3) is None
-    # frame 1: A alone in orange: blended; B and C still overlap; tracks with and without appearance mix
-    img1, p1 = _shirt_frame([(62, orange), (300, blue), (318, orange)])
+    # frame 1: A alone in orange, its keypoints less sure (0.4): blended; B and C still overlap; tracks with
+    # and without appearance share the cost matrix
+    img1, p1 = _shirt_frame([(62, orange), (300, blue), (318, orange)], score=0.4)
     assert tracker.update(p1, t=0.04, image=img1).track_ids.tolist() == [1, 2, 3]
     np.testing.assert_allclose(appearance(1), m * hist(img0, p0, 0) + (1 - m) * hist(img1, p1, 0), atol=1e-6)
     before = appearance(1).copy()
