@@ -230,3 +230,50 @@ def test_smoother_errors_name_the_choices():
     untracked.track_ids = None
     with pytest.raises(ConfigError, match="track_ids"):
         make_smoother("kalman").update(untracked, t=0.0)
+
+
+def _cv_kalman_1d(zs, ts, valid, *, accel, meas, init_vel, max_predict):
+    """The textbook constant-velocity Kalman filter of one coordinate, state (p, v), written out here: white
+    acceleration noise ``accel`` px/s^2 (discrete, Q = a^2 [[dt^4/4, dt^3/2], [dt^3/2, dt^2]]), measurement
+    noise ``meas`` px, a new filter at (z, 0) with P = diag(meas^2, init_vel^2) on the first valid sample and
+    after a gap longer than ``max_predict``; invalid samples are predicted within ``max_predict``, then held."""
+    out, x, p, last, prev_t = [], None, None, -np.inf, None
+    for z, t, ok in zip(zs, ts, valid, strict=True):
+        dt = 0.0 if prev_t is None else t - prev_t
+        prev_t = t
+        if x is None or (ok and t - last > max_predict):
+            if ok:
+                x, p, last = np.array([z, 0.0]), np.diag([meas**2, init_vel**2]), t
+            out.append(z if x is None else x[0])
+            continue
+        if dt > 0 and t - last <= max_predict:
+            f = np.array([[1.0, dt], [0.0, 1.0]])
+            q = accel**2 * np.array([[dt**4 / 4, dt**3 / 2], [dt**3 / 2, dt**2]])
+            x, p = f @ x, f @ p @ f.T + q
+        if ok:
+            s = p[0, 0] + meas**2
+            k = p[:, 0] / s
+            x = x + k * (z - x[0])
+            p = p - np.outer(k, p[0, :])
+            last = t
+        out.append(x[0])
+    return np.array(out)
+
+
+def test_kalman_point_filter_equals_the_textbook_filter():
+    times = frame_times(2.0, 30.0, jitter=0.6, seed=3)
+    _, noisy, _ = noisy_track(times, noise=5.0, seed=3)
+    valid = np.ones(noisy.shape[:2], bool)
+    valid[20:25, 9] = False  # a wrist unseen for 5 frames (predicted), then seen again
+    valid[30:45, 0] = False  # the nose unseen for 0.5 s: held, then a new filter (while the others go on)
+    args = {"accel": 400.0, "meas": 4.0, "init_vel": 250.0, "max_predict": 0.25}
+    f = KalmanPointFilter(accel_std=400.0, meas_std=4.0, init_vel_std=250.0, max_predict_s=0.25)
+    got = np.array([f.filter(x, t, v) for x, t, v in zip(noisy, times, valid, strict=True)])
+    for j in range(17):
+        for c in range(2):
+            want = _cv_kalman_1d(noisy[:, j, c], times, valid[:, j], **args)
+            np.testing.assert_allclose(
+                got[:, j, c], want, rtol=0, atol=1e-6, err_msg=f"keypoint {j} axis {c}"
+            )
+    with pytest.raises(ConfigError, match="init_vel_std"):
+        KalmanPointFilter(init_vel_std=0.0)
