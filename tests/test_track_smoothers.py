@@ -277,3 +277,11 @@ def test_kalman_point_filter_equals_the_textbook_filter():
             )
     with pytest.raises(ConfigError, match="init_vel_std"):
         KalmanPointFilter(init_vel_std=0.0)
+
+
+def test_one_euro_without_a_valid_mask_takes_every_point():
+    times = frame_times(1.0, 30.0)
+    _, noisy, _ = noisy_track(times, noise=4.0, seed=5)
+    a, b = OneEuroFilter(), OneEuroFilter()
+    for x, t in zip(noisy, times, strict=True):
+        np.testing.assert_array_equal(a.filter(x, t), b.filter(x, t, np.ones(len(x), bool)))
