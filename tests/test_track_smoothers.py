@@ -285,3 +285,17 @@ def test_one_euro_without_a_valid_mask_takes_every_point():
     a, b = OneEuroFilter(), OneEuroFilter()
     for x, t in zip(noisy, times, strict=True):
         np.testing.assert_array_equal(a.filter(x, t), b.filter(x, t, np.ones(len(x), bool)))
+
+
+def test_one_euro_late_first_sight_and_a_repeated_time_stay_finite():
+    times = frame_times(1.0, 30.0)
+    _, noisy, _ = noisy_track(times, noise=4.0, seed=6)
+    valid = np.ones(noisy.shape[:2], bool)
+    valid[:5, 3] = False  # an ear first seen on frame 5
+    f = OneEuroFilter()
+    out = [f.filter(x, t, v) for x, t, v in zip(noisy, times, valid, strict=True)]
+    assert np.isfinite(out).all()
+    np.testing.assert_array_equal(out[5][3], noisy[5, 3])  # taken as it is when first seen
+    again = f.filter(noisy[-1] + 50.0, times[-1], None)  # the same time again: no speed to compute
+    assert np.isfinite(again).all()
+    np.testing.assert_array_equal(again, out[-1])  # nothing moves in no time
