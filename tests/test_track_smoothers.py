@@ -299,3 +299,12 @@ def test_one_euro_late_first_sight_and_a_repeated_time_stay_finite():
     again = f.filter(noisy[-1] + 50.0, times[-1], None)  # the same time again: no speed to compute
     assert np.isfinite(again).all()
     np.testing.assert_array_equal(again, out[-1])  # nothing moves in no time
+
+
+def test_smoother_default_and_parameter_errors():
+    assert KeypointSmoother().method == "one_euro"
+    with pytest.raises(ConfigError, match="beta"):
+        OneEuroFilter(beta=-0.1)
+    accepted = "accepted: min_cutoff, beta, d_cutoff, min_score, forget_s"
+    with pytest.raises(ConfigError, match=rf"unknown parameter\(s\) gain; {accepted}"):
+        KeypointSmoother("one_euro", gain=2.0)
