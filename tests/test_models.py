@@ -272,6 +272,30 @@ def test_backbone_keys_without_a_known_head_are_refused(pose_tiny: dict) -> None
         load_weights(from_config(pose_cfg()), {"state_dict": sd})
 
 
+def test_a_checkpoint_without_a_state_dict_names_its_top_level_keys(tmp_path: Path) -> None:
+    path = tmp_path / "trainer.pth"
+    torch.save({f"field{i}": i for i in range(7)}, path)  # a training log, no tensors
+    with pytest.raises(
+        WeightsError, match=r"no state dict of tensors found \(top-level keys: field0, .*field5 \.\.\.\)"
+    ):
+        load_weights(from_config(pose_cfg()), path)
+    torch.save({f"field{i}": i for i in range(6)}, path)
+    with pytest.raises(
+        WeightsError, match=r"top-level keys: field0, field1, field2, field3, field4, field5\)"
+    ):
+        load_weights(from_config(pose_cfg()), path)
+
+
+def test_ignored_keys_are_described_by_module() -> None:
+    from hrstream.models.checkpoints import describe_ignored
+
+    keys = ["classifier.weight", "classifier.bias", "incre_modules.0.0.conv1.weight"]
+    keys += ["stage4.2.fuse_layers.1.0.0.weight", "stage4.2.fuse_layers.1.0.1.weight"]
+    assert describe_ignored(keys) == (
+        "classifier (2 tensors), incre_modules (1 tensors), stage4.2.fuse_layers.1 (2 tensors)"
+    )
+
+
 def test_mmseg_auxiliary_head_is_ignored_and_named(seg_tiny: dict) -> None:
     source = _mmseg_layout(seg_tiny["state_dict"])
     aux = {  # MMSeg's FCNHead auxiliary head, trained beside the decode head and unused at inference
