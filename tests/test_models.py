@@ -284,6 +284,9 @@ def test_a_checkpoint_without_a_state_dict_names_its_top_level_keys(tmp_path: Pa
         WeightsError, match=r"top-level keys: field0, field1, field2, field3, field4, field5\)"
     ):
         load_weights(from_config(pose_cfg()), path)
+    torch.save([torch.zeros(2)], path)  # not a mapping at all
+    with pytest.raises(WeightsError, match=r"no state dict of tensors found \(top-level keys: list\)"):
+        load_weights(from_config(pose_cfg()), path)
 
 
 def test_ignored_keys_are_described_by_module() -> None:
