@@ -186,6 +186,16 @@ def test_timm_layout_loads_backbone_and_names_the_head(pose_tiny: dict) -> None:
     assert _rel_err(a, b) < 1e-6
 
 
+def test_timm_layout_still_needs_every_backbone_key(pose_tiny: dict) -> None:
+    sd = {k: v for k, v in pose_tiny["state_dict"].items() if not k.startswith("final_layer.")}
+    sd["classifier.weight"] = torch.zeros(1000, 16)
+    del sd["stage3.1.branches.2.0.conv1.weight"]  # only the task head may stay at initialisation
+    with pytest.raises(
+        WeightsError, match=r"\(timm layout\).*missing keys: stage3\.1\.branches\.2\.0\.conv1\.weight"
+    ):
+        load_weights(from_config(pose_cfg()), sd)
+
+
 @pytest.mark.parametrize("fmt", ["pth", "safetensors"])
 def test_load_from_files(tmp_path: Path, pose_tiny: dict, fmt: str) -> None:
     sd = {k: v.contiguous() for k, v in pose_tiny["state_dict"].items()}
