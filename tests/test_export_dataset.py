@@ -220,3 +220,17 @@ def test_export_errors(tiny_pose: TinyModel, job: Path, tmp_path: Path) -> None:
     assert videos["rot"]["error"] is None and videos["rot"]["images"] > 0
     assert "the source changed since it was processed" in videos["street"]["error"]
     assert not list((ds / IMAGES).glob("street_*"))
+
+
+def test_a_video_that_cannot_be_exported_does_not_stop_the_others(
+    tiny_pose: TinyModel, tmp_path: Path
+) -> None:
+    out, clips = _run_folder(tiny_pose, tmp_path)
+    first, *others = sorted(clips)
+    (out / f"{first}.jsonl").unlink()  # --unconfirmed needs the records: this video fails alone
+    folder = tmp_path / "csv"
+    code, err = _export(str(out), "--format", "csv", "--unconfirmed", "--out", str(folder))
+    assert code == 1 and f"{first}.jsonl: cannot read the JSONL records" in err
+    assert sorted(p.name for p in folder.glob("*.csv")) == [f"{n}.csv" for n in others]
+    videos = {v["name"]: v for v in json.loads((folder / "dataset.json").read_text())["videos"]}
+    assert videos[first]["error"] and all(not videos[n].get("error") for n in others)
