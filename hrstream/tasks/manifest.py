@@ -88,7 +88,7 @@ class JobResult:
     attempts: int = 1
     worker: dict[str, Any] | None = None
     gave_up: bool = False  # a live source that reached its reconnect limit
-    live: dict[str, Any] | None = None  # a live source's gaps, gap_s, reconnects, resolution changes, segments
+    live: dict[str, Any] | None = None  # a live source's gaps, reconnects, resolution changes, segments
 
 
 @dataclass(frozen=True)
