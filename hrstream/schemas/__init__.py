@@ -175,6 +175,8 @@ def validate_jsonl(path: str, *, allow_partial_last: bool = True) -> int:
             if allow_partial_last and i == len(lines) - 1:
                 break
             raise SchemaValidationError(f"{path}:{i + 1}: not JSON ({e}); the file is damaged") from e
-        validate(rec, "event" if isinstance(rec, dict) and "event" in rec else "frame", label=f"{path}:{i + 1}")
+        validate(
+            rec, "event" if isinstance(rec, dict) and "event" in rec else "frame", label=f"{path}:{i + 1}"
+        )
         count += 1
     return count
