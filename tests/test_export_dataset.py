@@ -235,3 +235,20 @@ def test_a_video_that_cannot_be_exported_does_not_stop_the_others(
     assert sorted(p.name for p in folder.glob("*.csv")) == [f"{n}.csv" for n in others]
     videos = {v["name"]: v for v in json.loads((folder / "dataset.json").read_text())["videos"]}
     assert videos[first]["error"] and all(not videos[n].get("error") for n in others)
+
+
+def test_coco_dataset_takes_the_chosen_keypoints_and_can_be_exported_again(job: Path, tmp_path: Path) -> None:
+    ds = tmp_path / "ds"
+    for _ in range(2):  # a second export into the same folder replaces the first
+        assert _export(str(job), "--format", "coco-dataset", "--use", "raw", "--out", str(ds)) == (0, "")
+    coco = _coco(ds)
+    tracks = {t["track_id"]: t for t in json.loads(job.read_text())["tracks"]}
+    frame_of = {im["id"]: im["frame"] for im in coco.loadImgs(coco.getImgIds())}
+    anns = coco.loadAnns(coco.getAnnIds())
+    assert anns
+    for a in anns:
+        tr = tracks[a["track_id"]]
+        j = tr["frames"].index(frame_of[a["image_id"]])
+        kp = np.asarray(a["keypoints"]).reshape(-1, 3)
+        seen = kp[:, 2] > 0
+        np.testing.assert_allclose(kp[seen, :2], np.asarray(tr["keypoints"][j])[seen], atol=0.006)  # raw
