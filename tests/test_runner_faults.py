@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.cli_checks import VIDEOS, invoke, read_jsonl, video_facts
+from support.cli_checks import VIDEOS, invoke, manifest_jobs, read_jsonl, video_facts
 from support.tiny_models import TinyModel, tiny_pose_model
 
 from hrstream.tasks.jobs import prepare
@@ -100,3 +100,26 @@ def test_a_stage_error_mid_run_ends_the_run_and_closes_every_output(
     for r in results:  # every source the error cut short failed with it, its files closed
         assert r.status in ("ok", "failed"), r
         _complete_outputs(r.outputs, r.frames)
+
+
+def test_a_stage_error_before_any_output_reports_every_started_source(
+    tiny_pose: TinyModel, tmp_path: Path
+) -> None:
+    """A stage that fails before a started source's first frame reached its outputs still reports that source
+    (failed, naming the error) in the results and the manifest."""
+    over = {
+        "detector.name": "full-frame",
+        "runtime.amp": "off",
+        "runtime.batch_size": 1,
+        "runtime.streams": 2,
+    }
+    recipe = load_recipe(
+        "pose", None, {"model": str(tiny_pose.config), "weights": str(tiny_pose.weights), **over}
+    )
+    prepared = prepare(recipe, tmp_path / "out", progress=False)
+    prepared = replace(prepared, detector=DetectorFailingAt(prepared.detector, CLIP_A.stem, 3))
+    results, _ = Runner(prepared).run([str(CLIP_A), str(CLIP_B)])
+    assert {r.input for r in results} == {str(CLIP_A), str(CLIP_B)}
+    assert all(r.status == "failed" and "detector crashed" in (r.error or "") for r in results), results
+    _, jobs = manifest_jobs(tmp_path / "out")
+    assert {j["status"] for j in jobs.values()} == {"failed"}

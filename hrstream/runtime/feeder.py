@@ -112,6 +112,11 @@ class SourceFeeder:
         if reader is not None:
             reader.interrupt()
 
+    def launched(self) -> set[str]:
+        """The sources whose decode thread was started (not those a stop request kept from starting)."""
+        with self._lock:
+            return set(self._readers)
+
     def frames_in(self) -> dict[str, int]:
         """Frames decoded so far, per source (of the sources started in this run)."""
         with self._lock:

@@ -208,12 +208,15 @@ class Runner:
                     state = {k: st[k] for k in ("state", "reconnects", "gaps", "gap_s")}
                     events.live(by_name[name], frames=st["frames_out"], drops=st["drops"], state=state)
 
-        signum, error = self._run_pipeline(todo, done, open_outputs, on_tick=tick)
+        signum, error, launched = self._run_pipeline(todo, done, open_outputs, on_tick=tick)
         if error is not None:  # a stage failed: every source it cut short failed with it
             for name, rep in reports.items():
                 if rep.status == "interrupted":
                     rep.status, rep.error = "failed", f"{by_name[name].display}: {error}"
                     events.finished(by_name[name], _result(by_name[name], rep))
+            for name in launched - set(reports):  # started reading, stopped before its outputs opened
+                rep = SourceReport(name, "failed", error=f"{by_name[name].display}: {error}")
+                events.finished(by_name[name], _result(by_name[name], rep))
         return signum
 
     def _run_pipeline(
@@ -222,7 +225,9 @@ class Runner:
         done: Callable[[SourceReport], None],
         open_outputs: Callable[[SourceInfo], SourceOutputs],
         on_tick: Callable[[dict[str, Any]], None] | None = None,
-    ) -> tuple[int | None, str | None]:
+    ) -> tuple[int | None, str | None, set[str]]:
+        """Run the pipeline over ``todo``; returns the signal that stopped it (or ``None``), the error of a
+        stage that failed (or ``None``) and the sources that were started (opened or being opened)."""
         rt = self.recipe.runtime
         mux, feeder = self.prepared.source_feeder()
         monitor = run_monitor(mux, feeder, lambda: pipeline)
@@ -249,7 +254,7 @@ class Runner:
                 mux.close()
                 feeder.join(timeout=5.0)
                 monitor.close()
-        return sig.signum, error
+        return sig.signum, error, feeder.launched()
 
 
 def _result(item: WorkItem, rep: SourceReport) -> JobResult:
