@@ -521,10 +521,13 @@ def export_model(
 @click.option("--seconds", type=click.FloatRange(min=1), default=8.0, show_default=True)
 @click.option("--people", type=click.IntRange(min=1, max=8), default=3, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N")
+@click.option(
+    "--fast", is_flag=True, help="Pose from the shipped Lite-HRNet-18 on the fastest backend for this CPU."
+)
 @click.option("-q", "--quiet", is_flag=True)
 @click.option("-v", "--verbose", count=True)
 def demo(
-    out_dir: str, seed: int, seconds: float, people: int, device: str, quiet: bool, verbose: int
+    out_dir: str, seed: int, seconds: float, people: int, device: str, fast: bool, quiet: bool, verbose: int
 ) -> None:
     """Offline demo: generate a clip of synthetic people, run the whole pipeline with the shipped small HRNets
     (trained on synthetic figures only), and print its accuracy against the known truth."""
@@ -539,6 +542,7 @@ def demo(
             seconds=seconds,
             people=people,
             device=device,
+            fast=fast,
             progress=_progress_factory(quiet),
         )
     except HrstreamError as e:

@@ -3,7 +3,9 @@
 It renders a synthetic clip (``hrstream.synth``), runs ``--task pose,seg`` with the small HRNets that ship
 inside the package (person boxes from the HRNetV2p detector, top-down pose, tracking, smoothing, segmentation
 overlay, annotated video, JSONL and tracks), then scores the tracks against the truth (``hrstream.metrics``).
-The shipped networks were trained on synthetic figures only and are not meant for real footage.
+``fast`` swaps the pose network for the shipped Lite-HRNet-18 on the backend ``runtime.backend: auto`` picks
+for this CPU (:mod:`hrstream.runtime.backend_choice`). The shipped networks were trained on synthetic figures
+only and are not meant for real footage.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from hrstream.tasks.runner import Runner
 
 __all__ = [
     "DEMO_DET_MODEL",
+    "DEMO_FAST_POSE_MODEL",
     "DEMO_POSE_MODEL",
     "DEMO_SEG_MODEL",
     "DemoResult",
@@ -32,6 +35,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DEMO_POSE_MODEL = "synthetic_pose_hrnet_w18_small_128x96"
+DEMO_FAST_POSE_MODEL = "synthetic_litehrnet_18_128x96"  # hrstream demo --fast, on runtime.backend auto
 DEMO_SEG_MODEL = "synthetic_seg_hrnet_w18_small"
 DEMO_DET_MODEL = "synthetic_det_hrnet_w18_small_fcos"
 
@@ -61,9 +65,11 @@ def run_demo(
     people: int | tuple[int, int] = 3,
     size: tuple[int, int] = (640, 360),
     device: str = "auto",
+    fast: bool = False,
     progress: Any = None,
 ) -> DemoResult:
-    """Generate a clip in ``out_dir/truth``, run the pipeline into ``out_dir``, score it.
+    """Generate a clip in ``out_dir/truth``, run the pipeline into ``out_dir``, score it. ``fast``: the pose
+    network is :data:`DEMO_FAST_POSE_MODEL` (Lite-HRNet-18) on ``runtime.backend: auto``.
 
     Raises :class:`~hrstream.errors.HrstreamError` if the clip cannot be processed.
     """
@@ -73,7 +79,10 @@ def run_demo(
     )
     truth = write_clip(config, out / "truth", f"demo_{seed}", masks=False)
     log.info("generated %s (seed %d, %.0f s, %s people)", truth["video"], seed, seconds, people)
-    recipe = synthetic_recipe({"runtime.device": device})
+    overrides: dict[str, Any] = {"runtime.device": device}
+    if fast:
+        overrides.update({"model": DEMO_FAST_POSE_MODEL, "runtime.backend": "auto"})
+    recipe = synthetic_recipe(overrides)
     prepared = prepare(recipe, out, progress=False)
     runner = Runner(prepared, make_progress=progress)
     results, signum = runner.run([str(truth["video"])])
