@@ -190,7 +190,13 @@ def test_models_lists_registry_with_cached_column(tmp_path: Path) -> None:
     names = {r["name"] for r in rows}
     assert {HASHED, UNHASHED} <= names
     assert len(names) == len(rows) >= 10
-    assert _cached(rows) == _shipped() and len(_shipped()) == 3
+    assert _cached(rows) == _shipped()
+    # the shipped entries are exactly the checkpoint files inside the package
+    from hrstream.models.hub import shipped_weights_dir
+    from hrstream.models.registry import get_weights
+
+    files = {p.name for p in shipped_weights_dir().glob("*.safetensors")}
+    assert {get_weights(name).filename for name in _shipped()} == files and len(files) >= 3
 
 
 def test_weights_add_rejects_a_mismatching_file(tmp_path: Path) -> None:

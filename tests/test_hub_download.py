@@ -9,7 +9,10 @@ import io
 import os
 import signal
 import socket
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -194,15 +197,36 @@ def test_stalled_server_times_out(server: str, home: Path) -> None:
     assert _cache_files(home) == []
 
 
+_FETCH_IN_A_CHILD = """
+import sys
+from hrstream.models import hub
+from hrstream.models.registry import WeightsEntry
+
+entry = WeightsEntry(name="tiny.test", url=sys.argv[1], sha256=sys.argv[2], hash_kind="sha256",
+                     layout="official_pose", config="pose_hrnet_w32_256x192", task="pose")
+hub.fetch(entry, progress=False, timeout_s=30)
+"""
+
+
 def test_ctrl_c_mid_download_cleans_up(server: str, home: Path) -> None:
-    entry = _entry(f"{server}/ckpt/stall.pth")
-    timer = threading.Timer(0.4, os.kill, args=(os.getpid(), signal.SIGINT))
-    timer.start()
+    # Ctrl-C goes to a process of its own: a signal sent to the test process itself would interrupt whatever
+    # native library code happens to run in it.
+    child = subprocess.Popen(
+        [sys.executable, "-c", _FETCH_IN_A_CHILD, f"{server}/ckpt/stall.pth", SHA],
+        env={**os.environ, "HRSTREAM_HOME": os.fspath(home)},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
-        with pytest.raises(KeyboardInterrupt):
-            hub.fetch(entry, progress=False, timeout_s=10)
+        deadline = time.monotonic() + 60
+        while not list((home / "weights").glob("*.part")):  # the download has begun
+            assert child.poll() is None and time.monotonic() < deadline, "the download never started"
+            time.sleep(0.05)
+        child.send_signal(signal.SIGINT)
+        _, stderr = child.communicate(timeout=30)
     finally:
-        timer.cancel()
+        child.kill()
+    assert child.returncode != 0 and "KeyboardInterrupt" in stderr
     assert (home / "weights").is_dir()  # the temporary file was there and is gone
     assert _cache_files(home) == []
 
