@@ -309,14 +309,15 @@ def test_cli_model_slower_than_stream_drops_and_keeps_latency(rtsp: RtspServer, 
     err = _Lines(proc.stderr)
     tail = _JsonlTail(out, f"127_0_0_1_{rtsp.port}_live_*.jsonl")
     # Steady state starts with the first record that has drops before it: that frame entered a pipeline that
-    # was already full, as does every later one. Wait for 8 of them (~3 s on an idle 2-core machine).
+    # was already full, as does every later one. Wait for 24 of them (~2 s on an idle 2-core machine): thirds of
+    # 8 records, so that one slow moment of a shared CPU does not decide the comparison below.
     deadline = time.monotonic() + 100
     steady: list[tuple[float, dict]] = []
     while proc.poll() is None and time.monotonic() < deadline:
         tail.poll()
         first = next((i for i, (_, r) in enumerate(tail.seen) if r["dropped_before"] > 0), None)
         steady = tail.seen[first:] if first is not None else []
-        if len(steady) >= 8:
+        if len(steady) >= 24:
             break
         time.sleep(0.01)
     proc.send_signal(signal.SIGINT)
@@ -326,7 +327,7 @@ def test_cli_model_slower_than_stream_drops_and_keeps_latency(rtsp: RtspServer, 
     records = [
         r for r in read_jsonl(tail.path) if "event" not in r
     ]  # every line parses, the file ends cleanly
-    assert len(steady) >= 8, f"only {len(steady)} steady-state records in 100 s"
+    assert len(steady) >= 24, f"only {len(steady)} steady-state records in 100 s"
     assert [r["frame"] for r in records] == sorted({r["frame"] for r in records})
     assert np.all(np.diff([r["pts_s"] for r in records]) > 0)
     assert all(isinstance(r["captured_at"], float) for r in records)
@@ -338,7 +339,7 @@ def test_cli_model_slower_than_stream_drops_and_keeps_latency(rtsp: RtspServer, 
     # seconds per frame vary, this count does not; without drops it would grow by one per record or so.
     waits = np.array([np.sum((written > r["captured_at"]) & (written < t)) for t, r in steady])
     step = float(np.median(np.diff([t for t, _ in steady])))
-    third = max(2, len(steady) // 3)
+    third = len(steady) // 3
     print(
         f"\nlive CLI: {len(records)} records, {drops} dropped, {step:.2f} s per frame; steady age first third "
         f"{np.median(ages[:third]):.2f} s ({np.median(waits[:third]):.0f} frames), last third "
