@@ -41,6 +41,7 @@ from typing import Any
 
 import torch
 from bench_fixtures import cpu_description
+from bench_stages import in_worker_thread
 from torch import nn
 
 from hrstream.models import from_config
@@ -85,13 +86,18 @@ def randomize(model: nn.Module, *, size: tuple[int, int], seed: int = 0) -> nn.M
 
 
 def time_calls(engine: InferenceEngine, x: torch.Tensor, *, seconds: float, min_calls: int) -> float:
-    """Crops per second of ``engine.infer(x, normalized=True)`` after one warm-up call."""
-    engine.infer(x, normalized=True)
-    calls, started = 0, time.perf_counter()
-    while calls < min_calls or time.perf_counter() - started < seconds:
+    """Crops per second of ``engine.infer(x, normalized=True)`` after one warm-up call, timed in a thread of its
+    own as the pipeline calls its network (``bench_stages.in_worker_thread``)."""
+
+    def run() -> float:
         engine.infer(x, normalized=True)
-        calls += 1
-    return calls * x.shape[0] / (time.perf_counter() - started)
+        calls, started = 0, time.perf_counter()
+        while calls < min_calls or time.perf_counter() - started < seconds:
+            engine.infer(x, normalized=True)
+            calls += 1
+        return calls * x.shape[0] / (time.perf_counter() - started)
+
+    return float(in_worker_thread(run))
 
 
 def versions() -> dict[str, str]:

@@ -19,6 +19,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -33,6 +34,7 @@ import torch
 from bench_fixtures import cpu_description, trim_clip, write_detections, write_random_weights
 from bench_stages import (
     Row,
+    in_worker_thread,
     measure_decode,
     measure_encode,
     measure_naive,
@@ -272,19 +274,19 @@ def main(argv: list[str] | None = None) -> int:
         naive_clip = clip
         if args.naive_frames is not None and args.naive_frames < n_frames:  # its rate per frame is steady
             naive_clip = str(trim_clip(clip, tmp / "naive_clip.mp4", args.naive_frames))
-        rows.append(
-            measure_naive(
-                naive_clip,
-                naive_model,
-                tmp / "naive.mp4",
-                people=args.people,
-                input_size=input_size,
-                meta=meta,
-                preset=preset,
-                flip_test=args.flip_test,
-                threads=cores,
-            )
+        naive = functools.partial(
+            measure_naive,
+            naive_clip,
+            naive_model,
+            tmp / "naive.mp4",
+            people=args.people,
+            input_size=input_size,
+            meta=meta,
+            preset=preset,
+            flip_test=args.flip_test,
+            threads=cores,
         )
+        rows.append(in_worker_thread(naive))  # where the pipeline runs its network, as the network rows
 
     stage_rows = [r for r in rows if r.role == "stage"]
     slowest = min(stage_rows, key=lambda r: r.frames_per_s)

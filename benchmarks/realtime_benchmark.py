@@ -42,9 +42,7 @@ import logging
 import os
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +51,14 @@ import numpy as np
 import torch
 from bench_backends import randomize
 from bench_fixtures import cpu_description, trim_clip, write_detections
-from bench_stages import measure_decode, measure_encode, measure_network, measure_pipeline, sample_crops
+from bench_stages import (
+    in_worker_thread,
+    measure_decode,
+    measure_encode,
+    measure_network,
+    measure_pipeline,
+    sample_crops,
+)
 
 from hrstream.runtime import cpu_has_native_bf16, usable_cpu_count
 from hrstream.runtime.backend_choice import choose_backend
@@ -110,19 +115,6 @@ def make_clip(
     dets = folder / "detections.json"
     dets.write_text(json.dumps(records))
     return Path(truth["video"]), dets
-
-
-def in_worker_thread(fn: Callable[[], Any]) -> Any:
-    """``fn()`` run in a new thread, as the pipeline runs its network (in the ``infer`` stage's thread). On this
-    shared 2-core machine torch on two OpenMP threads called from the main thread ran a Lite-HRNet at 3 crops/s
-    while the same call from another thread of the same process ran at 140 (docs/performance.md)."""
-    result: list[Any] = []
-    thread = threading.Thread(target=lambda: result.append(fn()), name="bench-infer")
-    thread.start()
-    thread.join()
-    if not result:
-        raise RuntimeError("the timed call failed in its thread (see the traceback above)")
-    return result[0]
 
 
 def infer_stage_alone(estimator: Any, images: list[np.ndarray], boxes: list[np.ndarray]) -> float:
@@ -212,18 +204,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             w, h = prepared.bundle.spec.image_size
             pool = sample_crops(first, args.people, (w, h), meta["mean"], meta["std"])
             bs = recipe.runtime.batch_size
-            net = in_worker_thread(
-                functools.partial(
-                    measure_network,
-                    engine,
-                    pool,
-                    batch_size=bs,
-                    total_crops=max(crops_total, 4 * bs),
-                    crops_per_frame=out["crops_per_frame"],
-                    name="network alone",
-                    role="stage",
-                    threads=threads,
-                )
+            net = measure_network(
+                engine,
+                pool,
+                batch_size=bs,
+                total_crops=max(crops_total, 4 * bs),
+                crops_per_frame=out["crops_per_frame"],
+                name="network alone",
+                role="stage",
+                threads=threads,
             )
             estimator = build_pose_estimator(engine, prepared.bundle.spec, meta, recipe)
             stage_fps = in_worker_thread(functools.partial(infer_stage_alone, estimator, held, boxes))

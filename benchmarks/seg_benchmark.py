@@ -25,6 +25,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -40,7 +41,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from bench_fixtures import cpu_description, trim_clip, write_random_weights
-from bench_stages import Row, measure_decode, measure_encode, measure_pipeline
+from bench_stages import Row, in_worker_thread, measure_decode, measure_encode, measure_pipeline
 from torch import nn
 
 from hrstream.io import VideoWriter, open_source
@@ -303,7 +304,16 @@ def main(argv: list[str] | None = None) -> int:
         input_size = estimator.input_size(frames[0].width, frames[0].height)
         log.info("network alone at %dx%d, batch %d, %d thread(s)", *input_size, batch_size, pipe_threads)
         rows.append(
-            measure_seg_network(estimator, frames, batch_size=batch_size, threads=pipe_threads, amp=args.amp)
+            in_worker_thread(
+                functools.partial(
+                    measure_seg_network,
+                    estimator,
+                    frames,
+                    batch_size=batch_size,
+                    threads=pipe_threads,
+                    amp=args.amp,
+                )
+            )
         )
         frame_size = f"{frames[0].width}x{frames[0].height}"
         del frames
@@ -316,19 +326,19 @@ def main(argv: list[str] | None = None) -> int:
         log.info("naive loop, torch on %d thread(s)", naive_threads)
         naive_model = from_config(args.model)
         load_weights(naive_model, weights)
-        rows.append(
-            measure_seg_naive(
-                clip,
-                naive_model,
-                tmp / "naive.mp4",
-                input_size=input_size,
-                meta=bundle.meta,
-                align_corners=bool(bundle.spec.align_corners),
-                opacity=recipe.seg.opacity,
-                preset=preset,
-                threads=naive_threads,
-            )
+        naive = functools.partial(
+            measure_seg_naive,
+            clip,
+            naive_model,
+            tmp / "naive.mp4",
+            input_size=input_size,
+            meta=bundle.meta,
+            align_corners=bool(bundle.spec.align_corners),
+            opacity=recipe.seg.opacity,
+            preset=preset,
+            threads=naive_threads,
         )
+        rows.append(in_worker_thread(naive))
 
     stage_rows = [r for r in rows if r.role == "stage"]
     slowest = min(stage_rows, key=lambda r: r.frames_per_s)
