@@ -8,7 +8,6 @@ are excluded everywhere the same way.
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import threading
@@ -131,53 +130,38 @@ def measure_network(
     """The network alone: ``total_crops`` crops in calls of ``batch_size`` (the last one partial, as in
     the pipeline) through ``engine.infer(normalized=True)``, the pipeline's own call, timed in a thread of its
     own (:func:`in_worker_thread`). One warm-up call of ``batch_size`` is not timed."""
-    return in_worker_thread(
-        functools.partial(
-            _time_network,
-            engine,
-            pool,
-            batch_size=batch_size,
-            total_crops=total_crops,
-            crops_per_frame=crops_per_frame,
-            name=name,
-            role=role,
-            threads=threads,
+
+    def timed() -> Row:
+        torch.set_num_threads(threads)
+        reps = math.ceil(batch_size / len(pool))
+        batch = pool.repeat(reps, 1, 1, 1)[:batch_size].contiguous()
+        engine.infer(batch, normalized=True)
+        sizes = [batch_size] * (total_crops // batch_size)
+        if total_crops % batch_size:
+            sizes.append(total_crops % batch_size)
+        t0 = time.perf_counter()
+        for n in sizes:
+            engine.infer(batch[:n], normalized=True)
+        dt = time.perf_counter() - t0
+        crops = sum(sizes)
+        settings = {
+            "amp": engine.amp,
+            "channels_last": engine.channels_last,
+            "batch": batch_size,
+            "threads": threads,
+        }
+        return Row(
+            name,
+            role,
+            crops / dt / crops_per_frame,
+            dt,
+            crops // crops_per_frame,
+            crops / dt,
+            crops,
+            settings,
         )
-    )
 
-
-def _time_network(
-    engine: InferenceEngine,
-    pool: torch.Tensor,
-    *,
-    batch_size: int,
-    total_crops: int,
-    crops_per_frame: int,
-    name: str,
-    role: str,
-    threads: int,
-) -> Row:
-    torch.set_num_threads(threads)
-    reps = math.ceil(batch_size / len(pool))
-    batch = pool.repeat(reps, 1, 1, 1)[:batch_size].contiguous()
-    engine.infer(batch, normalized=True)
-    sizes = [batch_size] * (total_crops // batch_size)
-    if total_crops % batch_size:
-        sizes.append(total_crops % batch_size)
-    t0 = time.perf_counter()
-    for n in sizes:
-        engine.infer(batch[:n], normalized=True)
-    dt = time.perf_counter() - t0
-    crops = sum(sizes)
-    settings = {
-        "amp": engine.amp,
-        "channels_last": engine.channels_last,
-        "batch": batch_size,
-        "threads": threads,
-    }
-    return Row(
-        name, role, crops / dt / crops_per_frame, dt, crops // crops_per_frame, crops / dt, crops, settings
-    )
+    return in_worker_thread(timed)
 
 
 def measure_pipeline(prepared: PreparedTask, clip: str, *, threads: int) -> tuple[Row, PipelineStats]:

@@ -403,21 +403,29 @@ def _shipped(config: str, task: Task, sha256: str, meta: dict[str, Any]) -> Weig
     )
 
 
+def _synthetic_pose_meta(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Metadata of a pose network shipped trained on the synthetic world: COCO's 17 keypoints at 128x96, msra
+    decoding, and its scores on the synthetic evaluation clips."""
+    return {
+        "dataset": "synthetic",
+        "keypoint_names": list(dm.COCO_KEYPOINT_NAMES),
+        "flip_pairs": [list(p) for p in dm.COCO_FLIP_PAIRS],
+        "skeleton": [list(p) for p in dm.COCO_SKELETON],
+        "oks_sigmas": list(dm.COCO_OKS_SIGMAS),
+        "input_size": (128, 96),
+        "heatmap_size": (32, 24),
+        "decoder": "msra",
+        "metrics": metrics,
+    }
+
+
 _ENTRIES += (
     _shipped(
         "synthetic_pose_hrnet_w18_small_128x96",
         "pose",
         "c21f526210e4dcef681f7490a6f6bde834ff78d48f49f70a9b111e53f6bf94a8",
-        {
-            "dataset": "synthetic",
-            "keypoint_names": list(dm.COCO_KEYPOINT_NAMES),
-            "flip_pairs": [list(p) for p in dm.COCO_FLIP_PAIRS],
-            "skeleton": [list(p) for p in dm.COCO_SKELETON],
-            "oks_sigmas": list(dm.COCO_OKS_SIGMAS),
-            "input_size": (128, 96),
-            "heatmap_size": (32, 24),
-            "decoder": "msra",
-            "metrics": {
+        _synthetic_pose_meta(
+            {
                 "PCK@0.1": 0.952,
                 "PCK@0.1_matched": 0.981,
                 "IDF1": 0.946,
@@ -425,23 +433,15 @@ _ENTRIES += (
                 "synthetic_det_hrnet_w18_small_fcos; IDF1 of the tracks document, 0.909 for the IDs of the "
                 "JSONL and video, 0.884 for the tracker's alone)",
                 "source": "docs/accuracy.md",
-            },
-        },
+            }
+        ),
     ),
     _shipped(
         "synthetic_litehrnet_18_128x96",
         "pose",
         "4309d21441adcd30f2d052e8ec147886f80e04605c84a871918be64f5cffed20",
-        {
-            "dataset": "synthetic",
-            "keypoint_names": list(dm.COCO_KEYPOINT_NAMES),
-            "flip_pairs": [list(p) for p in dm.COCO_FLIP_PAIRS],
-            "skeleton": [list(p) for p in dm.COCO_SKELETON],
-            "oks_sigmas": list(dm.COCO_OKS_SIGMAS),
-            "input_size": (128, 96),
-            "heatmap_size": (32, 24),
-            "decoder": "msra",
-            "metrics": {
+        _synthetic_pose_meta(
+            {
                 "PCK@0.1": 0.816,
                 "PCK@0.1_matched": 0.840,
                 "IDF1": 0.931,
@@ -449,8 +449,8 @@ _ENTRIES += (
                 "network (boxes from synthetic_det_hrnet_w18_small_fcos; IDF1 of the tracks document, 0.906 for "
                 "the IDs of the JSONL and video), fp32",
                 "source": "docs/accuracy.md",
-            },
-        },
+            }
+        ),
     ),
     _shipped(
         "synthetic_seg_hrnet_w18_small",

@@ -27,7 +27,7 @@ from hrstream.io import InputSpec, SourceInfo, safe_name
 from hrstream.runtime import Pipeline, PipelineStats, StopOnSignals, configure_cpu_threads
 from hrstream.runtime.feeder import SourceJob
 from hrstream.tasks.batch import RunEvents, run_batch
-from hrstream.tasks.jobs import PreparedTask, default_streams
+from hrstream.tasks.jobs import PreparedTask
 from hrstream.tasks.manifest import JobResult, WorkItem
 from hrstream.tasks.monitor import run_monitor
 from hrstream.tasks.outputs import SourceOutputs
@@ -38,7 +38,6 @@ __all__ = [
     "JobResult",
     "RunControl",
     "Runner",
-    "default_streams",
     "exit_code",
     "unique_names",
 ]
