@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import threading
 import urllib.request
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 from support.cli_checks import VIDEOS, invoke, manifest_jobs, read_jsonl
+from support.servers import refused_port
 from support.tiny_models import TinyModel, tiny_pose_model
 
 CLIP = VIDEOS / "street_960x540_5fps.mp4"
@@ -34,15 +34,6 @@ HASHED = "pose_hrnet_w32_256x192.mmpose"
 @pytest.fixture(scope="module")
 def tiny_pose(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
     return tiny_pose_model(tmp_path_factory.mktemp("tiny_pose"))
-
-
-def _refused_port() -> int:
-    """A port on 127.0.0.1 that nothing listens on (bound, then closed)."""
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def _one_error_line(stderr: str) -> str:
@@ -107,7 +98,7 @@ def test_cuda_requested_without_a_gpu(tiny_pose: TinyModel, tmp_path: Path) -> N
 
 
 def test_default_weights_unavailable(tmp_path: Path) -> None:
-    port = _refused_port()
+    port = refused_port()
     home = tmp_path / "home"
     env = {"HRSTREAM_HOME": str(home), "HRSTREAM_WEIGHTS_MIRROR": f"http://127.0.0.1:{port}"}
     code, err = _run(["--model", "pose_hrnet_w32_256x192", "--detector", "full-frame"], tmp_path / "out", env)
@@ -123,7 +114,7 @@ def test_default_weights_unavailable(tmp_path: Path) -> None:
 def test_torchvision_detector_offline(
     tiny_pose: TinyModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    proxy = f"http://127.0.0.1:{_refused_port()}"
+    proxy = f"http://127.0.0.1:{refused_port()}"
     for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
         monkeypatch.setenv(
             var, proxy
