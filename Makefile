@@ -38,7 +38,7 @@ bench: $(STAMP)
 # pyproject.toml) in a copy of the tree (mutants/), one module at a time at low priority; `MUTATE=...`
 # picks modules (mutant name globs), `mutmut results` / `mutmut show NAME` tell what survived.
 MUTATE ?= hrstream.pose.decode.* hrstream.pose.crops.* hrstream.track.tracker.* hrstream.track.smoothers.* \
-	hrstream.track.point_filters.* hrstream.tasks.exports.* hrstream.models.checkpoints.* hrstream.tasks.runner.*
+	hrstream.track.point_filters.* hrstream.exports.* hrstream.models.checkpoints.* hrstream.runs.local.*
 mutate: $(STAMP)
 	$(PY) -m pip install -q -e '.[mutate]'
 	for m in $(MUTATE); do nice -n 10 $(VENV)/bin/mutmut run --max-children 1 "$$m" || exit 1; done

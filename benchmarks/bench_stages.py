@@ -23,10 +23,10 @@ from bench_fixtures import synthetic_boxes
 from torch import nn
 
 from hrstream.io import VideoWriter, open_source
+from hrstream.pipeline.builder import PreparedTask
 from hrstream.pose import box_to_center_scale, crop_cpu, decode_heatmaps, draw_poses, flip_test_merge
+from hrstream.runs.local import Runner
 from hrstream.runtime import InferenceEngine, PipelineStats
-from hrstream.tasks.jobs import PreparedTask
-from hrstream.tasks.runner import Runner
 from hrstream.types import Frame, Poses
 
 log = logging.getLogger(__name__)
@@ -165,7 +165,7 @@ def measure_network(
 
 
 def measure_pipeline(prepared: PreparedTask, clip: str, *, threads: int) -> tuple[Row, PipelineStats]:
-    """The whole ``hrstream run`` pipeline for one input (the real :class:`~hrstream.tasks.runner.Runner`: the
+    """The whole ``hrstream run`` pipeline for one input (the real :class:`~hrstream.runs.local.Runner`: the
     source opened in its decode thread, the outputs closed and the encoder flushed)."""
     torch.set_num_threads(threads)
     rt = prepared.recipe.runtime

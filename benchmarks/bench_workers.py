@@ -118,9 +118,9 @@ def run_config(name: str, clips: list[Path], out: Path) -> dict[str, Any]:
 
 def stage_costs(clips: list[Path], out: Path) -> dict[str, Any]:
     """One in-process run over ``clips``: each stage's busy seconds per frame and its share."""
-    from hrstream.tasks.jobs import prepare
-    from hrstream.tasks.recipe import load_recipe
-    from hrstream.tasks.runner import Runner
+    from hrstream.pipeline.builder import prepare
+    from hrstream.pipeline.recipe import load_recipe
+    from hrstream.runs.local import Runner
 
     recipe = load_recipe("pose", ROOT / "pipelines" / "synthetic.yaml", {})
     prepared = prepare(recipe, out, progress=False)

@@ -44,9 +44,9 @@ from bench_stages import (
 )
 
 from hrstream.models import from_config, load_weights
+from hrstream.pipeline.builder import prepare
+from hrstream.pipeline.recipe import load_recipe
 from hrstream.runtime import InferenceEngine, PipelineStats, usable_cpu_count
-from hrstream.tasks.jobs import prepare
-from hrstream.tasks.recipe import load_recipe
 
 log = logging.getLogger("pipeline_benchmark")
 

@@ -10,7 +10,7 @@ exported once into a temporary cache and checked against torch) and measures, in
 2. **infer stage alone**: what the pipeline's ``infer`` stage does, on decoded frames held in memory, one thread
    of Python: the affine crops from the 1080p frames, the network, the heatmap decoding
    (:meth:`~hrstream.pose.TopDownEstimator.estimate` of the pipeline's estimator, 4 frames a call);
-3. **whole pipeline**, the real :class:`~hrstream.tasks.runner.Runner` over the clip, once with the annotated
+3. **whole pipeline**, the real :class:`~hrstream.runs.local.Runner` over the clip, once with the annotated
    video (``hrstream run``'s default outputs: H.264 video, JSONL, tracks) and once without it (``--no-video``),
    with the busy fraction of every stage (``PipelineStats``): the busiest stage is what limits the run.
 
@@ -60,12 +60,12 @@ from bench_stages import (
     sample_crops,
 )
 
+from hrstream.pipeline.builder import prepare
+from hrstream.pipeline.pose_stages import build_pose_estimator
+from hrstream.pipeline.recipe import load_recipe
 from hrstream.runtime import cpu_has_native_bf16, usable_cpu_count
 from hrstream.runtime.backend_choice import choose_backend
 from hrstream.synth import SynthConfig, write_clip
-from hrstream.tasks.jobs import prepare
-from hrstream.tasks.pose_task import build_pose_estimator
-from hrstream.tasks.recipe import load_recipe
 
 log = logging.getLogger("realtime_benchmark")
 

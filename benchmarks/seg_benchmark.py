@@ -46,11 +46,11 @@ from torch import nn
 
 from hrstream.io import VideoWriter, open_source
 from hrstream.models import from_config, load_weights
+from hrstream.pipeline.builder import prepare
+from hrstream.pipeline.recipe import load_recipe
+from hrstream.pipeline.seg_stages import build_seg_estimator
 from hrstream.runtime import PipelineStats, usable_cpu_count
 from hrstream.seg import SegmentationEstimator, overlay
-from hrstream.tasks.jobs import prepare
-from hrstream.tasks.recipe import load_recipe
-from hrstream.tasks.seg_task import build_seg_estimator
 from hrstream.types import Frame
 
 log = logging.getLogger("seg_benchmark")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from hrstream.tasks.model_loading import load_model_bundle
+from hrstream.models.bundle import load_model_bundle
 from hrstream.train.det import validate_det
 
 

@@ -15,10 +15,10 @@ import cv2
 import numpy as np
 
 from hrstream.io import open_source
+from hrstream.models.bundle import load_model_bundle
+from hrstream.pipeline.recipe import load_recipe
+from hrstream.pipeline.seg_stages import build_seg_estimator
 from hrstream.runtime import InferenceEngine
-from hrstream.tasks.model_loading import load_model_bundle
-from hrstream.tasks.recipe import load_recipe
-from hrstream.tasks.seg_task import build_seg_estimator
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -47,7 +47,7 @@ def stream(
         buffer: results held ready for the loop (the pipeline waits while they are not taken).
         **options: named like ``hrstream run``'s flags (``model=``, ``weights=``, ``detector=``, ``device=``,
             ``amp=``, ``batch_size=``, ``streams=``, ``det_thr=``, ``kpt_thr=``, ``max_people=``, ...; see
-            :data:`hrstream.tasks.recipe.FLAG_FIELDS`).
+            :data:`hrstream.pipeline.recipe.FLAG_FIELDS`).
 
     Yields:
         :class:`~hrstream.types.FrameResult`: ``frame`` (``source_id``, ``index``, ``pts_s``, ``captured_at``,
@@ -62,8 +62,8 @@ def stream(
     opened or fails is logged and ends alone (as in ``hrstream run``).
     """
     from hrstream.io import expand_inputs
-    from hrstream.tasks.jobs import prepare
-    from hrstream.tasks.recipe import flag_overrides, load_recipe
+    from hrstream.pipeline.builder import prepare
+    from hrstream.pipeline.recipe import flag_overrides, load_recipe
 
     specs = [sources] if isinstance(sources, (str, Path)) else list(sources)
     recipe = load_recipe(task, pipeline, flag_overrides(options))
@@ -80,10 +80,10 @@ def stream(
 
 
 def _results(prepared: Any, jobs: list[Any], given: list[str | None], buffer: int) -> Generator[FrameResult]:
+    from hrstream.outputs.router import SinkRouter
+    from hrstream.runs.local import unique_names
     from hrstream.runtime.feeder import SourceJob
     from hrstream.runtime.queues import BoundedQueue, QueueAborted, QueueClosed
-    from hrstream.tasks.router import SinkRouter
-    from hrstream.tasks.runner import unique_names
 
     todo = [
         SourceJob(

@@ -46,7 +46,7 @@ def main() -> None:
 
 def _progress_factory(quiet: bool) -> Callable[[Any], tuple[Any, Callable[[], None]]]:
     def make(info: Any) -> tuple[Any, Callable[[], None]]:
-        if quiet or info.is_live:  # live sources get status lines (hrstream.tasks.monitor)
+        if quiet or info.is_live:  # live sources get status lines (hrstream.runs.monitor)
             return None, lambda: None
         from tqdm import tqdm
 
@@ -233,10 +233,10 @@ def run(
     quiet, verbose, grace = opts.pop("quiet"), opts.pop("verbose"), opts.pop("grace")
     _setup_logging(quiet, verbose)
     from hrstream.io import read_sources_file
-    from hrstream.tasks.jobs import prepare
-    from hrstream.tasks.parallel import ParallelOptions, retry_specs, run_parallel
-    from hrstream.tasks.recipe import flag_overrides, load_recipe
-    from hrstream.tasks.runner import Runner, exit_code
+    from hrstream.pipeline.builder import prepare
+    from hrstream.pipeline.recipe import flag_overrides, load_recipe
+    from hrstream.runs.executors import ParallelOptions, retry_specs, run_parallel
+    from hrstream.runs.local import Runner, exit_code
 
     opts["video"] = False if opts.pop("no_video") else None
     retry_failed, force = opts.pop("retry_failed"), opts.pop("force")
@@ -284,7 +284,7 @@ def run(
     done = [r for r in results if r.status in ("ok", "skipped")]
     if not quiet:
         if parallel.requested:
-            from hrstream.tasks.batch import format_summary
+            from hrstream.runs.batch import format_summary
 
             click.echo(format_summary(results), err=True)
         skipped = sum(r.status == "skipped" for r in results)
@@ -304,8 +304,8 @@ def status(out_dir: str) -> None:
     from pathlib import Path
 
     from hrstream.errors import ConfigError
-    from hrstream.tasks.batch import format_status
-    from hrstream.tasks.manifest import MANIFEST_NAME, Manifest
+    from hrstream.runs.batch import format_status
+    from hrstream.runs.manifest import MANIFEST_NAME, Manifest
 
     try:
         if not (Path(out_dir) / MANIFEST_NAME).is_file():
@@ -444,7 +444,7 @@ def export(
     results, CSV, PoseTrack18, OpenPose JSON or a COCO keypoints dataset. A run folder, and coco-dataset, also
     get OUT/dataset.json describing what was exported; exits 1 if a video could not be exported."""
     _setup_logging(quiet, verbose)
-    from hrstream.tasks.exports import export as export_source
+    from hrstream.exports import export as export_source
 
     if unconfirmed and fmt not in ("coco", "csv", "coco-dataset"):
         raise click.UsageError(f"--unconfirmed applies to --format coco, csv and coco-dataset, not {fmt}")
@@ -496,9 +496,9 @@ def export_model(
     """Export MODEL (a registered config name or a YAML path) with its weights to ONNX (dynamic batch)."""
     _setup_logging(quiet, verbose)
     from hrstream.models.builder import resolve_config
+    from hrstream.models.bundle import load_model_bundle
     from hrstream.models.config import parse_config
     from hrstream.models.export import export_bundle
-    from hrstream.tasks.model_loading import load_model_bundle
 
     try:
         data, src = resolve_config(model)
@@ -532,8 +532,8 @@ def demo(
     """Offline demo: generate a clip of synthetic people, run the whole pipeline with the shipped small HRNets
     (trained on synthetic figures only), and print its accuracy against the known truth."""
     _setup_logging(quiet, verbose)
+    from hrstream.demo import run_demo
     from hrstream.metrics import format_report
-    from hrstream.tasks.demo import run_demo
 
     try:
         result = run_demo(

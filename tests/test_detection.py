@@ -135,8 +135,8 @@ def test_run_with_a_det_hrnet_detector(tmp_path: Path) -> None:
     """`hrstream run --detector CONFIG`: the shipped detector finds the people of a generated clip."""
     from support.cli_checks import run_cli
 
+    from hrstream.demo import DEMO_DET_MODEL
     from hrstream.synth import write_clip
-    from hrstream.tasks.demo import DEMO_DET_MODEL
 
     clip = write_clip(
         SynthConfig(width=640, height=360, num_frames=6, num_people=2, seed=9001), tmp_path, "c"

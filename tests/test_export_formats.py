@@ -19,7 +19,7 @@ from pycocotools.cocoeval import COCOeval
 from support.tracks_docs import NUM_FRAMES, TRACK_FRAMES, write_job
 
 from hrstream.cli import main
-from hrstream.tasks.exports import posetrack18_sequence, to_posetrack18
+from hrstream.exports import posetrack18_sequence, to_posetrack18
 
 NAMES = [
     "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder", "left_elbow",

@@ -14,8 +14,8 @@ from support.cli_checks import invoke
 from support.tiny_models import TinyModel, tiny_pose_model, tiny_seg_model
 
 from hrstream.models import from_config, load_weights
+from hrstream.models.bundle import load_model_bundle
 from hrstream.models.export import export_onnx, read_metadata
-from hrstream.tasks.model_loading import load_model_bundle
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")

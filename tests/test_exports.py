@@ -17,7 +17,7 @@ from pycocotools.cocoeval import COCOeval
 from support.cli_checks import pose_run
 
 from hrstream.errors import InputError
-from hrstream.tasks.exports import (
+from hrstream.exports import (
     export_tracks,
     load_tracks,
     posetrack18_sequence,

@@ -24,8 +24,8 @@ from support.tiny_models import TinyModel, tiny_pose_model
 
 from hrstream.errors import ConfigError
 from hrstream.io import expand_inputs
+from hrstream.runs.manifest import JobResult, Manifest, input_key
 from hrstream.schemas import SchemaValidationError, validate
-from hrstream.tasks.manifest import JobResult, Manifest, input_key
 
 CLIP = VIDEOS / "gen_vfr_160x120.mp4"  # 16 frames
 

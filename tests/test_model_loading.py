@@ -10,10 +10,10 @@ import yaml
 
 from hrstream.errors import ConfigError
 from hrstream.models.builder import resolve_config
+from hrstream.models.bundle import load_model_bundle, resolve_meta
 from hrstream.models.config import parse_config
 from hrstream.models.datasets_meta import COCO_FLIP_PAIRS, COCO_OKS_SIGMAS
 from hrstream.models.registry import config_path, get_weights
-from hrstream.tasks.model_loading import load_model_bundle, resolve_meta
 
 
 @pytest.fixture(autouse=True)

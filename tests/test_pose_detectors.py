@@ -179,8 +179,8 @@ def test_flip_test_detector_sees_a_mirrored_frame_as_the_mirror_image():
     """The shipped synthetic detector with flip_test on a generated frame and on its mirror image: the two
     fused sets of boxes are mirror images of each other (x -> W - 1 - x, pixel centres at integers), and the
     confident fused boxes lie on the single-view boxes."""
+    from hrstream.models.bundle import load_model_bundle
     from hrstream.synth import SynthConfig, generate
-    from hrstream.tasks.model_loading import load_model_bundle
 
     frame = next(iter(generate(SynthConfig(width=320, height=180, num_frames=1, num_people=(3, 3), seed=11))))
     model = load_model_bundle("synthetic_det_hrnet_w18_small_fcos", None, task="det", progress=False).model
@@ -209,8 +209,8 @@ def test_flip_test_is_for_network_detectors():
 
 def test_recipe_nms_iou_replaces_the_det_networks_own_nms() -> None:
     """FCOS runs its own NMS (config NMS_THRESH 0.6) before the recipe's: a looser recipe value must reach it."""
-    from hrstream.tasks.demo import synthetic_recipe
-    from hrstream.tasks.pose_task import build_pose_detector
+    from hrstream.demo import synthetic_recipe
+    from hrstream.pipeline.pose_stages import build_pose_detector
 
     recipe = synthetic_recipe()
     assert recipe.detector.nms_iou == 0.8

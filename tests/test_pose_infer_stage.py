@@ -7,10 +7,10 @@ import numpy as np
 from support.tiny_models import tiny_pose_model
 
 from hrstream.models import from_config, load_weights
+from hrstream.pipeline.pose_stages import PoseInferStage
 from hrstream.pose import TopDownEstimator
 from hrstream.runtime import InferenceEngine
 from hrstream.runtime.markers import SourceEnded
-from hrstream.tasks.pose_task import PoseInferStage
 from hrstream.types import Detections, Frame, FrameResult
 
 

@@ -26,9 +26,9 @@ from support.cli_checks import cli_env, invoke, run_cli
 from support.tiny_models import TinyModel, tiny_pose_model
 
 from hrstream.errors import ConfigError
+from hrstream.runs.ray_actors import actor_plan
+from hrstream.runs.workers import FAULTS_ENV
 from hrstream.schemas import validate
-from hrstream.tasks.ray_executor import actor_plan
-from hrstream.tasks.workers import FAULTS_ENV
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed")
 

@@ -15,9 +15,9 @@ import pytest
 from support.cli_checks import VIDEOS, invoke, manifest_jobs, read_jsonl, video_facts
 from support.tiny_models import TinyModel, tiny_pose_model
 
-from hrstream.tasks.jobs import prepare
-from hrstream.tasks.recipe import load_recipe
-from hrstream.tasks.runner import Runner, exit_code
+from hrstream.pipeline.builder import prepare
+from hrstream.pipeline.recipe import load_recipe
+from hrstream.runs.local import Runner, exit_code
 
 CLIP_A = VIDEOS / "street_960x540_5fps.mp4"  # 5 frames
 CLIP_B = VIDEOS / "football_1280x720_mpeg4.mp4"  # 5 frames

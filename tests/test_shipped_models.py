@@ -11,21 +11,21 @@ import numpy as np
 import pytest
 import torch
 
-from hrstream.metrics import evaluate_tracks
-from hrstream.models.datasets_meta import IMAGENET_MEAN, IMAGENET_STD
-from hrstream.models.hub import cached_path, is_shipped, resolve_weights, sha256_file
-from hrstream.models.registry import get_weights, list_weights
-from hrstream.pose import box_to_center_scale, crop_cpu
-from hrstream.runtime import InferenceEngine, amp_default, cpu_has_native_bf16
-from hrstream.synth import SynthConfig, generate
-from hrstream.tasks.demo import (
+from hrstream.demo import (
     DEMO_DET_MODEL,
     DEMO_FAST_POSE_MODEL,
     DEMO_POSE_MODEL,
     DEMO_SEG_MODEL,
     run_demo,
 )
-from hrstream.tasks.model_loading import load_model_bundle
+from hrstream.metrics import evaluate_tracks
+from hrstream.models.bundle import load_model_bundle
+from hrstream.models.datasets_meta import IMAGENET_MEAN, IMAGENET_STD
+from hrstream.models.hub import cached_path, is_shipped, resolve_weights, sha256_file
+from hrstream.models.registry import get_weights, list_weights
+from hrstream.pose import box_to_center_scale, crop_cpu
+from hrstream.runtime import InferenceEngine, amp_default, cpu_has_native_bf16
+from hrstream.synth import SynthConfig, generate
 
 SHIPPED = [e for e in list_weights() if is_shipped(e)]
 

@@ -88,9 +88,9 @@ def test_track_stage_computes_clear_views_once_and_passes_them_on():
     from fractions import Fraction
 
     from hrstream.io.base import SourceInfo
+    from hrstream.pipeline.pose_stages import TrackStage
+    from hrstream.pipeline.recipe import PIPELINES_DIR, load_recipe
     from hrstream.runtime.markers import SourceStarted
-    from hrstream.tasks.pose_task import TrackStage
-    from hrstream.tasks.recipe import PIPELINES_DIR, load_recipe
     from hrstream.types import Frame, FrameResult
 
     def info(live: bool) -> SourceInfo:

@@ -10,7 +10,7 @@ import pytest
 from support.scenes import FPS, H, W, hand_over_scene, occlusion_scene, person, render
 
 from hrstream.errors import ConfigError
-from hrstream.tasks.pose_task import repair_params
+from hrstream.pipeline.pose_stages import repair_params
 from hrstream.track.appearance import clear_view_histograms
 from hrstream.track.repair import RepairParams, repair_tracks
 
@@ -120,7 +120,7 @@ def test_one_person_stays_one_track_and_nothing_means_nothing():
 
 
 def test_recipe_section_gives_params_or_none_and_names_bad_values():
-    from hrstream.tasks.recipe import load_recipe
+    from hrstream.pipeline.recipe import load_recipe
 
     def tracker(**kw):
         over = {"tracker.repair.offline": True, "tracker.repair.max_gap_s": 4}
@@ -145,8 +145,8 @@ def _sink_run(tmp_path, frames, *, relabelled: bool):
     from fractions import Fraction
 
     from hrstream.io.base import SourceInfo
-    from hrstream.tasks.outputs import SourceOutputs
-    from hrstream.tasks.sinks import JsonlSink, TracksSink
+    from hrstream.outputs.segments import SourceOutputs
+    from hrstream.outputs.sinks import JsonlSink, TracksSink
     from hrstream.types import Frame, FrameResult, Poses
 
     tmp_path.mkdir(parents=True, exist_ok=True)

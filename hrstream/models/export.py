@@ -212,7 +212,7 @@ def export_onnx(
 
 
 class LoadedModel(Protocol):
-    """A network with its weights and what they are (:class:`hrstream.tasks.model_loading.ModelBundle`)."""
+    """A network with its weights and what they are (:class:`hrstream.models.bundle.ModelBundle`)."""
 
     model: nn.Module
     name: str

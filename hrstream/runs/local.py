@@ -3,13 +3,13 @@ failures isolated.
 
 All live inputs (URLs, cameras) run at once; files run ``runtime.streams`` at a time (default: 1 on a CPU,
 4 on CUDA, where more streams fill bigger batches) in their order. Each input is a source of the same
-pipeline (:mod:`hrstream.tasks.jobs`): its frames are batched with the others' through the shared network, its
+pipeline (:mod:`hrstream.pipeline.builder`): its frames are batched with the others' through the shared network, its
 outputs are its own. An input that cannot be opened, breaks or gives up ends alone; the others go on.
 
-:meth:`Runner.run` plans the run with the output folder's manifest (:mod:`hrstream.tasks.manifest`, through
-:func:`hrstream.tasks.batch.run_batch`: inputs done already are skipped, names stay distinct across runs);
+:meth:`Runner.run` plans the run with the output folder's manifest (:mod:`hrstream.runs.manifest`, through
+:func:`hrstream.runs.batch.run_batch`: inputs done already are skipped, names stay distinct across runs);
 :meth:`Runner.execute` is the executor part, which worker processes and Ray actors
-(:mod:`hrstream.tasks.workers`) also run, one input at a time.
+(:mod:`hrstream.runs.workers`) also run, one input at a time.
 
 Exit codes of a run (see :func:`exit_code`): 0 all inputs done, 1 some inputs failed, 130/143 interrupted
 (SIGINT/SIGTERM: intake of every source stops, what is in flight drains, every output is closed properly).
@@ -24,14 +24,14 @@ from typing import Any
 
 from hrstream.errors import HrstreamError, InputError, StageError
 from hrstream.io import InputSpec, SourceInfo, safe_name
+from hrstream.outputs.router import SinkRouter, SourceReport
+from hrstream.outputs.segments import SourceOutputs
+from hrstream.pipeline.builder import PreparedTask
+from hrstream.runs.batch import RunEvents, run_batch
+from hrstream.runs.manifest import JobResult, WorkItem
+from hrstream.runs.monitor import run_monitor
 from hrstream.runtime import Pipeline, PipelineStats, StopOnSignals, configure_cpu_threads
 from hrstream.runtime.feeder import SourceJob
-from hrstream.tasks.batch import RunEvents, run_batch
-from hrstream.tasks.jobs import PreparedTask
-from hrstream.tasks.manifest import JobResult, WorkItem
-from hrstream.tasks.monitor import run_monitor
-from hrstream.tasks.outputs import SourceOutputs
-from hrstream.tasks.router import SinkRouter, SourceReport
 
 __all__ = [
     "EXIT_GAVE_UP",
@@ -159,7 +159,7 @@ class Runner:
         return run_batch(self.out_dir, self.recipe_hash, specs, self, names=names, force=force)
 
     def execute(self, items: Sequence[WorkItem], events: RunEvents) -> int | None:
-        """Process ``items`` through one pipeline (the :class:`~hrstream.tasks.batch.Executor` protocol).
+        """Process ``items`` through one pipeline (the :class:`~hrstream.runs.batch.Executor` protocol).
 
         ``events.started`` is called when an item's source has opened, before its outputs are created;
         ``events.finished`` when it ended. Returns the signal that interrupted the run, or ``None``.

@@ -167,7 +167,7 @@ class RuntimeSection:
     CPU, 4 on CUDA); live sources always all run. ``backend``: what runs the pose network (``auto``: by model
     family and CPU, :mod:`hrstream.runtime.backend_choice`); ``pad_batches``: batches padded to a power of two
     (:class:`~hrstream.runtime.engine.InferenceEngine`); ``metrics_port``: serve Prometheus metrics on
-    ``127.0.0.1:PORT/metrics`` (:mod:`hrstream.tasks.monitor`)."""
+    ``127.0.0.1:PORT/metrics`` (:mod:`hrstream.runs.monitor`)."""
 
     device: str
     amp: AmpChoice

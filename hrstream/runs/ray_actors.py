@@ -8,7 +8,7 @@ for the run (stopped at its end). Ray's usage statistics stay off unless ``RAY_U
   each, so Ray sets the actor's ``CUDA_VISIBLE_DEVICES`` and its ``cuda`` is that GPU), else one per
   ``cpus_per_worker`` CPUs (default 2); ``workers`` sets the number instead (more actors than GPUs share
   them: each asks for ``GPUs / workers`` of one, so several keep one GPU busy). Each actor is a
-  :class:`~hrstream.tasks.workers.WorkerSession`: the task prepared once, then one input at a time, with
+  :class:`~hrstream.runs.workers.WorkerSession`: the task prepared once, then one input at a time, with
   ``cpus_per_worker`` torch threads.
 * The driver loop hands each idle actor one input and waits on the calls with ``ray.wait``. An actor that
   dies (``RayActorError``: a segfault, the OOM killer, ``os._exit``, a lost node) costs its current input:
@@ -35,10 +35,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hrstream.errors import ConfigError, HrstreamError
+from hrstream.runs.batch import RunEvents
+from hrstream.runs.manifest import JobResult, WorkItem
+from hrstream.runs.workers import MAX_ATTEMPTS, WorkerSession, WorkerSettings, refuse_live
 from hrstream.runtime import StopOnSignals
-from hrstream.tasks.batch import RunEvents
-from hrstream.tasks.manifest import JobResult, WorkItem
-from hrstream.tasks.workers import MAX_ATTEMPTS, WorkerSession, WorkerSettings, refuse_live
 
 __all__ = ["RayExecutor", "actor_plan", "import_ray"]
 
@@ -146,7 +146,7 @@ def _actor_cause(error: BaseException) -> str:
 
 
 class RayExecutor:
-    """Processes a run's inputs on Ray actors (the :class:`~hrstream.tasks.batch.Executor` protocol; see the
+    """Processes a run's inputs on Ray actors (the :class:`~hrstream.runs.batch.Executor` protocol; see the
     module's docstring).
 
     Args:

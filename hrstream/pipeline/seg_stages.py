@@ -11,11 +11,11 @@ import numpy as np
 import torch
 
 from hrstream.errors import ConfigError
+from hrstream.pipeline.pose_stages import PerSource, frame_time
+from hrstream.pipeline.recipe import Recipe
 from hrstream.runtime import InferenceEngine
 from hrstream.runtime.markers import Marker
 from hrstream.seg import ProbabilitySmoother, SegmentationEstimator, boxes_from_segmentation, overlay
-from hrstream.tasks.pose_task import PerSource, frame_time
-from hrstream.tasks.recipe import Recipe
 from hrstream.types import Frame, FrameResult, SegMap
 
 __all__ = ["SegInferStage", "SegOverlay", "SegPersonDetector", "build_seg_estimator"]

@@ -30,8 +30,8 @@ import cv2
 import numpy as np
 
 from hrstream.errors import InputError
+from hrstream.exports.rows import RESCORE_THRESHOLD, PersonRow, iter_people, person_score
 from hrstream.io import InputSpec, expand_inputs, open_source, write_json_atomic
-from hrstream.tasks.exports.rows import RESCORE_THRESHOLD, PersonRow, iter_people, person_score
 
 __all__ = ["SUBSET", "DatasetVideo", "VideoJob", "coco_annotation", "write_coco_dataset"]
 

@@ -1,12 +1,12 @@
 """A run over many inputs: plan it with the manifest, hand the inputs to an executor, record every outcome.
 
 :func:`run_batch` is what ``hrstream run`` calls. It expands the inputs, lets the output folder's
-:class:`~hrstream.tasks.manifest.Manifest` name them and decide which are done already, then gives the rest
+:class:`~hrstream.runs.manifest.Manifest` name them and decide which are done already, then gives the rest
 to an :class:`Executor`:
 
-* :class:`~hrstream.tasks.runner.Runner`: every input through one pipeline in this process (the default);
-* :class:`~hrstream.tasks.workers.ProcessExecutor`: ``--workers N`` spawned worker processes;
-* :class:`~hrstream.tasks.ray_executor.RayExecutor`: ``--executor ray``, Ray Core actors.
+* :class:`~hrstream.runs.local.Runner`: every input through one pipeline in this process (the default);
+* :class:`~hrstream.runs.workers.ProcessExecutor`: ``--workers N`` spawned worker processes;
+* :class:`~hrstream.runs.ray_actors.RayExecutor`: ``--executor ray``, Ray Core actors.
 
 Executors report through :class:`RunEvents` (``started`` before an input's outputs are touched, ``progress``,
 ``finished``); :class:`BatchEvents` turns those reports into manifest writes and a progress display. Only the
@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from hrstream.io import expand_inputs
-from hrstream.tasks.manifest import JobResult, Manifest, Plan, WorkItem
+from hrstream.runs.manifest import JobResult, Manifest, Plan, WorkItem
 
 __all__ = [
     "BatchEvents",

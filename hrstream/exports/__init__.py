@@ -7,14 +7,14 @@
 ``openpose``        OpenPose BODY_25 JSON, one file per frame (``NAME_<frame:012d>_keypoints.json``)
 ``openpose-coco18`` the same in OpenPose's 18-point COCO layout
 ``coco-dataset``    a COCO keypoints dataset: frames every ``stride`` as JPEG and one annotations file for
-                    every video (:mod:`hrstream.tasks.exports.dataset`; CVAT's COCO Keypoints layout)
+                    every video (:mod:`hrstream.exports.dataset`; CVAT's COCO Keypoints layout)
 =================== ==========================================================================================
 
 ``coco`` and ``csv`` can include the people no confirmed track holds (``unconfirmed``): they are in the
 job's JSONL records (``track_id`` null), read from ``NAME.jsonl`` beside the tracks document.
 
 :func:`export` takes a tracks document or a whole run folder (the ``--out`` of ``hrstream run``: every pose
-job its manifest holds as done, :mod:`hrstream.tasks.exports.runs`); exporting a run folder, and any
+job its manifest holds as done, :mod:`hrstream.exports.runs`); exporting a run folder, and any
 ``coco-dataset``, also writes ``dataset.json`` describing what was exported.
 """
 
@@ -27,18 +27,17 @@ from pathlib import Path
 from typing import Any
 
 from hrstream.errors import InputError
-from hrstream.io import IMAGE_EXTENSIONS, expand_inputs, safe_name, write_json_atomic
-from hrstream.tasks.exports.coco import csv_header, to_coco_results, to_csv, write_csv
-from hrstream.tasks.exports.dataset import VideoJob, write_coco_dataset
-from hrstream.tasks.exports.openpose import OPENPOSE_LAYOUTS, OPENPOSE_VERSION, openpose_frame, write_openpose
-from hrstream.tasks.exports.posetrack import (
+from hrstream.exports.coco import csv_header, to_coco_results, to_csv, write_csv
+from hrstream.exports.dataset import VideoJob, write_coco_dataset
+from hrstream.exports.openpose import OPENPOSE_LAYOUTS, OPENPOSE_VERSION, openpose_frame, write_openpose
+from hrstream.exports.posetrack import (
     POSETRACK18_KEYPOINTS,
     POSETRACK18_SKELETON,
     posetrack18_image_id,
     posetrack18_sequence,
     to_posetrack18,
 )
-from hrstream.tasks.exports.rows import (
+from hrstream.exports.rows import (
     RESCORE_THRESHOLD,
     PersonRow,
     iter_people,
@@ -47,7 +46,8 @@ from hrstream.tasks.exports.rows import (
     person_score,
     records_path,
 )
-from hrstream.tasks.exports.runs import RunJob, run_jobs, write_dataset_json
+from hrstream.exports.runs import RunJob, run_jobs, write_dataset_json
+from hrstream.io import IMAGE_EXTENSIONS, expand_inputs, safe_name, write_json_atomic
 
 __all__ = [
     "EXPORT_FORMATS",

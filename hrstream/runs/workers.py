@@ -1,9 +1,9 @@
 """Worker processes (``hrstream run --workers N``): every core of one machine, one input per worker at a time.
 
-The main process plans the run and alone writes the manifest (:func:`hrstream.tasks.batch.run_batch`); it
+The main process plans the run and alone writes the manifest (:func:`hrstream.runs.batch.run_batch`); it
 feeds N worker processes, started with the ``spawn`` method, one input at a time. Each worker runs the same
-pipeline as a plain run (:class:`WorkerSession`: :func:`~hrstream.tasks.jobs.prepare` once, then
-:meth:`~hrstream.tasks.runner.Runner.execute` per input) with its own engine, its share of the CPU threads
+pipeline as a plain run (:class:`WorkerSession`: :func:`~hrstream.pipeline.builder.prepare` once, then
+:meth:`~hrstream.runs.local.Runner.execute` per input) with its own engine, its share of the CPU threads
 and, on CUDA, its device (workers spread over the devices in turn). Worker processes sit in their own process
 group: Ctrl-C reaches the main process, which tells the busy workers to drain.
 
@@ -39,10 +39,10 @@ from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from hrstream.errors import ConfigError, HrstreamError
+from hrstream.pipeline.recipe import Recipe
+from hrstream.runs.batch import RunEvents
+from hrstream.runs.manifest import JobResult, WorkItem
 from hrstream.runtime import StopOnSignals
-from hrstream.tasks.batch import RunEvents
-from hrstream.tasks.manifest import JobResult, WorkItem
-from hrstream.tasks.recipe import Recipe
 
 __all__ = [
     "FAULTS_ENV",
@@ -188,8 +188,8 @@ class WorkerSession:
     def __init__(
         self, settings: WorkerSettings, *, device: str | None = None, threads: int | None = None
     ) -> None:
-        from hrstream.tasks.jobs import prepare
-        from hrstream.tasks.runner import Runner
+        from hrstream.pipeline.builder import prepare
+        from hrstream.runs.local import Runner
 
         t0 = time.monotonic()
         recipe = settings.recipe if device is None else settings.recipe.replace(**{"runtime.device": device})
@@ -345,7 +345,7 @@ class _Worker:
 
 class ProcessExecutor:
     """Processes a run's inputs in ``workers`` spawned worker processes (the
-    :class:`~hrstream.tasks.batch.Executor` protocol; see the module's docstring).
+    :class:`~hrstream.runs.batch.Executor` protocol; see the module's docstring).
 
     Args:
         settings: what each worker needs.

@@ -10,7 +10,7 @@ stages, keyed by ``source_id``):
   track -> draw -> write, both networks on the same decoded frames in one pass.
 
 ``sources`` is the :class:`~hrstream.runtime.mux.SourceMux` the decode threads feed; ``write`` is the
-:class:`~hrstream.tasks.router.SinkRouter` that routes each result to its source's outputs
+:class:`~hrstream.outputs.router.SinkRouter` that routes each result to its source's outputs
 (:meth:`PreparedTask.open_outputs`).
 """
 
@@ -27,25 +27,10 @@ from typing import Any
 from hrstream.errors import ConfigError
 from hrstream.io import InputSpec, Source, SourceInfo, open_source, output_path
 from hrstream.io.reconnect import open_live_source
-from hrstream.pose.detectors import check_flip_test
-from hrstream.runtime import InferenceEngine, Pipeline
-from hrstream.runtime.feeder import SourceFeeder
-from hrstream.runtime.mux import SourceMux
-from hrstream.tasks.model_loading import ModelBundle, load_model_bundle
-from hrstream.tasks.outputs import DEFAULT_LIVE_SEGMENT_S, SourceOutputs
-from hrstream.tasks.pose_task import (
-    DetectStage,
-    DrawStage,
-    PoseInferStage,
-    TrackStage,
-    build_pose_detector,
-    build_pose_estimator,
-    repair_params,
-)
-from hrstream.tasks.recipe import Recipe
-from hrstream.tasks.router import SinkRouter
-from hrstream.tasks.seg_task import SegInferStage, SegOverlay, SegPersonDetector, build_seg_estimator
-from hrstream.tasks.sinks import (
+from hrstream.models.bundle import ModelBundle, load_model_bundle
+from hrstream.outputs.router import SinkRouter
+from hrstream.outputs.segments import DEFAULT_LIVE_SEGMENT_S, SourceOutputs
+from hrstream.outputs.sinks import (
     ImagesSink,
     JsonlSink,
     LabelMapSink,
@@ -55,6 +40,21 @@ from hrstream.tasks.sinks import (
     is_image_source,
     seg_record,
 )
+from hrstream.pipeline.pose_stages import (
+    DetectStage,
+    DrawStage,
+    PoseInferStage,
+    TrackStage,
+    build_pose_detector,
+    build_pose_estimator,
+    repair_params,
+)
+from hrstream.pipeline.recipe import Recipe
+from hrstream.pipeline.seg_stages import SegInferStage, SegOverlay, SegPersonDetector, build_seg_estimator
+from hrstream.pose.detectors import check_flip_test
+from hrstream.runtime import InferenceEngine, Pipeline
+from hrstream.runtime.feeder import SourceFeeder
+from hrstream.runtime.mux import SourceMux
 
 __all__ = ["PreparedTask", "default_streams", "prepare"]
 

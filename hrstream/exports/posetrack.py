@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 
 from hrstream.errors import InputError
+from hrstream.exports.rows import RESCORE_THRESHOLD, frame_indices, iter_people, person_score
 from hrstream.schemas import validate
-from hrstream.tasks.exports.rows import RESCORE_THRESHOLD, frame_indices, iter_people, person_score
 
 __all__ = [
     "POSETRACK18_KEYPOINTS",

@@ -1,9 +1,9 @@
 """The options of ``hrstream run`` that spread a run over worker processes or Ray actors, and the run itself.
 
 ``--workers N`` (or ``auto``: one per CUDA device, else one per ``--cpus-per-worker`` cores, default 2) runs
-:class:`~hrstream.tasks.workers.ProcessExecutor`; ``--executor ray`` runs
-:class:`~hrstream.tasks.ray_executor.RayExecutor`. Without either a run stays in one process
-(:class:`~hrstream.tasks.runner.Runner`). ``--input-timeout`` needs one of them: only a worker process or an
+:class:`~hrstream.runs.workers.ProcessExecutor`; ``--executor ray`` runs
+:class:`~hrstream.runs.ray_actors.RayExecutor`. Without either a run stays in one process
+(:class:`~hrstream.runs.local.Runner`). ``--input-timeout`` needs one of them: only a worker process or an
 actor can be ended without ending the run.
 """
 
@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from hrstream.errors import ConfigError
-from hrstream.tasks.batch import Executor, run_batch
-from hrstream.tasks.manifest import JobResult, Manifest
-from hrstream.tasks.recipe import Recipe
+from hrstream.pipeline.recipe import Recipe
+from hrstream.runs.batch import Executor, run_batch
+from hrstream.runs.manifest import JobResult, Manifest
 
 __all__ = ["ParallelOptions", "make_executor", "parse_workers", "retry_specs", "run_parallel"]
 
@@ -87,7 +87,7 @@ def make_executor(
     recipe: Recipe, out_dir: str | Path, options: ParallelOptions, *, grace_s: float
 ) -> Executor:
     """The executor ``options`` ask for (worker processes or Ray actors)."""
-    from hrstream.tasks.workers import ProcessExecutor, WorkerSettings, worker_devices, worker_threads
+    from hrstream.runs.workers import ProcessExecutor, WorkerSettings, worker_devices, worker_threads
 
     settings = WorkerSettings(
         recipe,
@@ -97,7 +97,7 @@ def make_executor(
     )
     workers = options.workers
     if options.executor == "ray":
-        from hrstream.tasks.ray_executor import RayExecutor
+        from hrstream.runs.ray_actors import RayExecutor
 
         return RayExecutor(
             settings,

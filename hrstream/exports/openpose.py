@@ -25,9 +25,9 @@ from typing import Any, Literal
 import numpy as np
 
 from hrstream.errors import InputError
+from hrstream.exports.rows import PersonRow, frame_indices, iter_people
 from hrstream.io import safe_name, write_json_atomic
 from hrstream.schemas import validate
-from hrstream.tasks.exports.rows import PersonRow, frame_indices, iter_people
 
 __all__ = ["OPENPOSE_LAYOUTS", "OPENPOSE_VERSION", "OpenPoseLayout", "openpose_frame", "write_openpose"]
 

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from hrstream.errors import HrstreamError
+from hrstream.outputs.segments import SourceOutputs
+from hrstream.runs.monitor import RunMonitor
 from hrstream.runtime.markers import LiveEvent, Marker, SourceEnded, SourceStarted
-from hrstream.tasks.monitor import RunMonitor
-from hrstream.tasks.outputs import SourceOutputs
 from hrstream.types import FrameResult
 
 __all__ = ["SinkRouter", "SourceReport"]
@@ -60,7 +60,7 @@ class SinkRouter:
         on_done: called with each source's :class:`SourceReport` when it ended (from the sink thread).
         stop_source: ``stop_source(source_id)`` asks a source to stop reading (its outputs failed).
         forward: also hands every written result to this callable (:func:`hrstream.stream`'s queue).
-        monitor: told of each source's start, results, events and end (:class:`~hrstream.tasks.monitor.RunMonitor`).
+        monitor: told of each source's start, results, events and end (:class:`~hrstream.runs.monitor.RunMonitor`).
     """
 
     def __init__(

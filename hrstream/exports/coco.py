@@ -10,9 +10,9 @@ from typing import Any
 
 import numpy as np
 
+from hrstream.exports.rows import RESCORE_THRESHOLD, PersonRow, iter_people, person_score
 from hrstream.io import write_text_atomic
 from hrstream.schemas import validate
-from hrstream.tasks.exports.rows import RESCORE_THRESHOLD, PersonRow, iter_people, person_score
 
 __all__ = ["csv_header", "to_coco_results", "to_csv", "write_csv"]
 
@@ -34,7 +34,7 @@ def to_coco_results(
     """COCO keypoint results: ``[{image_id, category_id: 1, keypoints: [x, y, v] * K, score, track_id}]``.
 
     ``v`` is the keypoint score (the heatmap maximum, as the official evaluation writes it) and ``score`` the
-    rescored person score (:func:`~hrstream.tasks.exports.rows.person_score`). ``image_ids`` maps a frame
+    rescored person score (:func:`~hrstream.exports.rows.person_score`). ``image_ids`` maps a frame
     index to a COCO image id (a mapping, or a sequence indexed by frame); frames it does not map are left out.
     By default the image id is the frame index. With ``records`` (the job's JSONL records) the people no
     confirmed track holds are included too (``track_id`` null): they count in COCO AP.

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hrstream.tasks.sinks import FanOut, Sink
+from hrstream.outputs.sinks import FanOut, Sink
 from hrstream.types import FrameResult
 
 __all__ = ["DEFAULT_LIVE_SEGMENT_S", "SourceOutputs", "segment_label"]

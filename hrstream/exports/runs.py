@@ -49,7 +49,7 @@ def run_jobs(out_dir: str | Path) -> tuple[list[RunJob], list[dict[str, Any]]]:
     Raises:
         InputError: ``out_dir`` has no manifest (not a run folder).
     """
-    from hrstream.tasks.manifest import MANIFEST_NAME, Manifest
+    from hrstream.runs.manifest import MANIFEST_NAME, Manifest
 
     out = Path(out_dir)
     if not (out / MANIFEST_NAME).is_file():

@@ -17,10 +17,10 @@ from typing import Any
 
 from hrstream.errors import HrstreamError
 from hrstream.metrics import evaluate_tracks
+from hrstream.pipeline.builder import prepare
+from hrstream.pipeline.recipe import PIPELINES_DIR, Recipe, load_recipe
+from hrstream.runs.local import Runner
 from hrstream.synth import SynthConfig, write_clip
-from hrstream.tasks.jobs import prepare
-from hrstream.tasks.recipe import PIPELINES_DIR, Recipe, load_recipe
-from hrstream.tasks.runner import Runner
 
 __all__ = [
     "DEMO_DET_MODEL",

@@ -20,14 +20,14 @@ import torch
 
 from hrstream.errors import ConfigError
 from hrstream.models.builder import resolve_config
+from hrstream.models.bundle import load_model_bundle
 from hrstream.models.config import parse_config
+from hrstream.pipeline.recipe import Recipe, RepairSection, TrackerSection
 from hrstream.pose import TopDownEstimator, draw_poses, make_detector
 from hrstream.pose.detectors import DETECTOR_SPECS, Detector, FileSelection, TorchvisionDetector
 from hrstream.pose.topdown import CropBatch
 from hrstream.runtime import InferenceEngine, InferenceHandle
 from hrstream.runtime.markers import Marker, SourceEnded, SourceStarted
-from hrstream.tasks.model_loading import load_model_bundle
-from hrstream.tasks.recipe import Recipe, RepairSection, TrackerSection
 from hrstream.track import KeypointSmoother, PoseTracker, make_smoother
 from hrstream.track.appearance import clear_view_histograms
 from hrstream.track.relabel import OnlineRelabel

@@ -1,1 +1,0 @@
-"""Tasks: pose and segmentation pipelines assembled from models, pose/seg, track, io and runtime."""
