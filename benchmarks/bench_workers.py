@@ -119,7 +119,7 @@ def run_config(name: str, clips: list[Path], out: Path) -> dict[str, Any]:
 def stage_costs(clips: list[Path], out: Path) -> dict[str, Any]:
     """One in-process run over ``clips``: each stage's busy seconds per frame and its share."""
     from hrstream.pipeline.builder import prepare
-    from hrstream.pipeline.recipe import load_recipe
+    from hrstream.pipeline.recipe_load import load_recipe
     from hrstream.runs.local import Runner
 
     recipe = load_recipe("pose", ROOT / "pipelines" / "synthetic.yaml", {})

@@ -45,7 +45,7 @@ from bench_stages import (
 
 from hrstream.models import from_config, load_weights
 from hrstream.pipeline.builder import prepare
-from hrstream.pipeline.recipe import load_recipe
+from hrstream.pipeline.recipe_load import load_recipe
 from hrstream.runtime import InferenceEngine, PipelineStats, usable_cpu_count
 
 log = logging.getLogger("pipeline_benchmark")

@@ -62,7 +62,7 @@ from bench_stages import (
 
 from hrstream.pipeline.builder import prepare
 from hrstream.pipeline.pose_stages import build_pose_estimator
-from hrstream.pipeline.recipe import load_recipe
+from hrstream.pipeline.recipe_load import load_recipe
 from hrstream.runtime import cpu_has_native_bf16, usable_cpu_count
 from hrstream.runtime.backend_choice import choose_backend
 from hrstream.synth import SynthConfig, write_clip

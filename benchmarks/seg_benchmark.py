@@ -47,7 +47,7 @@ from torch import nn
 from hrstream.io import VideoWriter, open_source
 from hrstream.models import from_config, load_weights
 from hrstream.pipeline.builder import prepare
-from hrstream.pipeline.recipe import load_recipe
+from hrstream.pipeline.recipe_load import load_recipe
 from hrstream.pipeline.seg_stages import build_seg_estimator
 from hrstream.runtime import PipelineStats, usable_cpu_count
 from hrstream.seg import SegmentationEstimator, overlay

@@ -16,7 +16,7 @@ import numpy as np
 
 from hrstream.io import open_source
 from hrstream.models.bundle import load_model_bundle
-from hrstream.pipeline.recipe import load_recipe
+from hrstream.pipeline.recipe_load import load_recipe
 from hrstream.pipeline.seg_stages import build_seg_estimator
 from hrstream.runtime import InferenceEngine
 

@@ -8,9 +8,11 @@
         print(r.source_id, r.frame.index, r.frame.pts_s, r.poses.track_ids)
         image = r.plot()  # uint8 (H, W, 3) RGB with skeletons and track IDs
 
-The same pipeline as ``hrstream run`` (one network for every source, bounded queues, per-source tracking),
-running in background threads; results come in the order they are ready, sources interleaved. Leaving the loop
-(``break``), ``close()`` or the end of every source stops the threads and closes every file.
+The same run as ``hrstream run`` (:func:`hrstream.runs.run_inputs` with a
+:class:`~hrstream.runs.local.LocalExecutor`: one network for every source, bounded queues, per-source tracking,
+CPU threads set, status lines for live sources, output names through the folder's manifest), running in a
+background thread; results come in the order they are ready, sources interleaved. Leaving the loop (``break``),
+``close()`` or the end of every source stops the threads and closes every file.
 """
 
 from __future__ import annotations
@@ -42,7 +44,9 @@ def stream(
             videos); live sources all run at once, files ``streams`` at a time.
         task: ``"pose"``, ``"seg"`` or ``"pose,seg"``; ``None``: the ``pipeline`` recipe's, else pose.
         pipeline: a recipe YAML (``pipelines/``); ``options`` override its fields.
-        out: also write each source's files (annotated video, JSONL, tracks) into this folder; ``None``: no file.
+        out: also write each source's files (annotated video, JSONL, tracks) into this folder, named through its
+            ``manifest.json`` as ``hrstream run`` names them (two calls never overwrite each other's files; every
+            input is processed, also one the folder holds as done); ``None``: no file.
         names: ``names[i]`` names the source ``sources[i]`` (its ``source_id``).
         buffer: results held ready for the loop (the pipeline waits while they are not taken).
         **options: named like ``hrstream run``'s flags (``model=``, ``weights=``, ``detector=``, ``device=``,
@@ -61,55 +65,45 @@ def stream(
     The models are loaded by this call; the sources are opened when the loop starts. A source that cannot be
     opened or fails is logged and ends alone (as in ``hrstream run``).
     """
-    from hrstream.io import expand_inputs
-    from hrstream.pipeline.builder import prepare
-    from hrstream.pipeline.recipe import flag_overrides, load_recipe
+    from hrstream.pipeline.builder import load_networks
+    from hrstream.pipeline.recipe import flag_overrides
+    from hrstream.pipeline.recipe_load import load_recipe
 
-    specs = [sources] if isinstance(sources, (str, Path)) else list(sources)
+    specs = [str(sources)] if isinstance(sources, (str, Path)) else [str(s) for s in sources]
     recipe = load_recipe(task, pipeline, flag_overrides(options))
-    prepared = prepare(recipe, out, progress=False)
-    if out is not None:
-        Path(out).mkdir(parents=True, exist_ok=True)
-    jobs, given = [], []
-    for i, spec in enumerate(specs):
-        expanded = expand_inputs([str(spec)])
-        jobs.extend(expanded)
-        name = names[i] if names is not None and i < len(names) else None
-        given.extend([name] if len(expanded) == 1 else [None] * len(expanded))
-    return _results(prepared, jobs, given, buffer)
+    networks = load_networks(recipe, progress=False)
+    return _results(networks, specs, names, out, buffer)
 
 
-def _results(prepared: Any, jobs: list[Any], given: list[str | None], buffer: int) -> Generator[FrameResult]:
-    from hrstream.outputs.router import SinkRouter
-    from hrstream.runs.local import unique_names
-    from hrstream.runtime.feeder import SourceJob
+def _results(
+    networks: Any, specs: list[str], names: Sequence[str | None] | None, out: str | Path | None, buffer: int
+) -> Generator[FrameResult]:
+    from hrstream.runs.lifecycle import run_inputs
+    from hrstream.runs.local import LocalExecutor
     from hrstream.runtime.queues import BoundedQueue, QueueAborted, QueueClosed
 
-    todo = [
-        SourceJob(
-            name,
-            job.display,
-            job.kind in ("url", "camera"),
-            lambda stop, job=job, name=name: prepared.open_input(job, name, stop),
-        )
-        for job, name in zip(jobs, unique_names(jobs, given), strict=True)
-    ]
     results: BoundedQueue = BoundedQueue(max(1, int(buffer)), name="results")
-    mux, feeder = prepared.source_feeder()
-    router = SinkRouter(prepared.open_outputs, on_done=lambda report: None, forward=results.put)
-    pipe = prepared.build(mux, router, live=any(j.live for j in todo), on_stop=feeder.stop, name="stream")
+    executor = LocalExecutor(networks, out_dir=out, forward=results.put)
+    recipe = networks.recipe
     failure: list[BaseException] = []
 
     def run() -> None:
         try:
-            pipe.run()
+            run_inputs(
+                specs,
+                executor,
+                out_dir=out,
+                recipe_digest=recipe.digest(),
+                names=names,
+                force=True,
+                metrics_port=recipe.runtime.metrics_port,
+            )
         except BaseException as e:  # raised in the loop
             failure.append(e)
         finally:
             results.close()
 
     thread = threading.Thread(target=run, name="hrstream-stream", daemon=True)
-    feeder.start(todo)
     thread.start()
     try:
         while True:
@@ -121,11 +115,10 @@ def _results(prepared: Any, jobs: list[Any], given: list[str | None], buffer: in
         thread.join()
         if failure:
             raise failure[0]
+        if executor.stage_error is not None:
+            raise executor.stage_error
     finally:
         if thread.is_alive():  # the loop was left early: stop at once, close every file
-            pipe.abort()
+            executor.abort()
             results.abort()
             thread.join(timeout=30.0)
-        feeder.stop()
-        mux.close()
-        feeder.join(timeout=5.0)

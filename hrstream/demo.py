@@ -17,9 +17,11 @@ from typing import Any
 
 from hrstream.errors import HrstreamError
 from hrstream.metrics import evaluate_tracks
-from hrstream.pipeline.builder import prepare
-from hrstream.pipeline.recipe import PIPELINES_DIR, Recipe, load_recipe
-from hrstream.runs.local import Runner
+from hrstream.pipeline.builder import load_networks
+from hrstream.pipeline.recipe import Recipe
+from hrstream.pipeline.recipe_load import PIPELINES_DIR, load_recipe
+from hrstream.runs.lifecycle import run_inputs
+from hrstream.runs.local import LocalExecutor
 from hrstream.synth import SynthConfig, write_clip
 
 __all__ = [
@@ -83,10 +85,10 @@ def run_demo(
     if fast:
         overrides.update({"model": DEMO_FAST_POSE_MODEL, "runtime.backend": "auto"})
     recipe = synthetic_recipe(overrides)
-    prepared = prepare(recipe, out, progress=False)
-    runner = Runner(prepared, make_progress=progress)
-    results, signum = runner.run([str(truth["video"])])
-    job = results[0]
+    networks = load_networks(recipe, progress=False)
+    executor = LocalExecutor(networks, out_dir=out, make_progress=progress)
+    outcome = run_inputs([str(truth["video"])], executor, out_dir=out, recipe_digest=recipe.digest())
+    job = outcome.results[0]
     if job.status not in ("ok", "skipped"):
         raise HrstreamError(f"demo: the pipeline did not finish ({job.status}: {job.error})")
     paths = {k: Path(v) for k, v in job.outputs.items()}

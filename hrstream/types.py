@@ -14,11 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
-__all__ = ["Detections", "Frame", "FrameResult", "Poses", "SegMap"]
+__all__ = ["Detections", "Frame", "FrameResult", "Poses", "SegMap", "SourceResult", "SourceStatus"]
+
+#: How a source of a run ended; ``skipped``: done by an earlier run with the same recipe.
+SourceStatus = Literal["ok", "failed", "interrupted", "skipped"]
 
 
 def _shape(a: np.ndarray) -> str:
@@ -46,12 +49,42 @@ class Frame:
     captured_at: float | None = None
     pts: int | None = None
     time_base: Any = None
+    _on_device: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         img = self.image
         if not isinstance(img, np.ndarray) or img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
             got = _shape(img) if isinstance(img, np.ndarray) else type(img).__name__
             raise ValueError(f"Frame.image must be uint8 (H, W, 3) RGB, got {got}")
+
+    def device_image(self, device: Any) -> Any:
+        """The image as a ``uint8 (3, H, W)`` torch tensor on ``device``: a view of ``image`` on the CPU; on
+        another device uploaded once, so the detector and the pose crops of a frame share one copy (dropped by
+        :meth:`release_device`)."""
+        import torch
+
+        device = torch.device(device)
+        if device.type == "cpu":
+            return torch.from_numpy(self.image).permute(2, 0, 1)
+        cached = self._on_device
+        if cached is None or cached.device != device:
+            cached = torch.from_numpy(self.image).to(device, non_blocking=True).permute(2, 0, 1)
+            self._on_device = cached
+        return cached
+
+    def release_device(self) -> None:
+        """Forget the device copy of :meth:`device_image` (after the last network that needs it)."""
+        self._on_device = None
+
+    @property
+    def time(self) -> float:
+        """The frame's time in seconds, the one every stage uses (trackers, smoothers, segments): ``pts_s``;
+        for a still image without one, ``captured_at``, else ``index / 30``."""
+        if self.pts_s is not None:
+            return float(self.pts_s)
+        if self.captured_at is not None:
+            return float(self.captured_at)
+        return self.index / 30.0
 
     @property
     def height(self) -> int:
@@ -256,3 +289,42 @@ class FrameResult:
 
     def __repr__(self) -> str:
         return f"FrameResult({self.frame!r}, poses={self.poses!r}, seg={self.seg!r})"
+
+
+@dataclass
+class SourceResult:
+    """How one source (an input) of a run ended: what its outputs report, what the manifest records, what
+    :func:`hrstream.runs.run_inputs` returns.
+
+    Attributes:
+        input: how messages name it (a URL with its credentials redacted).
+        status: ``ok``, ``failed``, ``interrupted`` or ``skipped``.
+        name: its output name in the run (``Frame.source_id``; files ``NAME.*``).
+        frames: frames written; ``drops``: live frames its input lane dropped.
+        truncated: a file that ended before its declared duration.
+        error: one line naming the input, or ``None``.
+        outputs: kind -> path of its (last segment's) files.
+        elapsed_s: seconds from its outputs being opened to their closing.
+        warnings: what the source reported on the way.
+        gave_up: a live source that reached its reconnect limit.
+        live: a live source's ``gaps``, ``gap_s``, ``reconnects``, ``resolution_changes``, ``segments`` and
+            final ``state``; ``None`` for files.
+        fingerprint: what the manifest compares to skip it next time; ``attempts``: tries so far;
+        worker: where it ran (``pid``, ``host``, ``device``...) when not in the main process.
+    """
+
+    input: str
+    status: SourceStatus
+    name: str = ""
+    frames: int = 0
+    drops: int = 0
+    truncated: bool = False
+    error: str | None = None
+    outputs: dict[str, str] = field(default_factory=dict)
+    elapsed_s: float = 0.0
+    warnings: tuple[str, ...] = ()
+    gave_up: bool = False
+    live: dict[str, Any] | None = None
+    fingerprint: dict[str, Any] = field(default_factory=dict)
+    attempts: int = 1
+    worker: dict[str, Any] | None = None

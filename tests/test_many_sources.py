@@ -250,7 +250,8 @@ def test_wrong_recipe_types_are_one_line_and_exit_2(tiny_pose, tmp_path):
 
 
 def test_the_recipe_task_is_honoured_and_flags_reach_their_fields(tiny_pose, tmp_path):
-    from hrstream.pipeline.recipe import FLAG_FIELDS, load_recipe
+    from hrstream.pipeline.recipe import FLAG_FIELDS
+    from hrstream.pipeline.recipe_load import load_recipe
 
     recipe = tmp_path / "seg.yaml"
     recipe.write_text("task: seg\nruntime:\n  batch_size: 2\n")

@@ -16,7 +16,7 @@ from support.cli_checks import VIDEOS, invoke, manifest_jobs, read_jsonl, video_
 from support.tiny_models import TinyModel, tiny_pose_model
 
 from hrstream.pipeline.builder import prepare
-from hrstream.pipeline.recipe import load_recipe
+from hrstream.pipeline.recipe_load import load_recipe
 from hrstream.runs.local import Runner, exit_code
 
 CLIP_A = VIDEOS / "street_960x540_5fps.mp4"  # 5 frames

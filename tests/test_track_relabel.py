@@ -89,7 +89,7 @@ def test_track_stage_computes_clear_views_once_and_passes_them_on():
 
     from hrstream.io.base import SourceInfo
     from hrstream.pipeline.pose_stages import TrackStage
-    from hrstream.pipeline.recipe import PIPELINES_DIR, load_recipe
+    from hrstream.pipeline.recipe_load import PIPELINES_DIR, load_recipe
     from hrstream.runtime.markers import SourceStarted
     from hrstream.types import Frame, FrameResult
 

@@ -120,7 +120,7 @@ def test_one_person_stays_one_track_and_nothing_means_nothing():
 
 
 def test_recipe_section_gives_params_or_none_and_names_bad_values():
-    from hrstream.pipeline.recipe import load_recipe
+    from hrstream.pipeline.recipe_load import load_recipe
 
     def tracker(**kw):
         over = {"tracker.repair.offline": True, "tracker.repair.max_gap_s": 4}

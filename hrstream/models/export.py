@@ -236,8 +236,8 @@ def export_bundle(
         "hrstream.model": bundle.name,
         "hrstream.weights": weights,
         "hrstream.weights_sha256": bundle.weights_sha256 or "",
-        "hrstream.mean": json.dumps([float(v) for v in bundle.meta.get("mean", ())]),
-        "hrstream.std": json.dumps([float(v) for v in bundle.meta.get("std", ())]),
+        "hrstream.mean": json.dumps([float(v) for v in bundle.meta.mean]),
+        "hrstream.std": json.dumps([float(v) for v in bundle.meta.std]),
     }
     return export_onnx(bundle.model, path, input_size=input_size, opset=opset, metadata=metadata)
 

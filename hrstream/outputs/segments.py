@@ -10,6 +10,7 @@ current segment's tracks; ``keep_segments`` deletes the oldest segments' files b
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import time
@@ -18,10 +19,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hrstream.outputs.sinks import FanOut, Sink
+from hrstream.io import SourceInfo
+from hrstream.outputs.sinks import FanOut, OutputsSpec, SegmentContext, Sink, sink_factories
+from hrstream.runtime.counters import SourceCounters
 from hrstream.types import FrameResult
 
-__all__ = ["DEFAULT_LIVE_SEGMENT_S", "SourceOutputs", "segment_label"]
+__all__ = ["DEFAULT_LIVE_SEGMENT_S", "SourceOutputs", "open_source_outputs", "segment_label", "segment_sinks"]
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +34,46 @@ DEFAULT_LIVE_SEGMENT_S = 600.0
 #: ``open_segment(label, width, height) -> {kind: sink}``: the files of one segment (``label`` ``None``: the
 #: plain ``NAME.*`` files of an unsegmented source), for frames of ``width x height``.
 OpenSegment = Callable[[str | None, int, int], dict[str, Sink]]
+
+
+def segment_sinks(
+    spec: OutputsSpec, info: SourceInfo, label: str | None, width: int, height: int
+) -> dict[str, Sink]:
+    """The sinks of one segment of a source (every registered kind that has something to write there), for
+    frames of ``width x height``, named ``NAME`` or ``NAME_LABEL``."""
+    ctx = SegmentContext(
+        spec,
+        dataclasses.replace(info, width=width, height=height),
+        info.name if label is None else f"{info.name}_{label}",
+        label,
+    )
+    sinks: dict[str, Sink] = {}
+    try:
+        for kind, factory in sink_factories().items():
+            sink = factory(ctx)
+            if sink is not None:
+                sinks[kind] = sink
+    except BaseException:
+        FanOut(list(sinks.values())).close()  # what was opened already is closed, then the error goes up
+        raise
+    return sinks
+
+
+def open_source_outputs(
+    spec: OutputsSpec, info: SourceInfo, *, counters: SourceCounters | None = None
+) -> SourceOutputs:
+    """The outputs of one source, as the recipe's ``sinks`` section says: cut into segments for live sources
+    (``sinks.segment_s``, 600 s by default) or when asked."""
+    segment_s = spec.sinks.segment_s
+    if segment_s is None and info.is_live:
+        segment_s = DEFAULT_LIVE_SEGMENT_S
+    return SourceOutputs(
+        lambda label, width, height: segment_sinks(spec, info, label, width, height),
+        live=info.is_live,
+        segment_s=segment_s,
+        keep_segments=spec.sinks.keep_segments,
+        counters=counters,
+    )
 
 
 def segment_label(t: float, *, live: bool) -> str:
@@ -46,11 +89,11 @@ class SourceOutputs:
 
     Args:
         open_segment: makes a segment's sinks (each with a ``path``).
-        live: a live source (segments named by wall clock; timed by ``captured_at``, files by ``pts_s``).
-        segment_s: cut a new segment this many seconds after the current one began; ``None``: only at a frame
-            size change.
+        live: a live source (segments named by the wall clock of their first frame, ``captured_at``).
+        segment_s: cut a new segment this many seconds (of ``Frame.time``) after the current one began;
+            ``None``: only at a frame size change.
         keep_segments: delete the oldest segments' files beyond this many (``None``: keep every one).
-        progress, finish_progress: ``progress(frames_written)`` after each frame, ``finish_progress()`` at the end.
+        counters: the source's counters (``segments`` counts the segments opened).
     """
 
     def __init__(
@@ -60,20 +103,16 @@ class SourceOutputs:
         live: bool = False,
         segment_s: float | None = None,
         keep_segments: int | None = None,
-        progress: Callable[[int], None] | None = None,
-        finish_progress: Callable[[], None] | None = None,
+        counters: SourceCounters | None = None,
     ) -> None:
         self.open_segment = open_segment
         self.live = live
         self.segment_s = segment_s
         self.keep_segments = keep_segments
-        self.progress = progress
-        self.finish_progress = finish_progress
+        self.counters = counters
         self.paths: dict[str, Path] = {}  # the current segment's files
-        self.segments = 0  # segments opened so far
-        self.frames = 0
-        self.drops = 0
         self.started = time.monotonic()
+        self._opened = 0
         self._fan: FanOut | None = None
         self._start_t = 0.0
         self._size: tuple[int, int] | None = None
@@ -81,27 +120,25 @@ class SourceOutputs:
         self._kept: deque[dict[str, Path]] = deque()
         self._pending_events: list[tuple[str, dict[str, Any]]] = []
 
-    def _time(self, result: FrameResult) -> float:
-        f = result.frame
-        if self.live and f.captured_at is not None:
-            return float(f.captured_at)
-        return float(f.pts_s) if f.pts_s is not None else float(f.index)
-
-    def _cut(self, t: float, size: tuple[int, int]) -> None:
+    def _cut(self, result: FrameResult, size: tuple[int, int]) -> None:
         if self._fan is not None:
             self._fan.close()
             self._fan = None
+        t = result.frame.time
         label = None
-        if self.segment_s is not None or self.segments > 0:
-            label = base = segment_label(t, live=self.live)
+        if self.segment_s is not None or self._opened > 0:
+            named_at = result.frame.captured_at if self.live and result.frame.captured_at is not None else t
+            label = base = segment_label(named_at, live=self.live)
             k = 2
             while label in self._labels:  # two cuts within one second (a size change right after a cut)
                 label, k = f"{base}_{k}", k + 1
             self._labels.add(label)
         sinks = self.open_segment(label, *size)
         self._fan = FanOut(list(sinks.values()))
-        self.paths = {k: Path(s.path) for k, s in sinks.items()}  # type: ignore[attr-defined]
-        self.segments += 1
+        self.paths = {k: Path(s.path) for k, s in sinks.items() if s.path is not None}
+        self._opened += 1
+        if self.counters is not None:
+            self.counters.segments = self._opened
         self._start_t, self._size = t, size
         if label is not None and self.paths:
             log.info("new segment: %s", next(iter(self.paths.values())))
@@ -114,20 +151,16 @@ class SourceOutputs:
         self._pending_events.clear()
 
     def write(self, result: FrameResult) -> None:
-        t = self._time(result)
+        t = result.frame.time
         size = (result.frame.width, result.frame.height)
         if (
             self._fan is None
             or size != self._size
             or (self.segment_s is not None and t - self._start_t >= self.segment_s)
         ):
-            self._cut(t, size)
+            self._cut(result, size)
         assert self._fan is not None
         self._fan.write(result)
-        self.frames += 1
-        self.drops += result.dropped_before
-        if self.progress is not None:
-            self.progress(self.frames)
 
     def event(self, kind: str, fields: dict[str, Any]) -> None:
         """Record a live source's event (a gap, a reconnect, ...) in the current segment's files."""
@@ -137,14 +170,9 @@ class SourceOutputs:
             self._fan.event(kind, fields)
 
     def close(self) -> None:
-        try:
-            if self._fan is not None:
-                self._fan.close()
-            self._fan = None
-        finally:
-            if self.finish_progress is not None:
-                self.finish_progress()
-                self.finish_progress = None
+        if self._fan is not None:
+            fan, self._fan = self._fan, None
+            fan.close()
 
 
 def _delete(paths: dict[str, Path]) -> None:

@@ -1,311 +1,179 @@
-"""What a source writes, one small sink per file kind, combined by a fan-out.
+"""Sinks: what receives a source's results, one class each, registered in one place.
 
-Every sink has ``write(result: FrameResult)`` and ``close()``; :class:`FanOut` writes each result to all of a
-source's sinks and closes them all (the first error is raised after every sink was closed). Files of a
-source named ``NAME``, all inside ``--out``:
-
-* :class:`VideoSink` ``NAME.mp4``: H.264 of the annotated frames, fragmented MP4 flushed as written (plays up to
-  its last fragment after a crash), source timestamps kept, audio passed through; :class:`ImagesSink`
-  ``NAME.annotated/{index:06d}.jpg`` for image inputs;
-* :class:`JsonlSink` ``NAME.jsonl``: one record per frame, flushed as written (``frame.schema.json``);
-* :class:`LabelMapSink` ``NAME.labels/{index:06d}.png``: lossless label maps (segmentation);
-* :class:`TracksSink` ``NAME.tracks.json``: the pose tracks, written atomically when the source ends
-  (``tracks.schema.json``), after :func:`hrstream.track.postprocess.finish_tracks`.
-
-Pixel coordinates in every record: x right, y down, the centre of the top-left pixel at (0, 0).
+A :class:`Sink` has ``write(result)`` and ``close()`` and is a context manager. Each source's outputs are cut
+into segments (:mod:`hrstream.outputs.segments`); for every segment, every registered :data:`SinkFactory` is
+asked for its sink with a :class:`SegmentContext` (where files go, the segment's name and frame size, what the
+results mean, the recipe's ``sinks`` section) and returns one, or ``None`` when it has nothing to write there.
+:func:`register_sink` adds a kind (the built-in ones are in :mod:`hrstream.outputs.files`); the router and the
+segment logic never change to add one. :class:`FanOut` writes a result to all of a segment's sinks and closes
+them all (the first error is raised after every sink was closed).
 """
 
 from __future__ import annotations
 
-import logging
-import os
+import dataclasses
+import threading
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from types import TracebackType
+from typing import Any
 
-import cv2
-import numpy as np
-
-from hrstream.io import IMAGE_EXTENSIONS, JsonlWriter, SourceInfo, write_json_atomic
-from hrstream.io.video_writer import VideoWriter
-from hrstream.seg import LabelMapWriter, class_fractions, masks_to_rle
-from hrstream.track.postprocess import TRACK_LISTS, finish_tracks
-from hrstream.track.repair import ONLINE_IDS, RepairParams
+from hrstream.io import SourceInfo, output_path
+from hrstream.pipeline.builder import Networks
+from hrstream.pipeline.recipe import SinksSection
+from hrstream.pipeline.tracking import repair_params
+from hrstream.track.repair import RepairParams
 from hrstream.types import FrameResult
 
 __all__ = [
     "FanOut",
-    "ImagesSink",
-    "JsonlSink",
-    "LabelMapSink",
+    "OutputsSpec",
+    "outputs_spec",
+    "SegmentContext",
     "Sink",
-    "TracksSink",
-    "VideoSink",
-    "frame_record",
-    "is_image_source",
-    "seg_record",
-    "source_metadata",
+    "SinkFactory",
+    "register_sink",
+    "sink_factories",
+    "unregister_sink",
 ]
 
-log = logging.getLogger(__name__)
-SCHEMA_VERSION = 1
 
+class Sink(ABC):
+    """Receives the results of one segment of one source, in order: ``write(result)`` per frame, ``event(kind,
+    fields)`` per live event (a gap, a reconnect; only sinks that record events override it), ``close()`` once.
+    ``path``: the file or folder it writes (``None``: nothing on disk), recorded in the manifest."""
 
-class Sink(Protocol):
+    path: Path | None = None
+
+    @abstractmethod
     def write(self, result: FrameResult) -> None: ...
 
-    def close(self) -> None: ...
-
-
-def _r(x: np.ndarray, nd: int = 2) -> list:
-    return np.round(np.asarray(x, dtype=np.float64), nd).tolist()
-
-
-def source_metadata(info: SourceInfo) -> dict[str, Any]:
-    """What output documents say about their source."""
-    tb = info.time_base
-    return {
-        "name": info.name,
-        "input": info.path,
-        "width": info.width,
-        "height": info.height,
-        "fps": info.fps,
-        "time_base": None if tb is None else str(tb),
-        "duration_s": info.duration_s,
-        "num_frames": info.num_frames,
-        "rotation": info.rotation,
-        "is_live": info.is_live,
-        "codec": info.codec,
-    }
-
-
-def frame_record(result: FrameResult, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The JSONL record of one frame (``keypoints`` smoothed, ``raw_keypoints`` the network's)."""
-    f = result.frame
-    rec: dict[str, Any] = {
-        "source": f.source_id,
-        "frame": f.index,
-        "pts_s": f.pts_s,
-        "captured_at": f.captured_at,
-        "width": f.width,
-        "height": f.height,
-        "dropped_before": result.dropped_before,
-    }
-    if result.batch is not None:
-        rec["batch"] = result.batch
-    p = result.poses
-    if p is not None:
-        people = []
-        for i in range(len(p)):
-            person: dict[str, Any] = {
-                "track_id": None if p.track_ids is None or p.track_ids[i] < 0 else int(p.track_ids[i]),
-                "box": _r(p.boxes[i]),
-                "box_score": round(float(p.box_scores[i]), 4),
-                "keypoints": [
-                    [*_r(p.keypoints[i, k]), round(float(p.keypoint_scores[i, k]), 4)]
-                    for k in range(p.num_keypoints)
-                ],
-            }
-            if p.raw_keypoints is not None:
-                person["raw_keypoints"] = _r(p.raw_keypoints[i])
-            people.append(person)
-        rec["people"] = people
-    if extra:
-        rec.update(extra)
-    return rec
-
-
-def seg_record(classes: Sequence[str], *, rle: bool) -> Callable[[FrameResult], dict[str, Any]]:
-    """The segmentation fields of a JSONL record: per-class pixel fractions, and COCO RLE masks with ``rle``."""
-
-    def extra(result: FrameResult) -> dict[str, Any]:
-        if result.seg is None:
-            return {}
-        labels = result.seg.labels
-        rec: dict[str, Any] = {
-            "classes": {k: round(v, 6) for k, v in class_fractions(labels, list(classes)).items()}
-        }
-        if rle:
-            present = [int(c) for c in np.unique(labels)]
-            rec["rle"] = masks_to_rle(labels, present, classes=list(classes))
-        return rec
-
-    return extra
-
-
-def is_image_source(info: SourceInfo) -> bool:
-    """A still image or a folder of images: annotated frames are written as images, not as a video (images of
-    a folder may differ in size, and a one-frame video helps nobody)."""
-    path = Path(info.path)
-    return not info.is_live and (path.suffix.lower() in IMAGE_EXTENSIONS or path.is_dir())
-
-
-class VideoSink:
-    """The annotated frames (``FrameResult.annotated``) as H.264 video with the source's timestamps."""
-
-    def __init__(self, path: Path, info: SourceInfo, *, preset: str, audio_source: str | None = None) -> None:
-        self.path = path
-        self._writer = VideoWriter(
-            path,
-            width=info.width,
-            height=info.height,
-            time_base=info.time_base,
-            fps=info.fps,
-            preset=preset,
-            audio_source=audio_source,
-        )
-
-    def write(self, result: FrameResult) -> None:
-        f = result.frame
-        self._writer.write(result.plot(), f.pts, f.time_base)
-
-    def close(self) -> None:
-        self._writer.close()
-
-
-class ImagesSink:
-    """Annotated frames of an image source as ``DIR/{index:06d}.jpg`` (quality 95), each written atomically."""
-
-    def __init__(self, directory: Path) -> None:
-        self.path = Path(directory)
-        self.path.mkdir(parents=True, exist_ok=True)
-
-    def write(self, result: FrameResult) -> None:
-        final = self.path / f"{result.frame.index:06d}.jpg"
-        tmp = final.with_name(f".{final.name}.tmp.jpg")
-        bgr = cv2.cvtColor(result.plot(), cv2.COLOR_RGB2BGR)
-        if not cv2.imwrite(str(tmp), bgr, [cv2.IMWRITE_JPEG_QUALITY, 95]):
-            raise OSError(f"cannot write {final}")
-        os.replace(tmp, final)
-
-    def close(self) -> None:
+    def event(self, kind: str, fields: dict[str, Any]) -> None:
+        """A live source's event, in order with its frames; ignored unless a sink records events."""
         return None
 
+    @abstractmethod
+    def close(self) -> None: ...
 
-class JsonlSink:
-    """One JSON record per frame (:func:`frame_record`, plus ``extra(result)`` fields), flushed per line, and
-    one per event of a live source (``{"event": KIND, "source": NAME, ...}``, ``event.schema.json``).
+    def __enter__(self) -> Sink:
+        return self
 
-    A source always starts from its first frame, so the records of an earlier (failed) attempt are removed.
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+@dataclass(frozen=True)
+class OutputsSpec:
+    """What a run's outputs need to know, the same for every source.
+
+    Attributes:
+        out_dir: where files go; ``None``: no file is written (``hrstream.stream`` without ``out=``).
+        sinks: the recipe's ``sinks`` section (which files, the video preset, segments).
+        model: what output documents record about the networks (name, weights, sha256...).
+        keypoint_names, skeleton: the pose network's keypoints (empty without one).
+        classes: the segmentation network's classes (empty without one).
+        seg_rle, label_maps: the recipe's ``seg.rle`` and ``seg.label_maps`` (with a segmentation).
+        repair: identity repair of files' tracks documents (``tracker.repair.offline``), or ``None``.
+        savgol_window_s: the offline smoothing of files' tracks documents, or ``None``.
     """
 
-    def __init__(
-        self,
-        path: Path,
-        *,
-        source: str = "",
-        extra: Callable[[FrameResult], dict[str, Any]] | None = None,
-    ) -> None:
-        self.path = path
-        self.source = source
-        self.extra = extra
-        path.unlink(missing_ok=True)
-        self._writer = JsonlWriter(path)
+    out_dir: Path | None
+    sinks: SinksSection
+    model: dict[str, Any] = field(default_factory=dict)
+    keypoint_names: tuple[str, ...] = ()
+    skeleton: tuple[tuple[int, int], ...] = ()
+    classes: tuple[str, ...] = ()
+    seg_rle: bool = False
+    label_maps: bool = False
+    repair: RepairParams | None = None
+    savgol_window_s: float | None = None
 
-    def write(self, result: FrameResult) -> None:
-        self._writer.write(frame_record(result, self.extra(result) if self.extra is not None else None))
+    @property
+    def writes_poses(self) -> bool:
+        return bool(self.keypoint_names)
 
-    def event(self, kind: str, fields: dict[str, Any]) -> None:
-        self._writer.write({"event": kind, "source": self.source, **fields})
-
-    def close(self) -> None:
-        self._writer.close()
+    @property
+    def writes_seg(self) -> bool:
+        return bool(self.classes)
 
 
-class LabelMapSink:
-    """Each frame's label map as a lossless PNG ``DIR/{index:06d}.png``."""
+def outputs_spec(networks: Networks, out_dir: str | Path | None) -> OutputsSpec:
+    """What the outputs of a run of ``networks`` need to know, files going to ``out_dir`` (``None``: none)."""
+    recipe = networks.recipe
+    spec = OutputsSpec(
+        Path(out_dir) if out_dir is not None else None, recipe.sinks, model=networks.describe()
+    )
+    changes: dict[str, Any] = {}
+    if networks.pose is not None:
+        meta = networks.pose.bundle.meta
+        changes.update(keypoint_names=meta.keypoint_names, skeleton=meta.skeleton)
+        sections = recipe.pose_sections
+        if sections is not None:
+            changes.update(
+                repair=repair_params(sections.tracker),
+                savgol_window_s=sections.smoother.tracks_savgol_window_s,
+            )
+    if networks.writes_seg and networks.seg is not None:
+        changes.update(
+            classes=networks.seg.bundle.meta.classes, seg_rle=recipe.seg.rle, label_maps=recipe.seg.label_maps
+        )
+    return dataclasses.replace(spec, **changes)
 
-    def __init__(self, directory: Path) -> None:
-        self.path = directory
-        self._writer = LabelMapWriter(directory)
 
-    def write(self, result: FrameResult) -> None:
-        if result.seg is not None:
-            self._writer.write(result.frame.index, result.seg.labels)
+@dataclass(frozen=True)
+class SegmentContext:
+    """One segment of one source, as a sink factory sees it.
 
-    def close(self) -> None:
-        self._writer.close()
-
-
-class TracksSink:
-    """Collects each confirmed person per frame by track and writes the tracks document when closed.
-
-    With ``repair`` (files), the torso histogram of every tracked person seen clear of the others
-    (``FrameResult.clear_views``, from the track stage) is kept (``float16``, 384 bytes per person and frame)
-    so that :func:`~hrstream.track.postprocess.finish_tracks` can cut and join the tracks by clothing. The
-    repair starts from the tracker's own tracks (``Poses.tracker_ids`` where an online relabelling renamed
-    them) and records the IDs reported online per frame in ``online_ids``.
+    Attributes:
+        spec: the run's :class:`OutputsSpec`.
+        source: the source, with this segment's frame size (``width`` x ``height``).
+        name: the files' name: ``NAME`` or ``NAME_<label>`` for a labelled segment.
+        label: the segment's label (its UTC start for live sources), ``None`` for a source's only files.
     """
 
-    def __init__(
-        self,
-        path: Path,
-        info: SourceInfo,
-        *,
-        model: dict[str, Any],
-        meta: dict[str, Any],
-        repair: RepairParams | None = None,
-        savgol_window_s: float | None = None,
-    ) -> None:
-        self.path = path
-        self.info = info
-        self.model = model
-        self.meta = meta
-        self.repair = repair if (repair is not None and info.fps and info.fps > 0) else None
-        self.savgol_window_s = savgol_window_s
-        self.tracks: dict[int, dict[str, list]] = {}
-        self.views: dict[tuple[int, int], np.ndarray] = {}
-        self.frames = 0
-        self.drops = 0
+    spec: OutputsSpec
+    source: SourceInfo
+    name: str
+    label: str | None
 
-    def write(self, result: FrameResult) -> None:
-        self.frames += 1
-        self.drops += result.dropped_before
-        p = result.poses
-        if p is None or p.track_ids is None:
-            return
-        t = result.frame.pts_s
-        keys = p.tracker_ids if (self.repair is not None and p.tracker_ids is not None) else p.track_ids
-        for i, tid in enumerate(p.track_ids.tolist()):
-            if tid < 0:  # not (yet) a confirmed track
-                continue
-            tr = self.tracks.setdefault(int(keys[i]), {k: [] for k in TRACK_LISTS})
-            raw = p.raw_keypoints[i] if p.raw_keypoints is not None else p.keypoints[i]
-            tr["frames"].append(result.frame.index)
-            tr["times"].append(t)
-            tr["boxes"].append(_r(p.boxes[i]))
-            tr["box_scores"].append(round(float(p.box_scores[i]), 4))
-            tr["keypoints"].append(_r(raw))
-            tr["scores"].append(np.round(p.keypoint_scores[i].astype(np.float64), 4).tolist())
-            tr["smoothed"].append(_r(p.keypoints[i]))
-            if self.repair is not None:
-                tr.setdefault(ONLINE_IDS, []).append(int(tid))
-        if self.repair is not None and result.clear_views is not None:
-            for i, h in enumerate(result.clear_views):
-                if h is not None and p.track_ids[i] >= 0:
-                    self.views[(int(keys[i]), int(result.frame.index))] = h.astype(np.float16)
+    @property
+    def writes_files(self) -> bool:
+        return self.spec.out_dir is not None
 
-    def close(self) -> None:
-        tracks = [{"track_id": tid, **self.tracks[tid]} for tid in sorted(self.tracks)]
-        views = {k: v.astype(np.float32) for k, v in self.views.items()}
-        doc = {
-            "format": "hrstream.tracks",
-            "version": SCHEMA_VERSION,
-            "video": source_metadata(self.info),
-            "model": self.model,
-            "keypoint_names": list(self.meta.get("keypoint_names", [])),
-            "skeleton": [list(p) for p in self.meta.get("skeleton", [])],
-            "num_frames": self.frames,
-            "dropped_frames": self.drops,
-            "tracks": finish_tracks(
-                tracks,
-                views=views,
-                fps=float(self.info.fps or 0.0),
-                repair=self.repair,
-                savgol_window_s=self.savgol_window_s,
-            ),
-        }
-        write_json_atomic(self.path, doc, indent=None)
+    def path(self, suffix: str) -> Path:
+        """``OUT/NAME<suffix>``, kept inside the output folder."""
+        if self.spec.out_dir is None:
+            raise ValueError("this run writes no files (no output folder)")
+        return output_path(self.spec.out_dir, self.name, suffix)
+
+
+#: ``factory(context) -> Sink | None``: the sink of one kind for a segment, or ``None`` (nothing to write).
+SinkFactory = Callable[[SegmentContext], Sink | None]
+
+_lock = threading.Lock()
+_FACTORIES: dict[str, SinkFactory] = {}
+
+
+def register_sink(kind: str, factory: SinkFactory) -> None:
+    """Add a sink kind (its outputs are recorded under ``kind`` in the manifest); replaces one of that name."""
+    with _lock:
+        _FACTORIES[kind] = factory
+
+
+def unregister_sink(kind: str) -> None:
+    with _lock:
+        _FACTORIES.pop(kind, None)
+
+
+def sink_factories() -> dict[str, SinkFactory]:
+    """Every registered kind, in the order they were registered (the built-in ones, which
+    :mod:`hrstream.outputs` registers when it is imported, first)."""
+    with _lock:
+        return dict(_FACTORIES)
 
 
 class FanOut:
@@ -320,11 +188,8 @@ class FanOut:
             s.write(result)
 
     def event(self, kind: str, fields: dict[str, Any]) -> None:
-        """A live source's event, to the sinks that record events (the JSONL)."""
         for s in self.sinks:
-            record = getattr(s, "event", None)
-            if record is not None:
-                record(kind, fields)
+            s.event(kind, fields)
 
     def close(self) -> None:
         if self.closed:

@@ -1,156 +1,99 @@
-"""Assemble a task's pipeline: what the CLI, :func:`hrstream.stream` and library users call.
+"""The pipeline of a run, built from its networks' estimators: what the CLI, :func:`hrstream.stream`, worker
+processes and Ray actors all run.
 
-``prepare(recipe, out_dir)`` loads the network(s) once; ``PreparedTask.build(sources, router)`` wires one
-pipeline for every source of a run (each stage a thread, joined by bounded queues; per-source state inside the
-stages, keyed by ``source_id``):
+:func:`load_networks` loads the recipe's networks once, each on its engine with the estimator its config and
+weights call for (:data:`~hrstream.models.meta.EstimatorKind`: top-down pose, segmentation); the person
+detector when an estimator needs boxes. :meth:`Networks.build` wires one pipeline for every source of a run
+(each stage a thread, joined by bounded queues; per-source state inside the stages, keyed by ``source_id``),
+reading the estimators, never a task name::
 
-* pose: sources -> detect -> batch -> infer -> track -> draw -> write
-* seg: sources -> seg_batch -> segment -> draw -> write
-* pose,seg (or pose with ``--detector seg``): sources -> seg_batch -> segment -> detect -> batch -> infer ->
-  track -> draw -> write, both networks on the same decoded frames in one pass.
+    sources -> [seg_batch -> segment] -> [detect_batch -> detect] -> batch -> infer -> track -> draw -> write
 
-``sources`` is the :class:`~hrstream.runtime.mux.SourceMux` the decode threads feed; ``write`` is the
-:class:`~hrstream.outputs.router.SinkRouter` that routes each result to its source's outputs
-(:meth:`PreparedTask.open_outputs`).
+A segmentation network runs first (its maps feed ``--detector seg`` and the overlay); an estimator that needs
+boxes gets the detect stage and a batcher weighing frames by their people; the pose estimator's people go to
+the track stage. ``sources`` is the :class:`~hrstream.runtime.mux.SourceMux` the decode threads feed
+(:meth:`Networks.source_feeder`); ``write`` is whatever sink the caller gives (the run's
+:class:`~hrstream.outputs.router.SinkRouter`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+import torch
+
 from hrstream.errors import ConfigError
-from hrstream.io import InputSpec, Source, SourceInfo, open_source, output_path
+from hrstream.io import InputSpec, Source, open_source
 from hrstream.io.reconnect import open_live_source
 from hrstream.models.bundle import ModelBundle, load_model_bundle
-from hrstream.outputs.router import SinkRouter
-from hrstream.outputs.segments import DEFAULT_LIVE_SEGMENT_S, SourceOutputs
-from hrstream.outputs.sinks import (
-    ImagesSink,
-    JsonlSink,
-    LabelMapSink,
-    Sink,
-    TracksSink,
-    VideoSink,
-    is_image_source,
-    seg_record,
-)
-from hrstream.pipeline.pose_stages import (
-    DetectStage,
-    DrawStage,
-    PoseInferStage,
-    TrackStage,
-    build_pose_detector,
-    build_pose_estimator,
-    repair_params,
-)
-from hrstream.pipeline.recipe import Recipe
-from hrstream.pipeline.seg_stages import SegInferStage, SegOverlay, SegPersonDetector, build_seg_estimator
-from hrstream.pose.detectors import check_flip_test
+from hrstream.pipeline.detection import DetectStage, SegPersonDetector, build_detector
+from hrstream.pipeline.drawing import DrawStage, SegOverlay
+from hrstream.pipeline.estimators import Estimator, InferStage
+from hrstream.pipeline.recipe import PoseSections, Recipe
+from hrstream.pipeline.segmentation import segmentation_estimator
+from hrstream.pipeline.topdown import topdown_estimator
+from hrstream.pipeline.tracking import SourceTracking, TrackStage, source_trackers
+from hrstream.pose.detectors import Detector
 from hrstream.runtime import InferenceEngine, Pipeline
+from hrstream.runtime.counters import RunCounters
 from hrstream.runtime.feeder import SourceFeeder
+from hrstream.runtime.markers import SharedPerSource
 from hrstream.runtime.mux import SourceMux
 
-__all__ = ["PreparedTask", "default_streams", "prepare"]
+__all__ = ["LoadedNetwork", "Networks", "default_streams", "load_networks"]
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class PreparedTask:
-    """A task ready to run: the network(s) on their engines and everything that lasts across sources.
+@dataclass(frozen=True)
+class LoadedNetwork:
+    """A network with its weights (``bundle``), the engine that runs it and the estimator that feeds it."""
 
-    ``bundle``/``engine`` are the pose network for pose tasks, the segmentation network for ``seg``;
-    ``seg_bundle``/``seg_engine`` the segmentation network when a pose task also segments. ``out_dir``:
-    where sources write their files (``None``: nowhere, :func:`hrstream.stream` without ``out``).
+    bundle: ModelBundle
+    engine: InferenceEngine
+    estimator: Estimator
+
+
+@dataclass
+class Networks:
+    """What lasts across the sources of a run: the recipe's networks on their engines, and the detector.
+
+    ``pose``: the pose network (``None`` for ``task: seg``); ``seg``: the segmentation network (``task: seg``,
+    ``pose,seg``, ``--detector seg``); ``detector``: person boxes for an estimator that needs them.
     """
 
     recipe: Recipe
-    out_dir: Path | None
-    bundle: ModelBundle
-    engine: InferenceEngine
-    detector: Any = None
-    seg_bundle: ModelBundle | None = None
-    seg_engine: InferenceEngine | None = None
+    pose: LoadedNetwork | None = None
+    seg: LoadedNetwork | None = None
+    detector: Detector | SegPersonDetector | None = None
 
     @property
-    def task(self) -> str:
-        return self.recipe.task
+    def main(self) -> LoadedNetwork:
+        """The network a run is about: the pose network where there is one."""
+        net = self.pose or self.seg
+        if net is None:  # pragma: no cover - load_networks always loads one
+            raise ConfigError("the recipe names no network")
+        return net
+
+    @property
+    def device(self) -> torch.device:
+        return self.main.engine.device
 
     @property
     def writes_seg(self) -> bool:
-        return self.task in ("seg", "pose,seg")
+        """The segmentation is an output of the run (not only the source of ``--detector seg``'s boxes)."""
+        return self.seg is not None and "seg" in self.recipe.networks
 
-    def _seg_meta(self) -> dict[str, Any]:
-        bundle = self.bundle if self.task == "seg" else self.seg_bundle
-        assert bundle is not None
-        return bundle.meta
-
-    def open_outputs(
-        self,
-        info: SourceInfo,
-        *,
-        progress: Callable[[int], None] | None = None,
-        finish_progress: Callable[[], None] | None = None,
-    ) -> SourceOutputs:
-        """The outputs of one source (no file without ``out_dir``), as the recipe's ``sinks`` section says: cut
-        into segments for live sources (``sinks.segment_s``, 600 s by default) or when asked."""
-        cfg = self.recipe.sinks
-        segment_s = cfg.segment_s
-        if segment_s is None and info.is_live:
-            segment_s = DEFAULT_LIVE_SEGMENT_S
-        return SourceOutputs(
-            lambda label, width, height: self.segment_sinks(info, label, width, height),
-            live=info.is_live,
-            segment_s=segment_s,
-            keep_segments=cfg.keep_segments,
-            progress=progress,
-            finish_progress=finish_progress,
-        )
-
-    def segment_sinks(self, info: SourceInfo, label: str | None, width: int, height: int) -> dict[str, Sink]:
-        """The files of one segment of a source (``NAME.*``, or ``NAME_LABEL.*`` for a labelled segment), for
-        frames of ``width x height``."""
-        sinks: dict[str, Sink] = {}
-        out, cfg = self.out_dir, self.recipe.sinks
-        if out is None:
-            return sinks
-        name = info.name if label is None else f"{info.name}_{label}"
-        seg_info = dataclasses.replace(info, width=width, height=height)
-        if cfg.video and is_image_source(info):
-            sinks["images"] = ImagesSink(output_path(out, name, ".annotated"))
-        elif cfg.video:
-            audio = info.path if (info.has_audio and not info.is_live and label is None) else None
-            sinks["video"] = VideoSink(
-                output_path(out, name, ".mp4"), seg_info, preset=cfg.preset, audio_source=audio
-            )
-        if cfg.jsonl:
-            extra = None
-            if self.writes_seg:
-                extra = seg_record(self._seg_meta()["classes"], rle=self.recipe.seg.rle)
-            sinks["jsonl"] = JsonlSink(output_path(out, name, ".jsonl"), source=info.name, extra=extra)
-        if self.writes_seg and self.recipe.seg.label_maps:
-            sinks["labels"] = LabelMapSink(output_path(out, name, ".labels"))
-        if "pose" in self.task and cfg.tracks:
-            model = self.bundle.describe()
-            if self.seg_bundle is not None:
-                model = {**model, "segmentation": self.seg_bundle.describe()}
-            tracker, smoother = self.recipe.tracker, self.recipe.smoother
-            assert tracker is not None and smoother is not None
-            sinks["tracks"] = TracksSink(
-                output_path(out, name, ".tracks.json"),
-                seg_info,
-                model=model,
-                meta=self.bundle.meta,
-                repair=None if info.is_live else repair_params(tracker),
-                savgol_window_s=None if info.is_live else smoother.tracks_savgol_window_s,
-            )
-        return sinks
+    def describe(self) -> dict[str, Any]:
+        """What output documents record about the networks."""
+        model = self.main.bundle.describe()
+        if self.pose is not None and self.seg is not None:
+            model = {**model, "segmentation": self.seg.bundle.describe()}
+        return model
 
     def open_input(self, job: InputSpec, name: str, stop: threading.Event) -> Source:
         """Open one input as the recipe's ``sources`` section says (deadlines; a URL or camera as a
@@ -172,77 +115,111 @@ class PreparedTask:
             )
         return open_source(job, **options)
 
-    def source_feeder(self) -> tuple[SourceMux, SourceFeeder]:
+    def source_feeder(self, counters: RunCounters) -> tuple[SourceMux, SourceFeeder]:
         """The input of a run's pipeline and the decode threads that feed it (``runtime.streams`` files at a
         time, :func:`default_streams` when the recipe does not say)."""
         rt = self.recipe.runtime
         mux = SourceMux()
-        streams = rt.streams or default_streams(self.engine.device)
-        return mux, SourceFeeder(mux, streams=streams, file_buffer=rt.queue_size, live_buffer=rt.live_buffer)
-
-    def _add_seg(self, p: Pipeline, bundle: ModelBundle, engine: InferenceEngine, q: int) -> SegOverlay:
-        rt, seg = self.recipe.runtime, self.recipe.seg
-        classes, palette = bundle.meta["classes"], bundle.meta["palette"]
-        estimator = build_seg_estimator(engine, bundle.spec, bundle.meta, self.recipe)
-        p.batch(
-            "seg_batch", max_batch=seg.batch_size or rt.batch_size, max_wait_s=rt.max_wait_s, queue_size=q
+        streams = rt.streams or default_streams(self.device)
+        feeder = SourceFeeder(
+            mux, counters, streams=streams, file_buffer=rt.queue_size, live_buffer=rt.live_buffer
         )
-        p.map("segment", SegInferStage(estimator, classes, tau_s=seg.smoothing_tau_s), queue_size=q)
-        return SegOverlay(palette, classes, opacity=seg.opacity)
+        return mux, feeder
 
     def build(
         self,
         sources: Iterable[Any],
-        router: SinkRouter,
+        sink: Any,
         *,
         live: bool,
+        draw_now: bool,
         on_stop: Callable[[], None] | None = None,
         name: str = "hrstream",
     ) -> Pipeline:
         """The pipeline of a run reading ``sources`` (a :class:`~hrstream.runtime.mux.SourceMux`) and writing
-        through ``router``. ``live``: some source is live (queues after the inputs then hold one item each, so
-        a frame waits behind as few others as possible and latency stays about one batch); ``on_stop`` stops
-        the sources' intake (:meth:`~hrstream.runtime.feeder.SourceFeeder.stop`)."""
-        rt, sinks = self.recipe.runtime, self.recipe.sinks
+        into ``sink`` (``write(result)``, ``on_marker(marker)``, ``close()``).
+
+        Args:
+            live: some source is live: queues after the inputs hold one item each, so a frame waits behind as
+                few others as possible and latency stays about one batch.
+            draw_now: draw every frame in the draw stage (a video is written); else on ``FrameResult.plot()``.
+            on_stop: stops the sources' intake (:meth:`~hrstream.runtime.feeder.SourceFeeder.stop`).
+        """
+        rt = self.recipe.runtime
         q = 1 if live else 4
-        eager = self.out_dir is not None and sinks.video
-        p = Pipeline(f"{self.task}:{name}")
+        idle_s = max(0.1, 2 * rt.max_wait_s)
+        p = Pipeline(f"{self.recipe.task}:{name}")
         p.source("sources", sources, queue_size=q, on_stop=on_stop, drain=True)
-        if self.task == "seg":
-            seg_overlay = self._add_seg(p, self.bundle, self.engine, q)
-            p.map("draw", DrawStage([], kpt_thr=1.0, draw_boxes=False, seg_overlay=seg_overlay, eager=eager))
-            p.sink("write", router)
-            return p
         overlay = None
-        if self.seg_bundle is not None and self.seg_engine is not None:
-            seg_draw = self._add_seg(p, self.seg_bundle, self.seg_engine, q)
-            overlay = seg_draw if self.writes_seg else None
-        det, pose = self.recipe.detector, self.recipe.pose
-        assert det is not None and pose is not None
-        estimator = build_pose_estimator(self.engine, self.bundle.spec, self.bundle.meta, self.recipe)
-        p.map("detect", DetectStage(self.detector, every_n=det.every_n), queue_size=q)
+        trackers = self._trackers() if self.pose is not None else None
+        for net in (self.seg, self.pose):
+            if net is None:
+                continue
+            est = net.estimator
+            poses = est.fills == "poses"
+            if est.needs_boxes:
+                self._add_detect(p, q, trackers)
+            p.batch(
+                "batch" if poses else "seg_batch",
+                max_batch=rt.batch_size if poses else (self.recipe.seg.batch_size or rt.batch_size),
+                max_wait_s=rt.max_wait_s,
+                weight=est.weight if est.needs_boxes else None,
+                queue_size=min(q, 2) if poses else q,
+            )
+            stage = "infer" if poses else "segment"
+            numbers = poses or self.pose is None
+            p.map(
+                stage,
+                InferStage(est, net.engine, timing=stage, numbers_batches=numbers),
+                queue_size=q,
+                idle_s=idle_s,
+            )
+            if poses and trackers is not None:
+                p.map("track", TrackStage(trackers), queue_size=q)
+            elif self.writes_seg:
+                meta = net.bundle.meta
+                overlay = SegOverlay(meta.palette, meta.classes, opacity=self.recipe.seg.opacity)
+        p.map("draw", self._draw_stage(overlay, draw_now), queue_size=q)
+        p.sink("write", sink)
+        return p
+
+    # -- the stages ---------------------------------------------------------------------------------------
+    def _sections(self) -> PoseSections:
+        sections = self.recipe.pose_sections
+        if sections is None:  # pragma: no cover - a pose network is only loaded for a pose task
+            raise ConfigError(f"task {self.recipe.task} has no pose sections")
+        return sections
+
+    def _trackers(self) -> SharedPerSource[SourceTracking]:
+        """The per-source tracking state of one pipeline (its detect and track stages share it)."""
+        sections = self._sections()
+        sigmas = self.pose.bundle.meta.oks_sigmas if self.pose is not None else None
+        return source_trackers(sections.tracker, sections.smoother, oks_sigmas=sigmas)
+
+    def _add_detect(self, p: Pipeline, q: int, trackers: SharedPerSource[SourceTracking] | None) -> None:
+        if self.detector is None:  # pragma: no cover - load_networks makes one for such an estimator
+            raise ConfigError("an estimator that needs person boxes needs a detector")
+        det = self._sections().detector
+        batched = bool(getattr(self.detector, "batched", False))
         p.batch(
-            "batch",
-            max_batch=rt.batch_size,
-            max_wait_s=rt.max_wait_s,
-            weight=lambda r: max(1, len(r.detections)),
-            queue_size=min(q, 2),
-        )
-        p.map("infer", PoseInferStage(estimator, self.engine), queue_size=q)
-        p.map("track", TrackStage(self.recipe, oks_sigmas=self.bundle.meta.get("oks_sigmas")), queue_size=q)
-        p.map(
-            "draw",
-            DrawStage(
-                self.bundle.meta.get("skeleton", []),
-                kpt_thr=pose.kpt_thr,
-                draw_boxes=sinks.draw_boxes,
-                seg_overlay=overlay,
-                eager=eager,
-            ),
+            "detect_batch",
+            max_batch=det.batch_size if batched else 1,
+            max_wait_s=self.recipe.runtime.max_wait_s if batched else 0.0,
             queue_size=q,
         )
-        p.sink("write", router)
-        return p
+        carried = trackers if det.every_n > 1 else None
+        p.map("detect", DetectStage(self.detector, every_n=det.every_n, trackers=carried), queue_size=q)
+
+    def _draw_stage(self, overlay: SegOverlay | None, draw_now: bool) -> DrawStage:
+        if self.pose is None:
+            return DrawStage([], kpt_thr=1.0, draw_boxes=False, seg_overlay=overlay, eager=draw_now)
+        return DrawStage(
+            self.pose.bundle.meta.skeleton,
+            kpt_thr=self._sections().pose.kpt_thr,
+            draw_boxes=self.recipe.sinks.draw_boxes,
+            seg_overlay=overlay,
+            eager=draw_now,
+        )
 
 
 def default_streams(device: Any) -> int:
@@ -251,53 +228,83 @@ def default_streams(device: Any) -> int:
     return 4 if str(device).startswith("cuda") else 1
 
 
-def _engine(bundle: ModelBundle, recipe: Recipe) -> InferenceEngine:
-    """The engine of a loaded network. ``runtime.backend`` runs the pose network; segmentation networks run on
-    torch (their input size follows each video, an exported graph has one), so ``--task seg`` with a CPU backend
-    named is a :class:`ConfigError`."""
+def _engine(bundle: ModelBundle, recipe: Recipe, *, backend: str) -> InferenceEngine:
     rt = recipe.runtime
-    backend = rt.backend
-    if bundle.spec.task == "seg" and backend not in ("torch", "auto"):
-        if recipe.task == "seg":
-            raise ConfigError(
-                f"--backend {backend} runs pose networks; --task seg runs on torch (use --backend torch or auto)"
-            )
-        log.info(
-            "segmentation network %s runs on torch (--backend %s runs the pose network)", bundle.name, backend
-        )
     return InferenceEngine(
         bundle.model,
         device=rt.device,
         amp=rt.amp,
         channels_last=True,
         compile=rt.compile,
-        mean=bundle.meta["mean"],
-        std=bundle.meta["std"],
-        backend=backend if bundle.spec.task == "pose" else "torch",
+        mean=bundle.meta.mean,
+        std=bundle.meta.std,
+        backend=backend,
         pad_batches=rt.pad_batches,
     )
 
 
-def prepare(recipe: Recipe, out_dir: str | Path | None = None, *, progress: bool = True) -> PreparedTask:
-    """Load the recipe's network(s) (downloading default weights if needed) and build their engines."""
-    out = None if out_dir is None else Path(out_dir)
-    if recipe.task == "seg":
-        bundle = load_model_bundle(recipe.model, recipe.weights, task="seg", progress=progress)
-        return PreparedTask(recipe, out, bundle, _engine(bundle, recipe))
-    bundle = load_model_bundle(recipe.model, recipe.weights, task="pose", progress=progress)
-    engine = _engine(bundle, recipe)
-    det = recipe.detector
-    assert det is not None
-    seg_bundle = seg_engine = None
-    if recipe.task == "pose,seg" or det.name == "seg":
-        if recipe.seg_model is None:
-            raise ConfigError(f"task {recipe.task} with detector {det.name} needs seg_model in the recipe")
-        seg_bundle = load_model_bundle(recipe.seg_model, recipe.seg_weights, task="seg", progress=progress)
-        seg_engine = _engine(seg_bundle, recipe)
-    if det.name == "seg":
-        assert seg_bundle is not None
-        check_flip_test("seg", det.flip_test)
-        detector: Any = SegPersonDetector(seg_bundle.meta["classes"], det.seg_classes, min_area=det.min_area)
-    else:
-        detector = build_pose_detector(recipe, str(engine.device), test=bundle.spec.test, progress=progress)
-    return PreparedTask(recipe, out, bundle, engine, detector, seg_bundle, seg_engine)
+#: The estimator each kind of network gets (:data:`~hrstream.models.meta.EstimatorKind`).
+ESTIMATORS: dict[str, Callable[[InferenceEngine, ModelBundle, Recipe], Estimator]] = {
+    "topdown": lambda engine, bundle, recipe: topdown_estimator(
+        engine,
+        bundle,
+        recipe.pose_sections,
+        batch_size=recipe.runtime.batch_size,  # type: ignore[arg-type]
+    ),
+    "segmentation": lambda engine, bundle, recipe: segmentation_estimator(
+        engine, bundle, recipe.seg, batch_size=recipe.runtime.batch_size
+    ),
+}
+
+
+def _network(recipe: Recipe, bundle: ModelBundle, *, backend: str) -> LoadedNetwork:
+    engine = _engine(bundle, recipe, backend=backend)
+    make = ESTIMATORS.get(bundle.meta.estimator)
+    if make is None:
+        raise ConfigError(f"{bundle.name}: a {bundle.meta.estimator} network has no estimator in a pipeline")
+    return LoadedNetwork(bundle, engine, make(engine, bundle, recipe))
+
+
+def load_networks(recipe: Recipe, *, progress: bool = True) -> Networks:
+    """Load the recipe's network(s) (downloading default weights if needed), each on its engine with its
+    estimator, and the person detector when an estimator needs boxes.
+
+    ``runtime.backend`` runs the pose network; segmentation networks run on torch (their input size follows
+    each video, an exported graph has one), so ``--task seg`` with a CPU backend named is a
+    :class:`ConfigError`.
+    """
+    rt = recipe.runtime
+    nets = Networks(recipe)
+    sections = recipe.pose_sections
+    wants_seg = "seg" in recipe.networks or (sections is not None and sections.detector.name == "seg")
+    if wants_seg:
+        if rt.backend not in ("torch", "auto") and sections is None:
+            raise ConfigError(
+                f"--backend {rt.backend} runs pose networks; --task seg runs on torch (use --backend torch or auto)"
+            )
+        model, weights = (
+            (recipe.model, recipe.weights) if sections is None else (recipe.seg_model, recipe.seg_weights)
+        )
+        if model is None:
+            raise ConfigError(f"task {recipe.task} with detector seg needs seg_model in the recipe")
+        bundle = load_model_bundle(model, weights, task="seg", progress=progress)
+        if rt.backend not in ("torch", "auto"):
+            log.info(
+                "segmentation network %s runs on torch (--backend %s runs the pose network)",
+                bundle.name,
+                rt.backend,
+            )
+        nets.seg = _network(recipe, bundle, backend="torch")
+    if sections is not None:
+        bundle = load_model_bundle(recipe.model, recipe.weights, task="pose", progress=progress)
+        nets.pose = pose = _network(recipe, bundle, backend=rt.backend)
+        if pose.estimator.needs_boxes:
+            seg_classes = nets.seg.bundle.meta.classes if nets.seg is not None else None
+            nets.detector = build_detector(
+                sections.detector,
+                str(pose.engine.device),
+                test=bundle.spec.test,
+                seg_classes=seg_classes,
+                progress=progress,
+            )
+    return nets

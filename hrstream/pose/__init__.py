@@ -17,7 +17,6 @@ from hrstream.pose.decode import DECODE_METHODS, decode_heatmaps, flip_back, fli
 from hrstream.pose.detectors import (
     DETECTOR_SPECS,
     Detector,
-    EveryNDetector,
     FileDetector,
     FileSelection,
     FullFrameDetector,
@@ -44,7 +43,6 @@ __all__ = [
     "IMAGENET_STD",
     "PIXEL_STD",
     "Detector",
-    "EveryNDetector",
     "FileDetector",
     "FileSelection",
     "FullFrameDetector",

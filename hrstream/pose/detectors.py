@@ -1,7 +1,8 @@
 """Person detectors for top-down pose: whole frame, a COCO detections file, or torchvision COCO models.
 
-Every detector has ``detect(frames) -> list[(boxes_xyxy float32 (n, 4), scores float32 (n,))]``, one
-pair per frame, boxes in the frame's pixels, sorted by decreasing score.
+Every detector has ``detect(frames) -> list[Detections]`` (:class:`~hrstream.types.Detections`: boxes xyxy
+``float32 (n, 4)`` in the frame's pixels and scores ``float32 (n,)``), one per frame, sorted by decreasing
+score, all frames of a batch in one call.
 
 Specs for :func:`make_detector`:
 
@@ -37,12 +38,11 @@ from scipy.optimize import linear_sum_assignment
 from torchvision.models import detection as tvdet
 
 from hrstream.errors import ConfigError, InputError, WeightsUnavailableError
-from hrstream.types import Frame
+from hrstream.types import Detections, Frame
 
 __all__ = [
     "DETECTOR_SPECS",
     "Detector",
-    "EveryNDetector",
     "FileDetector",
     "FileSelection",
     "FullFrameDetector",
@@ -58,7 +58,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-Detections = tuple[np.ndarray, np.ndarray]
 DETECTOR_SPECS = ("full-frame", "file:PATH", "fast", "accurate")
 PERSON = 1
 
@@ -77,11 +76,16 @@ _TORCHVISION: dict[str, tuple[str, Callable[..., torch.nn.Module], Any]] = {
 
 
 class Detector(Protocol):
+    """``detect(frames)``: the person boxes of each frame. ``batched``: a network, worth handing many frames
+    at once (a pipeline batches frames for it)."""
+
+    batched: bool
+
     def detect(self, frames: Sequence[Frame]) -> list[Detections]: ...
 
 
 def _empty() -> Detections:
-    return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32)
+    return Detections.empty()
 
 
 def filter_people(
@@ -103,7 +107,7 @@ def filter_people(
         idx = np.argsort(-s, kind="stable")
     if max_people is not None:
         idx = idx[:max_people]
-    return b[idx], s[idx]
+    return Detections(b[idx], s[idx])
 
 
 def mirror_boxes(boxes: torch.Tensor, axis: float) -> torch.Tensor:
@@ -173,9 +177,12 @@ def fuse_mirror_outputs(
 class FullFrameDetector:
     """One person box covering the whole frame, ``(0, 0, W, H)``, score 1."""
 
+    batched = False
+
     def detect(self, frames: Sequence[Frame]) -> list[Detections]:
         return [
-            (np.array([[0.0, 0.0, f.width, f.height]], np.float32), np.ones((1,), np.float32)) for f in frames
+            Detections(np.array([[0.0, 0.0, f.width, f.height]], np.float32), np.ones((1,), np.float32))
+            for f in frames
         ]
 
 
@@ -218,6 +225,8 @@ class FileDetector:
     ``selection.image_thr`` (the config's ``TEST.IMAGE_THRE``); a number replaces it. ``nms_iou`` and
     ``max_people`` (``None``: none, as in the official evaluation) add a box NMS and a cap.
     """
+
+    batched = False
 
     def __init__(
         self,
@@ -280,6 +289,8 @@ class TorchvisionDetector:
     convention, and their training flip's), so ``x`` maps back to ``W - 1 - x``.
     """
 
+    batched = True
+
     def __init__(
         self,
         model: torch.nn.Module,
@@ -307,10 +318,7 @@ class TorchvisionDetector:
     def detect(self, frames: Sequence[Frame]) -> list[Detections]:
         if not frames:
             return []
-        inputs = [
-            torch.from_numpy(np.ascontiguousarray(f.image)).to(self.device).permute(2, 0, 1).float() / 255.0
-            for f in frames
-        ]
+        inputs = [f.device_image(self.device).float() / 255.0 for f in frames]
         n = len(inputs)
         outs = self.model(inputs + [x.flip(-1) for x in inputs] if self.flip_test else inputs)
         result = []
@@ -331,32 +339,6 @@ class TorchvisionDetector:
                 )
             )
         return result
-
-
-class EveryNDetector:
-    """Runs ``inner`` on frames whose index is a multiple of ``n``; other frames reuse the last result
-    of their source (or are detected when their source has none yet)."""
-
-    def __init__(self, inner: Detector, n: int) -> None:
-        self.inner = inner
-        self.n = n
-        self._last: dict[str, Detections] = {}
-
-    def detect(self, frames: Sequence[Frame]) -> list[Detections]:
-        result: list[Detections | None] = [None] * len(frames)
-        todo: list[int] = []
-        seen = set(self._last)
-        for i, f in enumerate(frames):
-            if f.index % self.n == 0 or f.source_id not in seen:
-                todo.append(i)
-                seen.add(f.source_id)
-        dets = self.inner.detect([frames[i] for i in todo]) if todo else []
-        fresh = dict(zip(todo, dets, strict=True))
-        for i, f in enumerate(frames):
-            if i in fresh:
-                self._last[f.source_id] = fresh[i]
-            result[i] = self._last[f.source_id]
-        return [r if r is not None else _empty() for r in result]
 
 
 def torch_cache_path(url: str) -> Path:
@@ -405,7 +387,6 @@ def make_detector(
     nms_iou: float | None = 0.5,
     max_people: int | None = None,
     device: str | torch.device = "cpu",
-    every_n: int = 1,
     download_timeout_s: float = 30.0,
     flip_test: bool = False,
     test: Mapping[str, Any] | None = None,
@@ -421,8 +402,6 @@ def make_detector(
         InputError: the detections file cannot be read.
         WeightsUnavailableError: torchvision weights are neither cached nor downloadable.
     """
-    if every_n < 1:
-        raise ConfigError(f"detector every_n must be >= 1, got {every_n}")
     check_flip_test(spec, flip_test)
     det: Detector
     if spec == "full-frame":
@@ -452,4 +431,4 @@ def make_detector(
             f"unknown detector {spec!r}; expected one of {', '.join(DETECTOR_SPECS)}, seg, "
             "or a det_hrnet config (registered name or YAML path)"
         )
-    return EveryNDetector(det, every_n) if every_n > 1 else det
+    return det

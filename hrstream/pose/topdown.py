@@ -14,7 +14,7 @@ from hrstream.pose.decode import DECODE_METHODS, DecodeMethod, decode_heatmaps, 
 from hrstream.pose.keypoints import COCO_FLIP_PAIRS
 from hrstream.pose.nms import oks_nms
 from hrstream.runtime.engine import normalize_uint8
-from hrstream.types import Poses
+from hrstream.types import Frame, Poses
 
 __all__ = ["CropBatch", "TopDownEstimator"]
 
@@ -53,6 +53,10 @@ class CropBatch:
         """``inputs`` in consecutive pieces of at most ``max_batch`` (``None``: one piece)."""
         step = max_batch or max(1, len(self))
         return [self.inputs[i : i + step] for i in range(0, len(self), step)]
+
+
+def _pixels(image: np.ndarray | Frame) -> np.ndarray:
+    return image.image if isinstance(image, Frame) else image
 
 
 class TopDownEstimator:
@@ -138,7 +142,11 @@ class TopDownEstimator:
         return out.float()
 
     def _crops(
-        self, images: Sequence[np.ndarray], frame_idx: np.ndarray, center: np.ndarray, scale: np.ndarray
+        self,
+        images: Sequence[np.ndarray | Frame],
+        frame_idx: np.ndarray,
+        center: np.ndarray,
+        scale: np.ndarray,
     ) -> tuple[np.ndarray | torch.Tensor, bool]:
         """The crops and whether they are normalised already.
 
@@ -150,7 +158,7 @@ class TopDownEstimator:
         if self.device.type == "cpu":
             crops = np.stack(
                 [
-                    crop_cpu(images[f], center[i], scale[i], self.input_size, udp=udp)
+                    crop_cpu(_pixels(images[f]), center[i], scale[i], self.input_size, udp=udp)
                     for i, f in enumerate(frame_idx)
                 ]
             )
@@ -158,7 +166,9 @@ class TopDownEstimator:
         used = set(frame_idx.tolist())
         tensors: list[torch.Tensor] = []
         for i, img in enumerate(images):
-            if i in used:
+            if i in used and isinstance(img, Frame):
+                tensors.append(img.device_image(self.device))  # uploaded once per frame (the detector's copy)
+            elif i in used:
                 t = torch.from_numpy(np.ascontiguousarray(img)).to(self.device, non_blocking=True)
                 tensors.append(t.permute(2, 0, 1))
             else:  # never sampled: a placeholder keeps indices aligned
@@ -170,14 +180,15 @@ class TopDownEstimator:
 
     def prepare(
         self,
-        images: Sequence[np.ndarray],
+        images: Sequence[np.ndarray | Frame],
         boxes: Sequence[np.ndarray],
         box_scores: Sequence[np.ndarray] | None = None,
     ) -> CropBatch:
         """Every box of every frame cropped for one network call (flipped copies appended with the flip test).
 
         Args:
-            images: per frame ``uint8 (H, W, 3)`` RGB.
+            images: per frame ``uint8 (H, W, 3)`` RGB, or the :class:`~hrstream.types.Frame` (on a GPU its
+                device copy is shared with the detector's).
             boxes: per frame ``(n_i, 4)`` xyxy pixels.
             box_scores: per frame ``(n_i,)``; ones when ``None``.
         """

@@ -1,26 +1,26 @@
 """The options of ``hrstream run`` that spread a run over worker processes or Ray actors, and the run itself.
 
 ``--workers N`` (or ``auto``: one per CUDA device, else one per ``--cpus-per-worker`` cores, default 2) runs
-:class:`~hrstream.runs.workers.ProcessExecutor`; ``--executor ray`` runs
+:class:`~hrstream.runs.processes.ProcessExecutor`; ``--executor ray`` runs
 :class:`~hrstream.runs.ray_actors.RayExecutor`. Without either a run stays in one process
-(:class:`~hrstream.runs.local.Runner`). ``--input-timeout`` needs one of them: only a worker process or an
+(:class:`~hrstream.runs.local.LocalExecutor`). ``--input-timeout`` needs one of them: only a worker process or an
 actor can be ended without ending the run.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hrstream.errors import ConfigError
 from hrstream.pipeline.recipe import Recipe
-from hrstream.runs.batch import Executor, run_batch
-from hrstream.runs.manifest import JobResult, Manifest
+from hrstream.runs.lifecycle import Executor
+from hrstream.runs.manifest import Manifest
+from hrstream.runtime import usable_cpu_count
 
-__all__ = ["ParallelOptions", "make_executor", "parse_workers", "retry_specs", "run_parallel"]
+__all__ = ["ParallelOptions", "make_executor", "parse_workers", "retry_specs"]
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,8 @@ def make_executor(
     recipe: Recipe, out_dir: str | Path, options: ParallelOptions, *, grace_s: float
 ) -> Executor:
     """The executor ``options`` ask for (worker processes or Ray actors)."""
-    from hrstream.runs.workers import ProcessExecutor, WorkerSettings, worker_devices, worker_threads
+    from hrstream.runs.processes import process_executor, worker_devices, worker_threads
+    from hrstream.runs.worker import WorkerSettings
 
     settings = WorkerSettings(
         recipe,
@@ -109,35 +110,17 @@ def make_executor(
     device = recipe.runtime.device
     if workers == "auto":
         cuda = [d for d in worker_devices(device, 64) if d is not None]
-        from hrstream.runtime import usable_cpu_count
-
         cpw = options.cpus_per_worker or AUTO_CPUS_PER_WORKER
         workers = len(set(cuda)) or max(1, usable_cpu_count() // cpw)
-    assert isinstance(workers, int)
-    return ProcessExecutor(
+    if not isinstance(workers, int):  # pragma: no cover - ParallelOptions.check refuses it
+        raise ConfigError(f"--workers {workers!r}: expected a number >= 1 or 'auto'")
+    return process_executor(
         settings,
         workers=workers,
         threads=worker_threads(workers, options.cpus_per_worker),
         devices=worker_devices(device, workers),
         input_timeout=options.input_timeout,
     )
-
-
-def run_parallel(
-    recipe: Recipe,
-    out_dir: str | Path,
-    specs: Sequence[str],
-    options: ParallelOptions,
-    *,
-    names: Sequence[str | None] | None = None,
-    grace_s: float = 10.0,
-    force: bool = False,
-    progress: bool = False,
-) -> tuple[list[JobResult], int | None]:
-    """Process ``specs`` into ``out_dir`` on worker processes or Ray actors (``options``), with the manifest
-    kept by this process; returns the results and the signal that stopped the run (or ``None``)."""
-    executor = make_executor(recipe, out_dir, options, grace_s=grace_s)
-    return run_batch(out_dir, recipe.digest(), specs, executor, names=names, force=force, progress=progress)
 
 
 def retry_specs(out_dir: str | Path) -> list[str]:

@@ -1,6 +1,6 @@
 """The manifest of an output folder: ``OUT/manifest.json``, one entry for every input ever processed into it.
 
-Entries accumulate across runs and are keyed by the input's resolved path (:func:`input_key`: symlinks
+Entries accumulate across runs and are keyed by the input's resolved path (:func:`~hrstream.runs.items.input_key`: symlinks
 followed; a URL as displayed, credentials redacted; a camera as given). Each entry holds the input's output
 name, so names stay distinct across runs too: ``sub/x.mp4`` never takes the name ``x`` that ``other/x.mp4``
 got in an earlier run (:meth:`Manifest.plan`).
@@ -18,8 +18,6 @@ For runs that report while they go (live sources: connection state, frames, drop
 
     manifest.update(key, frames=1200, drops=3, live={"state": "reconnecting", "gaps": 2})  # in memory
     manifest.flush()                     # writes if anything changed
-    manifest.autoflush(5.0)              # or: a thread writes every 5 s from now ...
-    manifest.close()                     # ... until this (which writes once more)
 """
 
 from __future__ import annotations
@@ -31,7 +29,6 @@ import re
 import socket
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -39,18 +36,10 @@ from typing import Any, Literal
 from hrstream.errors import ConfigError
 from hrstream.io import InputSpec, safe_name, write_json_atomic
 from hrstream.io.urls import is_url
+from hrstream.runs.items import Plan, WorkItem, fingerprint, input_key, output_sizes
+from hrstream.types import SourceResult
 
-__all__ = [
-    "MANIFEST_NAME",
-    "EntryStatus",
-    "JobResult",
-    "Manifest",
-    "Plan",
-    "WorkItem",
-    "fingerprint",
-    "input_key",
-    "output_sizes",
-]
+__all__ = ["MANIFEST_NAME", "EntryStatus", "Manifest"]
 
 log = logging.getLogger(__name__)
 
@@ -67,103 +56,6 @@ RunState = Literal["running", "done", "interrupted", "failed"]
 UPDATABLE = frozenset(
     {"status", "frames", "drops", "truncated", "error", "outputs", "elapsed_s", "worker", "live", "attempts"}
 )
-
-
-@dataclass
-class JobResult:
-    """The outcome of one input in one run: ``status`` ``ok`` / ``failed`` / ``interrupted``, or ``skipped``
-    (done by an earlier run with the same recipe; its outputs are unchanged). ``outputs``: kind -> path;
-    ``worker``: where it ran (``pid``, ``host``, ``device``, ``gpu_ids``), when not in the main process."""
-
-    input: str
-    status: str  # "ok" | "failed" | "interrupted" | "skipped"
-    frames: int = 0
-    drops: int = 0
-    truncated: bool = False
-    error: str | None = None
-    outputs: dict[str, str] = field(default_factory=dict)
-    elapsed_s: float = 0.0
-    fingerprint: dict[str, Any] = field(default_factory=dict)
-    name: str = ""
-    attempts: int = 1
-    worker: dict[str, Any] | None = None
-    gave_up: bool = False  # a live source that reached its reconnect limit
-    live: dict[str, Any] | None = None  # a live source's gaps, reconnects, resolution changes, segments
-
-
-@dataclass(frozen=True)
-class WorkItem:
-    """One input of a run, as the manifest planned it: ``key`` (:func:`input_key`), the expanded ``job``, its
-    output ``name`` (distinct across runs) and its ``fingerprint`` (:func:`fingerprint`)."""
-
-    key: str
-    job: InputSpec
-    name: str
-    fingerprint: dict[str, Any]
-
-    @property
-    def display(self) -> str:
-        return self.job.display
-
-    @property
-    def live(self) -> bool:
-        return self.job.kind in ("url", "camera")
-
-
-@dataclass
-class Plan:
-    """What a run does: ``items`` every input in order; ``todo`` those to process; ``skipped`` the results of
-    those done already (by ``name``); ``duplicates`` inputs named twice (processed once)."""
-
-    items: list[WorkItem]
-    todo: list[WorkItem]
-    skipped: dict[str, JobResult]
-    duplicates: list[str] = field(default_factory=list)
-
-
-def input_key(job: InputSpec) -> str:
-    """The manifest key of an input: its resolved absolute path (symlinks followed); a URL as displayed
-    (credentials redacted); a camera as given."""
-    if job.kind == "url" or is_url(job.spec):
-        return job.display
-    if job.kind == "camera":
-        return job.spec
-    return str(Path(job.spec).expanduser().resolve()) if job.spec.strip() else job.spec
-
-
-def fingerprint(job: InputSpec, recipe_digest: str) -> dict[str, Any]:
-    """``{"recipe": digest}`` plus, for files, ``size`` and ``mtime_ns`` (an image folder: the total size,
-    the newest ``mtime_ns`` and the number of images). A change in any of them reprocesses the input."""
-    fp: dict[str, Any] = {"recipe": recipe_digest}
-    try:
-        if job.kind in ("video", "image"):
-            st = os.stat(job.spec)
-            fp.update(size=st.st_size, mtime_ns=st.st_mtime_ns)
-        elif job.kind == "images":
-            stats = [os.stat(p) for p in job.paths]
-            fp.update(
-                size=sum(s.st_size for s in stats),
-                mtime_ns=max((s.st_mtime_ns for s in stats), default=0),
-                images=len(stats),
-            )
-    except OSError:
-        pass
-    return fp
-
-
-def output_sizes(outputs: Mapping[str, str]) -> dict[str, int] | None:
-    """Bytes of each output (a folder: the sum of its files), or ``None`` when one of them is missing."""
-    sizes: dict[str, int] = {}
-    for kind, path in outputs.items():
-        p = Path(path)
-        try:
-            if p.is_dir():
-                sizes[kind] = sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
-            else:
-                sizes[kind] = p.stat().st_size
-        except OSError:
-            return None
-    return sizes
 
 
 def _now() -> str:
@@ -186,8 +78,6 @@ class Manifest:
         self.runs: list[dict[str, Any]] = []
         self._lock = threading.RLock()
         self._dirty = False
-        self._ticker: threading.Thread | None = None
-        self._stop_ticker = threading.Event()
 
     # -- reading ---------------------------------------------------------------------------------------
     @classmethod
@@ -296,13 +186,13 @@ class Manifest:
                     continue
                 assert prev is not None
                 log.info("%s: %s; skipped", job.display, reason)
-                plan.skipped[name] = JobResult(
+                plan.skipped[name] = SourceResult(
                     job.display,
                     "skipped",
+                    name=name,
                     frames=int(prev.get("frames") or 0),
                     outputs=dict(prev.get("outputs") or {}),
                     fingerprint=item.fingerprint,
-                    name=name,
                 )
             return plan
 
@@ -380,7 +270,7 @@ class Manifest:
             self._dirty = True
             self.flush()
 
-    def finish(self, item: WorkItem, result: JobResult) -> None:
+    def finish(self, item: WorkItem, result: SourceResult) -> None:
         """Record how ``item`` ended and write the manifest. ``ok`` results record their outputs' sizes; an
         ``ok`` whose outputs cannot be found is recorded as ``failed``."""
         if result.status == "skipped":
@@ -420,7 +310,7 @@ class Manifest:
             if self.runs:
                 self.runs[-1].update(ended=_now(), state=state, **info)
             self._dirty = True
-        self.close()
+        self.flush()
 
     # -- live reporting --------------------------------------------------------------------------------
     def update(self, key: str, **fields: Any) -> None:
@@ -454,30 +344,6 @@ class Manifest:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             write_json_atomic(self.path, self.to_dict())
             self._dirty = False
-
-    def autoflush(self, interval_s: float) -> None:
-        """Write every ``interval_s`` seconds (in a daemon thread) until :meth:`close`."""
-        if self._ticker is not None:
-            return
-        self._stop_ticker.clear()
-
-        def tick() -> None:
-            while not self._stop_ticker.wait(interval_s):
-                try:
-                    self.flush()
-                except OSError as e:  # a full disk must not end the run; the next write tries again
-                    log.error("%s: cannot write the manifest (%s)", self.path, e)
-
-        self._ticker = threading.Thread(target=tick, name="hrstream-manifest", daemon=True)
-        self._ticker.start()
-
-    def close(self) -> None:
-        """Stop :meth:`autoflush` and write what changed."""
-        if self._ticker is not None:
-            self._stop_ticker.set()
-            self._ticker.join()
-            self._ticker = None
-        self.flush()
 
     def to_dict(self) -> dict[str, Any]:
         with self._lock:

@@ -8,13 +8,14 @@ for the run (stopped at its end). Ray's usage statistics stay off unless ``RAY_U
   each, so Ray sets the actor's ``CUDA_VISIBLE_DEVICES`` and its ``cuda`` is that GPU), else one per
   ``cpus_per_worker`` CPUs (default 2); ``workers`` sets the number instead (more actors than GPUs share
   them: each asks for ``GPUs / workers`` of one, so several keep one GPU busy). Each actor is a
-  :class:`~hrstream.runs.workers.WorkerSession`: the task prepared once, then one input at a time, with
+  :class:`~hrstream.runs.worker.WorkerSession`: the task prepared once, then one input at a time, with
   ``cpus_per_worker`` torch threads.
-* The driver loop hands each idle actor one input and waits on the calls with ``ray.wait``. An actor that
-  dies (``RayActorError``: a segfault, the OOM killer, ``os._exit``, a lost node) costs its current input:
-  that input is tried again on a new actor (at most 2 tries), then marked failed with the cause; a new actor
-  takes the dead one's place. An input that runs past ``input_timeout`` has its actor killed (``ray.kill``)
-  and fails. Only the driver writes the manifest.
+* The driver runs the same :class:`~hrstream.runs.scheduler.Scheduler` as worker processes (dispatch, a lost
+  actor's input retried once, the per-input timeout, stop); :class:`RayPool` is how it starts actors and
+  sees their calls end with ``ray.wait``: ``RayActorError`` means the actor died (a segfault, the OOM killer,
+  ``os._exit``, a lost node), ``RayTaskError`` that hrstream's own code raised for the input (it fails, the
+  actor lives). Every second the driver asks each busy actor for its progress and counters (the run's one
+  metrics endpoint covers them). Only the driver writes the manifest.
 * Paths: inputs and ``--out`` must be reachable at the same path from every node (a shared file system);
   actors read the inputs and write the outputs there, the driver writes ``manifest.json``. Every node needs
   hrstream and the model weights (or their cache, ``$HRSTREAM_HOME``) installed.
@@ -29,18 +30,19 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from hrstream.errors import ConfigError, HrstreamError
-from hrstream.runs.batch import RunEvents
-from hrstream.runs.manifest import JobResult, WorkItem
-from hrstream.runs.workers import MAX_ATTEMPTS, WorkerSession, WorkerSettings, refuse_live
-from hrstream.runtime import StopOnSignals
+from hrstream.runs.items import WorkItem
+from hrstream.runs.lifecycle import RunEvents
+from hrstream.runs.scheduler import PoolEvent, Scheduler, refuse_live
+from hrstream.runs.worker import WorkerSession, WorkerSettings
+from hrstream.runtime.counters import RunCounters
+from hrstream.types import SourceResult
 
-__all__ = ["RayExecutor", "actor_plan", "import_ray"]
+__all__ = ["RayExecutor", "RayPool", "actor_plan", "import_ray"]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,8 @@ log = logging.getLogger(__name__)
 DEFAULT_CPUS_PER_WORKER = 2
 #: Seconds to wait for the first actor to be ready (its node may be starting).
 READY_TIMEOUT_S = 600.0
+#: Seconds between the driver's progress questions to a busy actor.
+PROGRESS_S = 1.0
 
 
 def import_ray() -> Any:
@@ -89,7 +93,7 @@ def actor_plan(
 
 
 class _RayWorker:
-    """The actor: a :class:`WorkerSession` (made a Ray actor class by :class:`RayExecutor`)."""
+    """The actor: a :class:`WorkerSession` (made a Ray actor class by :class:`RayPool`)."""
 
     def __init__(self, settings: WorkerSettings, threads: int) -> None:
         logging.basicConfig(level=settings.log_level, format="%(levelname)s %(message)s")
@@ -98,6 +102,7 @@ class _RayWorker:
         install_redaction()
         self._error: tuple[str, int] | None = None
         self.session: WorkerSession | None = None
+        self._frames = 0
         try:
             import ray
 
@@ -114,9 +119,19 @@ class _RayWorker:
             return ("setup_failed", message, code)
         return ("ready", self.session.info)
 
-    def process(self, item: WorkItem, attempt: int) -> JobResult:
+    def process(self, item: WorkItem, attempt: int) -> SourceResult:
         assert self.session is not None
-        return self.session.process(item, attempt=attempt)
+        self._frames = 0
+
+        def progress(frames: int, counters: dict[str, Any]) -> None:
+            self._frames = frames
+
+        return self.session.process(item, attempt=attempt, progress=progress)
+
+    def progress(self) -> tuple[int, dict[str, Any]]:
+        """Frames written of the input in progress, and the actor's counters (answered while it runs)."""
+        assert self.session is not None
+        return self._frames, self.session.snapshot()
 
     def stop(self) -> None:
         if self.session is not None:
@@ -125,15 +140,15 @@ class _RayWorker:
 
 @dataclass(eq=False)
 class _Actor:
-    index: int
     handle: Any
-    info: dict[str, Any] | None = None
-    item: WorkItem | None = None
-    attempt: int = 0
-    since: float = 0.0
-    ref: Any = None  # the pending ready() or process() call
-    told: bool = False
-    spawned: float = field(default_factory=time.monotonic)
+    ready_ref: Any = None  # the pending ready() call
+    call_ref: Any = None  # the pending process() call
+    key: str | None = None  # the input of call_ref
+    progress_ref: Any = None
+    asked: float = 0.0
+    alive: bool = True
+    killed: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _actor_cause(error: BaseException) -> str:
@@ -145,13 +160,104 @@ def _actor_cause(error: BaseException) -> str:
     return (text.strip().splitlines() or ["no detail"])[0]
 
 
-class RayExecutor:
-    """Processes a run's inputs on Ray actors (the :class:`~hrstream.runs.batch.Executor` protocol; see the
-    module's docstring).
+class RayPool:
+    """Ray actors, one :class:`WorkerSession` each (the scheduler's :class:`~hrstream.runs.scheduler.WorkerPool`).
+
+    Args:
+        ray: the ``ray`` module (initialised).
+        actor_class: :class:`_RayWorker` made a Ray actor class with the resources each actor asks for.
+        settings: what each actor needs; ``threads``: torch threads per actor.
+    """
+
+    noun = "actor"
+    nouns = "Ray actors"
+    flag = "--executor ray"
+
+    def __init__(self, ray: Any, actor_class: Any, settings: WorkerSettings, threads: int) -> None:
+        self.ray = ray
+        self.actor_class = actor_class
+        self.settings = settings
+        self.threads = threads
+
+    def spawn(self, index: int) -> _Actor:
+        handle = self.actor_class.remote(self.settings, self.threads)
+        return _Actor(handle, ready_ref=handle.ready.remote())
+
+    def send(self, actor: _Actor, item: WorkItem, attempt: int) -> None:
+        actor.call_ref, actor.key, actor.asked = (
+            actor.handle.process.remote(item, attempt),
+            item.key,
+            time.monotonic(),
+        )
+
+    def tell(self, actor: _Actor, what: Literal["stop", "abort"]) -> None:
+        actor.handle.stop.remote()
+
+    def kill(self, actor: _Actor) -> None:
+        actor.killed = True
+        self.ray.kill(actor.handle, no_restart=True)
+
+    def wait(self, actors: Sequence[_Actor], timeout: float) -> list[PoolEvent]:
+        now = time.monotonic()
+        for a in actors:  # ask the busy ones how far they are
+            if a.call_ref is not None and a.progress_ref is None and now - a.asked >= PROGRESS_S:
+                a.progress_ref, a.asked = a.handle.progress.remote(), now
+        refs = {}
+        for a in actors:
+            for ref in (a.ready_ref, a.call_ref, a.progress_ref):
+                if ref is not None:
+                    refs[ref] = a
+        if not refs:
+            time.sleep(timeout)
+            return []
+        done, _ = self.ray.wait(list(refs), num_returns=len(refs), timeout=timeout)
+        out: list[PoolEvent] = []
+        for ref in done:
+            a = refs[ref]
+            if a.alive:
+                out.extend(self._collect(a, ref))
+        return out
+
+    def _collect(self, a: _Actor, ref: Any) -> list[PoolEvent]:
+        from ray.exceptions import RayActorError, RayTaskError
+
+        which = "ready" if ref is a.ready_ref else "call" if ref is a.call_ref else "progress"
+        if which == "ready":
+            a.ready_ref = None
+        elif which == "call":
+            a.call_ref = None
+        else:
+            a.progress_ref = None
+        try:
+            value = self.ray.get(ref)
+        except RayActorError as e:
+            a.alive = False
+            return [PoolEvent("lost", a, "killed" if a.killed else _actor_cause(e))]
+        except RayTaskError as e:  # an exception in hrstream's own code, not a crash
+            if which == "ready":
+                raise HrstreamError(f"a Ray actor failed while starting: {e}") from None
+            if which == "progress":
+                return []
+            return [PoolEvent("error", a, str(e).strip().splitlines()[-1])]
+        if which == "ready":
+            kind = "ready" if value[0] == "ready" else "setup_failed"
+            return [PoolEvent(kind, a, value[1] if kind == "ready" else (value[1], value[2]))]
+        if which == "progress":
+            frames, counters = value
+            return [PoolEvent("progress", a, (a.key, frames, counters))] if a.call_ref is not None else []
+        return [PoolEvent("done", a, (a.key, value))]
+
+    def close(self, actors: Sequence[_Actor]) -> None:
+        for a in actors:
+            self.ray.kill(a.handle, no_restart=True)
+
+
+class RayExecutor(Scheduler):
+    """``--executor ray``: the :class:`~hrstream.runs.scheduler.Scheduler` over a :class:`RayPool` on the cluster
+    at ``address`` (``None``: ``RAY_ADDRESS``, else a local cluster for the run, stopped at its end).
 
     Args:
         settings: what each actor needs (``settings.out_dir`` must be reachable from every node).
-        address: the cluster (``--ray-address``); ``None``: ``RAY_ADDRESS``, else a local cluster for the run.
         workers: how many actors (default: :func:`actor_plan`).
         cpus_per_worker: CPUs (and torch threads) per actor.
         input_timeout: seconds an input may take before its actor is killed (``None``: no limit).
@@ -168,21 +274,19 @@ class RayExecutor:
         cpus_per_worker: int | None = None,
         input_timeout: float | None = None,
     ) -> None:
+        super().__init__(
+            None,  # type: ignore[arg-type]  (the pool is made when the cluster is known)
+            workers=workers or 1,
+            grace_s=settings.grace_s,
+            input_timeout=input_timeout,
+            ready_timeout_s=READY_TIMEOUT_S,
+        )
         self.settings = settings
         self.address = address or os.environ.get("RAY_ADDRESS") or "local"
-        self.workers = workers
+        self.requested_workers = workers
         self.cpus_per_worker = cpus_per_worker
-        self.input_timeout = input_timeout
-        self._stop_requested = False
-        self._abort_requested = False
 
-    def request_stop(self) -> None:
-        self._stop_requested = True
-
-    def abort(self) -> None:
-        self._stop_requested = self._abort_requested = True
-
-    def execute(self, items: Sequence[WorkItem], events: RunEvents) -> int | None:
+    def execute(self, items: Sequence[WorkItem], events: RunEvents, counters: RunCounters) -> None:
         refuse_live(items)
         ray = import_ray()
         started_here = not ray.is_initialized()
@@ -192,194 +296,14 @@ class RayExecutor:
             n, options = actor_plan(
                 ray.cluster_resources(),
                 device=self.settings.recipe.runtime.device,
-                workers=self.workers,
+                workers=self.requested_workers,
                 cpus_per_worker=self.cpus_per_worker,
             )
             log.info("Ray: %d actor(s), each %s", n, options)
-            actor_class = ray.remote(max_concurrency=2, max_restarts=0, **options)(_RayWorker)
-            threads = max(1, int(options["num_cpus"]))
-            with StopOnSignals(self) as sig:
-                _DriverLoop(ray, actor_class, self, threads, events).run(items, min(n, len(items)))
+            actor_class = ray.remote(max_concurrency=3, max_restarts=0, **options)(_RayWorker)
+            self.pool = RayPool(ray, actor_class, self.settings, max(1, int(options["num_cpus"])))
+            self.workers = n
+            super().execute(items, events, counters)
         finally:
             if started_here:
                 ray.shutdown()
-        return sig.signum
-
-
-class _DriverLoop:
-    """The driver's loop over ``ray.wait``: hands out inputs, replaces dead actors, enforces time limits."""
-
-    def __init__(
-        self, ray: Any, actor_class: Any, owner: RayExecutor, threads: int, events: RunEvents
-    ) -> None:
-        self.ray = ray
-        self.actor_class = actor_class
-        self.owner = owner
-        self.threads = threads
-        self.events = events
-        self.actors: list[_Actor] = []
-        self.todo: deque[tuple[WorkItem, int]] = deque()
-        self.setup_deaths = 0
-        self.next_index = 0
-        self.started = time.monotonic()
-        self.stop_at: float | None = None
-
-    def run(self, items: Sequence[WorkItem], n: int) -> None:
-        self.todo.extend((item, 1) for item in items)
-        try:
-            for _ in range(n):
-                self._spawn()
-            while self.actors and (self.todo or self._busy()):
-                if self.owner._stop_requested:
-                    self.todo.clear()  # never started: they stay pending in the manifest
-                    self._tell_busy()
-                else:
-                    self._dispatch()
-                self._wait(0.2)
-                self._check_time()
-        finally:
-            for a in self.actors:
-                if a.item is not None:
-                    self.events.finished(a.item, JobResult(a.item.display, "interrupted", attempts=a.attempt))
-                self.ray.kill(a.handle, no_restart=True)
-            self.actors = []
-
-    def _busy(self) -> bool:
-        return any(a.item is not None for a in self.actors)
-
-    def _spawn(self) -> None:
-        handle = self.actor_class.remote(self.owner.settings, self.threads)
-        actor = _Actor(self.next_index, handle)
-        self.next_index += 1
-        actor.ref = handle.ready.remote()
-        self.actors.append(actor)
-
-    def _dispatch(self) -> None:
-        for a in self.actors:
-            if not self.todo:
-                return
-            if a.info is None or a.item is not None:
-                continue
-            item, attempt = self.todo.popleft()
-            self.events.started(item, attempt=attempt, worker=a.info)
-            a.item, a.attempt, a.since = item, attempt, time.monotonic()
-            a.ref = a.handle.process.remote(item, attempt)
-
-    def _wait(self, timeout: float) -> None:
-        refs = [a.ref for a in self.actors if a.ref is not None]
-        if not refs:
-            time.sleep(timeout)
-            return
-        done, _ = self.ray.wait(refs, num_returns=1, timeout=timeout)
-        for ref in done:
-            actor = next((a for a in self.actors if a.ref == ref), None)
-            if actor is not None:
-                actor.ref = None
-                self._collect(actor, ref)
-
-    def _collect(self, a: _Actor, ref: Any) -> None:
-        from ray.exceptions import RayActorError, RayTaskError
-
-        try:
-            value = self.ray.get(ref)
-        except RayActorError as e:
-            self._lost(a, _actor_cause(e))
-            return
-        except RayTaskError as e:  # an exception in hrstream's own code, not a crash: this input fails
-            if a.item is None:
-                raise HrstreamError(f"a Ray actor failed while starting: {e}") from None
-            item, a.item = a.item, None
-            error = f"{item.display}: failed in its actor ({str(e).strip().splitlines()[-1]})"
-            log.error("%s", error)
-            self.events.finished(item, JobResult(item.display, "failed", error=error, attempts=a.attempt))
-            return
-        if a.info is None:  # the answer of ready()
-            if value[0] == "setup_failed":
-                err = HrstreamError(value[1])
-                err.exit_code = int(value[2])
-                raise err
-            a.info = dict(value[1], worker=a.index, start_s=round(time.monotonic() - a.spawned, 3))
-            self.setup_deaths = 0
-            log.info(
-                "actor %d ready (pid %d on %s, %s, GPUs %s, %.1f s to start)",
-                a.index,
-                a.info["pid"],
-                a.info["host"],
-                a.info["device"],
-                a.info.get("gpu_ids") or "none",
-                a.info["start_s"],
-            )
-            self.events.worker_ready(a.info)
-            return
-        item, a.item = a.item, None
-        if item is not None:
-            self.events.finished(item, value)
-
-    def _lost(self, a: _Actor, cause: str) -> None:
-        self.actors.remove(a)
-        if a.info is None:
-            self.setup_deaths += 1
-            log.error("actor %d died while starting (%s)", a.index, cause)
-            if self.setup_deaths >= 3:
-                raise HrstreamError(
-                    f"Ray actors die while starting ({cause}); run without --executor ray to see why"
-                )
-        item = a.item
-        if item is not None:
-            if a.told:
-                self.events.finished(
-                    item, JobResult(item.display, "interrupted", attempts=a.attempt, worker=a.info)
-                )
-            elif a.attempt < MAX_ATTEMPTS:
-                log.warning(
-                    "%s: its actor died (%s); trying it again (attempt %d of %d)",
-                    item.display,
-                    cause,
-                    a.attempt + 1,
-                    MAX_ATTEMPTS,
-                )
-                self.todo.appendleft((item, a.attempt + 1))
-            else:
-                error = f"{item.display}: its actor died on each of {a.attempt} attempts (last: {cause})"
-                log.error("%s", error)
-                self.events.finished(
-                    item, JobResult(item.display, "failed", error=error, attempts=a.attempt, worker=a.info)
-                )
-        if not self.owner._stop_requested and (self.todo or self._busy()):
-            self._spawn()
-
-    def _check_time(self) -> None:
-        now = time.monotonic()
-        if not any(a.info is not None for a in self.actors) and now - self.started > READY_TIMEOUT_S:
-            raise HrstreamError(
-                f"no Ray actor became ready within {READY_TIMEOUT_S:.0f} s; does the cluster have the resources?"
-            )
-        timeout = self.owner.input_timeout
-        for a in list(self.actors):
-            if a.item is None:
-                continue
-            if self.stop_at is not None and now > self.stop_at:
-                log.warning("%s: did not drain in time; killing its actor", a.item.display)
-                self.ray.kill(a.handle, no_restart=True)
-            elif timeout is not None and not a.told and now - a.since > timeout:
-                item, a.item = a.item, None
-                error = (
-                    f"{item.display}: timed out after {timeout:g} s (--input-timeout); its actor was killed"
-                )
-                log.error("%s", error)
-                self.ray.kill(a.handle, no_restart=True)
-                self.actors.remove(a)
-                self.events.finished(
-                    item, JobResult(item.display, "failed", error=error, attempts=a.attempt, worker=a.info)
-                )
-                if self.todo or self._busy():
-                    self._spawn()
-
-    def _tell_busy(self) -> None:
-        grace = self.owner.settings.grace_s if not self.owner._abort_requested else 2.0
-        deadline = time.monotonic() + grace
-        self.stop_at = deadline if self.stop_at is None else min(self.stop_at, deadline)
-        for a in self.actors:
-            if a.item is not None and not a.told:
-                a.told = True
-                a.handle.stop.remote()

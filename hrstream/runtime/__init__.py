@@ -14,7 +14,7 @@ from hrstream.runtime.engine import (
     resolve_device,
     usable_cpu_count,
 )
-from hrstream.runtime.queues import BoundedQueue, LeakyQueue, QueueAborted, QueueClosed, QueueStats
+from hrstream.runtime.queues import BoundedQueue, QueueAborted, QueueClosed, QueueStats
 from hrstream.runtime.signals import StopOnSignals, Stoppable
 from hrstream.runtime.stages import Pipeline, PipelineStats, StageStats
 
@@ -24,7 +24,6 @@ __all__ = [
     "BoundedQueue",
     "InferenceEngine",
     "InferenceHandle",
-    "LeakyQueue",
     "Pipeline",
     "PipelineStats",
     "QueueAborted",

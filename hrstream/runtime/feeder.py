@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hrstream.errors import InputError, SourceGaveUp
+from hrstream.runtime.counters import RunCounters, SourceCounters
 from hrstream.runtime.markers import EndStatus, LiveEvent, SourceEnded, SourceStarted
 from hrstream.runtime.mux import SourceMux
 from hrstream.runtime.queues import QueueAborted, QueueClosed
@@ -50,11 +51,11 @@ class SourceJob:
 @dataclass(eq=False)
 class _Reader:
     job: SourceJob
+    counters: SourceCounters
     stop: threading.Event = field(default_factory=threading.Event)
     source: Any = None
     thread: threading.Thread | None = None
     gave_up: bool = False
-    frames: int = 0
 
     def interrupt(self) -> None:
         self.stop.set()
@@ -68,15 +69,19 @@ class SourceFeeder:
 
     Args:
         mux: the pipeline's input.
+        counters: where each source's frames in, drops and state are counted.
         streams: files decoded at a time (live sources always all run).
         file_buffer: frames a file's lane holds (its decode thread waits while it is full).
         live_buffer: frames a live lane holds before its oldest is dropped.
     """
 
-    def __init__(self, mux: SourceMux, *, streams: int, file_buffer: int, live_buffer: int) -> None:
+    def __init__(
+        self, mux: SourceMux, counters: RunCounters, *, streams: int, file_buffer: int, live_buffer: int
+    ) -> None:
         if streams < 1:
             raise ValueError(f"streams must be >= 1, got {streams}")
         self.mux = mux
+        self.counters = counters
         self.streams = int(streams)
         self.file_buffer = int(file_buffer)
         self.live_buffer = int(live_buffer)
@@ -117,22 +122,6 @@ class SourceFeeder:
         with self._lock:
             return set(self._readers)
 
-    def frames_in(self) -> dict[str, int]:
-        """Frames decoded so far, per source (of the sources started in this run)."""
-        with self._lock:
-            return {sid: r.frames for sid, r in self._readers.items()}
-
-    def states(self) -> dict[str, str]:
-        """The state of each source being read: a live source's own (``connected``, ``reconnecting`` ...),
-        ``reading`` for a file, ``ended`` once its thread is done."""
-        with self._lock:
-            readers = dict(self._readers)
-        out = {}
-        for sid, r in readers.items():
-            done = r.thread is not None and not r.thread.is_alive()
-            out[sid] = "ended" if done else str(getattr(r.source, "state", "reading"))
-        return out
-
     def join(self, timeout: float | None = None) -> None:
         if self._scheduler is not None:
             self._scheduler.join(timeout)
@@ -161,7 +150,7 @@ class SourceFeeder:
             self.mux.seal()
 
     def _launch(self, job: SourceJob) -> None:
-        reader = _Reader(job)
+        reader = _Reader(job, self.counters.source(job.source_id, live=job.live))
         reader.thread = threading.Thread(
             target=self._read, args=(reader,), name=f"hrstream-decode:{job.source_id}", daemon=True
         )
@@ -186,15 +175,19 @@ class SourceFeeder:
             if reader.stop.is_set():
                 reader.interrupt()
             maxsize = self.live_buffer if job.live else self.file_buffer
-            self.mux.add(sid, maxsize=maxsize, leaky=job.live)
+            counters = reader.counters
+            self.mux.add(sid, maxsize=maxsize, leaky=job.live, counters=counters)
             self.mux.put(sid, SourceStarted(sid, reader.source.info))
             started = True
+            counters.state = "live" if job.live else "reading"
+            if hasattr(reader.source, "state"):
+                counters.state_of = lambda src=reader.source: src.state
             for frame in reader.source:
                 if reader.stop.is_set():
                     break
                 self._events(reader)  # a gap, a reconnect, a new size: before the frame that follows it
                 self.mux.put(sid, FrameResult(frame))
-                reader.frames += 1
+                counters.frames_in += 1
             if reader.stop.is_set():
                 status = "interrupted"
         except (QueueAborted, QueueClosed):
@@ -229,6 +222,10 @@ class SourceFeeder:
             warnings = tuple(getattr(src, "warnings", ()))
         if error is not None:
             (log.error if status == "failed" else log.warning)("%s", error)
+        reader.counters.state_of = None
+        reader.counters.state = (
+            "gave_up" if reader.gave_up else ("stopped" if status == "interrupted" else "ended")
+        )
         marker = SourceEnded(
             sid,
             status,
@@ -236,7 +233,6 @@ class SourceFeeder:
             started=started,
             gave_up=reader.gave_up,
             truncated=truncated,
-            drops=self.mux.drops(sid),
             warnings=warnings,
         )
         self.mux.end(sid, marker)

@@ -20,6 +20,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from hrstream.runtime.counters import SourceCounters
 from hrstream.runtime.markers import Marker
 from hrstream.runtime.queues import QueueAborted, QueueClosed
 
@@ -36,7 +37,6 @@ class LaneStats:
     depth: int
     max_depth: int
     puts: int
-    drops: int
 
 
 @dataclass(eq=False)
@@ -44,10 +44,10 @@ class _Lane:
     source_id: str
     maxsize: int
     leaky: bool
+    counters: SourceCounters | None = None
     items: deque[Any] = field(default_factory=deque)
     ended: bool = False
     puts: int = 0
-    drops: int = 0
     max_depth: int = 0
     unreported_drops: int = 0  # dropped since the last item taken: added to that item's dropped_before
 
@@ -73,8 +73,11 @@ class SourceMux:
         self._aborted = False
 
     # -- producers -----------------------------------------------------------------------------------
-    def add(self, source_id: str, *, maxsize: int, leaky: bool) -> None:
-        """Open a lane for ``source_id`` holding at most ``maxsize`` frames."""
+    def add(
+        self, source_id: str, *, maxsize: int, leaky: bool, counters: SourceCounters | None = None
+    ) -> None:
+        """Open a lane for ``source_id`` holding at most ``maxsize`` frames; its drops are counted in
+        ``counters.drops`` too (the run's one count of them)."""
         if maxsize < 1:
             raise ValueError(f"lane '{source_id}': maxsize must be >= 1, got {maxsize}")
         with self._lock:
@@ -84,7 +87,7 @@ class SourceMux:
                 raise QueueClosed(source_id)
             if source_id in self._lanes:
                 raise ValueError(f"source '{source_id}' already has a lane")
-            self._lanes[source_id] = _Lane(source_id, int(maxsize), bool(leaky))
+            self._lanes[source_id] = _Lane(source_id, int(maxsize), bool(leaky), counters)
             self._turn.append(source_id)
 
     def put(self, source_id: str, item: Any, timeout: float | None = None) -> None:
@@ -122,8 +125,9 @@ class SourceMux:
         for i, it in enumerate(lane.items):
             if not isinstance(it, Marker):
                 del lane.items[i]
-                lane.drops += 1
                 lane.unreported_drops += 1
+                if lane.counters is not None:
+                    lane.counters.drops += 1
                 return
 
     def end(self, source_id: str, marker: Marker | None = None) -> None:
@@ -206,12 +210,6 @@ class SourceMux:
             raise StopIteration from None
 
     # -- inspection ----------------------------------------------------------------------------------
-    def drops(self, source_id: str) -> int:
-        """Frames dropped so far from ``source_id``'s lane (0 once the lane is gone)."""
-        with self._lock:
-            lane = self._lanes.get(source_id)
-            return 0 if lane is None else lane.drops
-
     def stats(self) -> list[LaneStats]:
         """A snapshot of every lane, readable from any thread."""
         with self._lock:
@@ -223,7 +221,6 @@ class SourceMux:
                     len(lane.items),
                     lane.max_depth,
                     lane.puts,
-                    lane.drops,
                 )
                 for lane in self._lanes.values()
             ]

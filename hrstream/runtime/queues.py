@@ -1,13 +1,9 @@
 """Bounded queues that can be closed (end of stream) and aborted (tear-down).
 
-Two flavours join the stages of a :class:`~hrstream.runtime.stages.Pipeline`:
-
-* :class:`BoundedQueue` blocks producers while full: backpressure, nothing is ever lost (files).
-* :class:`LeakyQueue` never blocks producers: when full it drops the **oldest** item and counts the drop
-  (live sources, where a fresh frame is worth more than an old one).
-
-Both wake every blocked thread promptly on :meth:`BoundedQueue.abort`, so no stage can wait forever on a
-neighbour that died. Timeouts raise the standard library's :class:`queue.Full` / :class:`queue.Empty`.
+:class:`BoundedQueue` joins the stages of a :class:`~hrstream.runtime.stages.Pipeline`: it blocks producers
+while full (backpressure, nothing is ever lost; live sources drop their oldest frames earlier, in their own
+input lanes: :class:`~hrstream.runtime.mux.SourceMux`) and wakes every blocked thread promptly on
+:meth:`BoundedQueue.abort`, so no stage can wait forever on a neighbour that died. Timeouts raise the standard library's :class:`queue.Full` / :class:`queue.Empty`.
 """
 
 from __future__ import annotations
@@ -16,11 +12,10 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["BoundedQueue", "LeakyQueue", "QueueAborted", "QueueClosed", "QueueStats"]
+__all__ = ["BoundedQueue", "QueueAborted", "QueueClosed", "QueueStats"]
 
 
 class QueueClosed(Exception):
@@ -33,14 +28,13 @@ class QueueAborted(Exception):
 
 @dataclass(frozen=True)
 class QueueStats:
-    """A snapshot of a queue: current and highest depth, items put, items dropped (leaky only)."""
+    """A snapshot of a queue: current and highest depth, items put."""
 
     name: str
     maxsize: int
     depth: int
     max_depth: int
     puts: int
-    drops: int
 
 
 class BoundedQueue:
@@ -64,7 +58,6 @@ class BoundedQueue:
         self._aborted = False
         self._max_depth = 0
         self._puts = 0
-        self._drops = 0
 
     # -- producer side -------------------------------------------------------------------------------
     def put(self, item: Any, timeout: float | None = None) -> None:
@@ -154,49 +147,11 @@ class BoundedQueue:
     def aborted(self) -> bool:
         return self._aborted
 
-    @property
-    def drops(self) -> int:
-        """Items dropped so far (always 0 for a lossless queue)."""
-        with self._lock:
-            return self._drops
-
     def stats(self) -> QueueStats:
         """A consistent snapshot, readable from any thread at any time."""
         with self._lock:
-            return QueueStats(
-                self.name, self.maxsize, len(self._items), self._max_depth, self._puts, self._drops
-            )
+            return QueueStats(self.name, self.maxsize, len(self._items), self._max_depth, self._puts)
 
     def __repr__(self) -> str:
         s = self.stats()
-        return f"{type(self).__name__}({self.name!r}, depth={s.depth}/{s.maxsize}, drops={s.drops})"
-
-
-class LeakyQueue(BoundedQueue):
-    """A :class:`BoundedQueue` whose ``put`` never blocks: when full, the oldest item is dropped.
-
-    Args:
-        maxsize: capacity, >= 1.
-        name: shown in stats and logs.
-        on_drop: called with each dropped item, outside the queue's lock, on the producer's thread
-            (keep it quick), for example to count drops per source.
-    """
-
-    def __init__(
-        self, maxsize: int, *, name: str = "queue", on_drop: Callable[[Any], None] | None = None
-    ) -> None:
-        super().__init__(maxsize, name=name)
-        self._on_drop = on_drop
-
-    def put(self, item: Any, timeout: float | None = None) -> None:
-        """Append ``item`` at once, dropping the oldest queued item if full (``timeout`` is ignored)."""
-        dropped: list[Any] = []
-        with self._lock:
-            self._check_open()
-            while len(self._items) >= self.maxsize:
-                dropped.append(self._items.popleft())
-                self._drops += 1
-            self._append(item)
-        if self._on_drop is not None:
-            for old in dropped:
-                self._on_drop(old)
+        return f"{type(self).__name__}({self.name!r}, depth={s.depth}/{s.maxsize})"

@@ -4,7 +4,7 @@ Build one with chained calls, then :meth:`Pipeline.run` it in the calling thread
 
     stats = (
         Pipeline("pose")
-        .source("decode", frames, queue_size=8, leaky=live)
+        .source("decode", frames, queue_size=8)
         .map("detect", detector_stage)
         .batch("batch", max_batch=16, max_wait_s=0.02, weight=lambda f: len(f.boxes))
         .map("infer", infer_batch, many=True)
@@ -23,13 +23,16 @@ Guarantees:
 * markers (:mod:`hrstream.runtime.markers`: a source started / ended) pass every stage in order with the items
   around them: a map stage's ``on_marker(marker)`` (when it has one) is called first and may return items to
   emit before the marker (what it held back); a batch stage emits its open batch first; the sink's
-  ``on_marker`` is called.
+  ``on_marker`` is called;
+* a map stage holding items back (``idle()``: an overlapped inference stage) emits them when nothing has come
+  in for ``idle_s`` seconds, so a source that stalls or ends has its last frames written at once.
 
 Stage callables:
 
 * **map**: a function ``fn(item) -> item`` (``many=False``), ``fn(item) -> iterable of 0..n items``
   (``many=True``), or a stateful object with ``process(item) -> iterable`` and optional
-  ``finish() -> iterable`` (called at end of stream, not on abort) and ``close()`` (always called).
+  ``finish() -> iterable`` (called at end of stream, not on abort), ``idle() -> iterable`` (called when
+  the input has been empty for ``idle_s``) and ``close()`` (always called).
   A stage runs on exactly one thread, so its state needs no lock.
 * **batch**: see :class:`~hrstream.runtime.batcher.Batcher`; emits ``list``s of items. A partial batch
   goes out when its deadline passes and no item is waiting in the input queue.
@@ -50,7 +53,7 @@ from typing import Any, Literal
 from hrstream.errors import StageError
 from hrstream.runtime.batcher import Batcher
 from hrstream.runtime.markers import Marker
-from hrstream.runtime.queues import BoundedQueue, LeakyQueue, QueueAborted, QueueClosed, QueueStats
+from hrstream.runtime.queues import BoundedQueue, QueueAborted, QueueClosed, QueueStats
 
 __all__ = ["Pipeline", "PipelineStats", "StageStats"]
 
@@ -75,15 +78,11 @@ class StageStats:
 
 @dataclass(frozen=True)
 class PipelineStats:
-    """What :meth:`Pipeline.run` returns. ``drops`` sums the drops of all leaky queues."""
+    """What :meth:`Pipeline.run` returns."""
 
     outcome: Outcome
     elapsed_s: float
     stages: list[StageStats] = field(default_factory=list)
-
-    @property
-    def drops(self) -> int:
-        return sum(s.out_queue.drops for s in self.stages if s.out_queue is not None)
 
     def stage(self, name: str) -> StageStats:
         """The stats of the stage called ``name``."""
@@ -107,6 +106,7 @@ class _Stage:
         self.busy_s = 0.0
         self.thread: threading.Thread | None = None
         self.drain = False  # source: keep reading after a stop request until the source itself ends
+        self.idle_s: float | None = None  # map: call target.idle() after this long without input
 
     def emit(self, items: Iterable[Any]) -> None:
         assert self.out is not None
@@ -150,9 +150,7 @@ class Pipeline:
         self._started = False
 
     # -- building ------------------------------------------------------------------------------------
-    def _add(
-        self, name: str, kind: StageKind, target: Any, queue_size: int, leaky: bool, on_drop: Any
-    ) -> Pipeline:
+    def _add(self, name: str, kind: StageKind, target: Any, queue_size: int) -> Pipeline:
         if self._started:
             raise RuntimeError(f"pipeline '{self.name}' already ran; build a new one")
         if any(s.name == name for s in self._stages):
@@ -161,14 +159,7 @@ class Pipeline:
             raise ValueError(f"pipeline '{self.name}': the source must be the first stage, and only it")
         if self._stages and self._stages[-1].kind == "sink":
             raise ValueError(f"pipeline '{self.name}': no stage may follow the sink")
-        out: BoundedQueue | None = None
-        if kind != "sink":
-            qname = f"{name}.out"
-            out = (
-                LeakyQueue(queue_size, name=qname, on_drop=on_drop)
-                if leaky
-                else BoundedQueue(queue_size, name=qname)
-            )
+        out = None if kind == "sink" else BoundedQueue(queue_size, name=f"{name}.out")
         stage = _Stage(name, kind, target, out)
         if self._stages:
             stage.inq = self._stages[-1].out
@@ -181,33 +172,33 @@ class Pipeline:
         items: Iterable[Any],
         *,
         queue_size: int = 8,
-        leaky: bool = False,
-        on_drop: Callable[[Any], None] | None = None,
         on_stop: Callable[[], None] | None = None,
         drain: bool = False,
     ) -> Pipeline:
         """The first stage: reads ``items`` into a queue of ``queue_size``.
 
-        ``leaky=True`` (live sources) drops the oldest queued item when the pipeline falls behind and
-        calls ``on_drop(item)``; ``on_stop`` is called on stop/abort to interrupt a blocking read.
-        ``drain=True``: ``items`` stops its own intake when ``on_stop`` tells it to and ends after what it
+        ``on_stop`` is called on stop/abort to interrupt a blocking read. ``drain=True``: ``items`` stops its own intake when ``on_stop`` tells it to and ends after what it
         holds (a :class:`~hrstream.runtime.mux.SourceMux`), so a stop request reads on until it ends.
         """
         if on_stop is not None:
             self._on_stop.append(on_stop)
-        self._add(name, "source", items, queue_size, leaky, on_drop)
+        self._add(name, "source", items, queue_size)
         self._stages[-1].drain = drain
         return self
 
     def map(
-        self, name: str, fn: Any, *, many: bool = False, queue_size: int = 4, leaky: bool = False
+        self, name: str, fn: Any, *, many: bool = False, queue_size: int = 4, idle_s: float = 0.1
     ) -> Pipeline:
-        """A transform stage; see the module docstring for the forms ``fn`` may take."""
+        """A transform stage; see the module docstring for the forms ``fn`` may take. ``idle_s``: with an
+        ``idle()`` method, it is called after this many seconds without input."""
         if not hasattr(fn, "process"):
             if not callable(fn):
                 raise TypeError(f"stage '{name}': expected a callable or an object with process()")
             fn = _FnStage(fn, many)
-        return self._add(name, "map", fn, queue_size, leaky, None)
+        self._add(name, "map", fn, queue_size)
+        if hasattr(fn, "idle"):
+            self._stages[-1].idle_s = max(0.001, float(idle_s))
+        return self
 
     def batch(
         self,
@@ -219,15 +210,13 @@ class Pipeline:
         queue_size: int = 2,
     ) -> Pipeline:
         """Groups items into lists of at most ``max_batch`` total ``weight``; see :class:`Batcher`."""
-        return self._add(
-            name, "batch", Batcher(max_batch, max_wait_s, weight=weight), queue_size, False, None
-        )
+        return self._add(name, "batch", Batcher(max_batch, max_wait_s, weight=weight), queue_size)
 
     def sink(self, name: str, sink: Any) -> Pipeline:
         """The last stage: ``sink.write(item)`` (or ``sink(item)``) per item, ``sink.close()`` at the end."""
         if not hasattr(sink, "write") and not callable(sink):
             raise TypeError(f"sink '{name}': expected an object with write() or a callable")
-        return self._add(name, "sink", sink, 1, False, None)
+        return self._add(name, "sink", sink, 1)
 
     # -- control -------------------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -267,11 +256,6 @@ class Pipeline:
     def stats(self) -> list[StageStats]:
         """Per-stage counters, readable at any time from any thread."""
         return [s.stats() for s in self._stages]
-
-    @property
-    def drops(self) -> int:
-        """Items dropped so far by leaky queues."""
-        return sum(s.out.drops for s in self._stages if s.out is not None)
 
     # -- running -------------------------------------------------------------------------------------
     def run(self, *, grace_s: float | None = None) -> PipelineStats:
@@ -376,7 +360,12 @@ class Pipeline:
         try:
             while True:
                 try:
-                    item = s.inq.get()
+                    item = s.inq.get(timeout=s.idle_s)
+                except queue.Empty:  # only with idle_s: nothing came in for that long
+                    t = time.monotonic()
+                    s.emit(list(s.target.idle()))
+                    s.busy_s += time.monotonic() - t
+                    continue
                 except QueueClosed:
                     break
                 if isinstance(item, Marker):
@@ -418,7 +407,10 @@ class Pipeline:
                 s.out.put(item)  # type: ignore[union-attr]
                 continue
             s.items_in += 1
-            s.emit(batcher.add(item))
+            t = time.monotonic()
+            done = batcher.add(item)
+            s.busy_s += time.monotonic() - t
+            s.emit(done)
         rest = batcher.flush()
         if rest is not None:
             s.emit((rest,))

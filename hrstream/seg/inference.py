@@ -24,7 +24,13 @@ import torch.nn.functional as F
 
 from hrstream.errors import ConfigError
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "SegmentationEstimator", "estimator_options_from_config"]
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "SegInputs",
+    "SegmentationEstimator",
+    "estimator_options_from_config",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +51,23 @@ class _Job:
     x1: int
     flip: bool
     windowed: bool
+    scale: int = 0
+
+
+@dataclass(eq=False)
+class SegInputs:
+    """The model inputs of a batch of frames (:meth:`SegmentationEstimator.prepare_inputs`).
+
+    Attributes:
+        sizes: each frame's ``(H, W)``.
+        chunks: the model calls: their jobs (which frame, window, flip, scale each row is) and their normalised
+            ``float32 (n, 3, h, w)`` inputs on the device.
+        windows: ``(scale index, frame) -> (h, w)`` of the scaled frames cut into windows.
+    """
+
+    sizes: list[tuple[int, int]]
+    chunks: list[tuple[list[_Job], torch.Tensor]]
+    windows: dict[tuple[int, int], tuple[int, int]]
 
 
 def window_starts(length: int, window: int, stride: int) -> list[int]:
@@ -169,58 +192,81 @@ class SegmentationEstimator:
         """Averaged logits of each frame: ``float32 (C, H, W)`` at the frame's resolution, on ``device``.
 
         ``images`` are ``uint8 (H, W, 3)`` RGB arrays; frames may differ in size. Frames (or their
-        windows) of the same input shape share model calls of up to ``max_batch`` inputs.
+        windows) of the same input shape share model calls of up to ``max_batch`` inputs:
+        :meth:`prepare_inputs`, ``model_fn`` on each of its chunks, :meth:`combine`.
         """
+        prepared = self.prepare_inputs(images)
+        return self.combine(prepared, [self.model_fn(x) for _, x in prepared.chunks])
+
+    @torch.inference_mode()
+    def prepare_inputs(self, images: Sequence[np.ndarray]) -> SegInputs:
+        """The model inputs of ``images`` (``uint8 (H, W, 3)`` RGB, any sizes): every scale, window and flip,
+        grouped by input shape into chunks of at most ``max_batch`` normalised ``float32 (n, 3, h, w)``
+        tensors on ``device``."""
         frames = [self._to_tensor(i, img) for i, img in enumerate(images)]
-        if not frames:
-            return []
         sizes = [(int(x.shape[1]), int(x.shape[2])) for x in frames]
-        sums: list[torch.Tensor | None] = [None] * len(frames)
+        prepared = SegInputs(sizes, [], {})
         flips = (False, True) if self.flip else (False,)
-        for scale in self.scales:
+        for si, scale in enumerate(self.scales):
             scaled = [self._resize_input(x, scale) for x in frames]
-            accs: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
             groups: dict[tuple[int, int], list[_Job]] = defaultdict(list)
             for i, x in enumerate(scaled):
                 h, w = int(x.shape[1]), int(x.shape[2])
                 tiles = self._tiles(h, w)
                 windowed = len(tiles) > 1
                 if windowed:
-                    accs[i] = (
-                        torch.zeros((self.num_classes, h, w), dtype=torch.float32, device=self.device),
-                        torch.zeros((1, h, w), dtype=torch.float32, device=self.device),
-                    )
+                    prepared.windows[(si, i)] = (h, w)
                 for y0, y1, x0, x1 in tiles:
                     for fl in flips:
-                        groups[(y1 - y0, x1 - x0)].append(_Job(i, y0, y1, x0, x1, fl, windowed))
+                        groups[(y1 - y0, x1 - x0)].append(_Job(i, y0, y1, x0, x1, fl, windowed, si))
             for jobs in groups.values():
                 for start in range(0, len(jobs), self.max_batch):
                     chunk = jobs[start : start + self.max_batch]
-                    batch = torch.stack([self._crop(scaled[j.frame], j) for j in chunk])
-                    logits = self._run_model(batch)
-                    for job, lg in zip(chunk, logits, strict=True):
-                        if job.flip:
-                            lg = lg.flip(-1)
-                        if job.windowed:
-                            acc, count = accs[job.frame]
-                            acc[:, job.y0 : job.y1, job.x0 : job.x1] += self._upsample(
-                                lg, (job.y1 - job.y0, job.x1 - job.x0)
-                            )
-                            count[:, job.y0 : job.y1, job.x0 : job.x1] += 1.0
-                        else:
-                            up = self._upsample(lg, sizes[job.frame])
-                            if len(flips) > 1:
-                                up = up / len(flips)
-                            elif up is lg:
-                                up = up.clone()  # not a view of the batch output
-                            sums[job.frame] = self._add(sums[job.frame], up)
-            for i, (acc, count) in accs.items():
-                sums[i] = self._add(sums[i], self._upsample(acc / count, sizes[i]))
-        out = []
+                    prepared.chunks.append(
+                        (chunk, torch.stack([self._crop(scaled[j.frame], j) for j in chunk]))
+                    )
+        return prepared
+
+    @torch.inference_mode()
+    def combine(self, prepared: SegInputs, outputs: Sequence[Any]) -> list[torch.Tensor]:
+        """Averaged logits ``float32 (C, H, W)`` of each frame of ``prepared`` from the model's outputs of its
+        chunks (in order; on any device): flips and windows averaged, upsampled to the frame, scales averaged."""
+        sizes = prepared.sizes
+        sums: list[torch.Tensor | None] = [None] * len(sizes)
+        accs: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+        nflips = 2 if self.flip else 1
+        for (jobs, batch), out in zip(prepared.chunks, outputs, strict=True):
+            logits = self._check_logits(out, int(batch.shape[0])).to(self.device)
+            for job, lg in zip(jobs, logits, strict=True):
+                if job.flip:
+                    lg = lg.flip(-1)
+                if job.windowed:
+                    key = (job.scale, job.frame)
+                    if key not in accs:
+                        h, w = prepared.windows[key]
+                        accs[key] = (
+                            torch.zeros((self.num_classes, h, w), dtype=torch.float32, device=self.device),
+                            torch.zeros((1, h, w), dtype=torch.float32, device=self.device),
+                        )
+                    acc, count = accs[key]
+                    acc[:, job.y0 : job.y1, job.x0 : job.x1] += self._upsample(
+                        lg, (job.y1 - job.y0, job.x1 - job.x0)
+                    )
+                    count[:, job.y0 : job.y1, job.x0 : job.x1] += 1.0
+                else:
+                    up = self._upsample(lg, sizes[job.frame])
+                    if nflips > 1:
+                        up = up / nflips
+                    elif up is lg:
+                        up = up.clone()  # not a view of the batch output
+                    sums[job.frame] = self._add(sums[job.frame], up)
+        for (_, i), (acc, count) in accs.items():
+            sums[i] = self._add(sums[i], self._upsample(acc / count, sizes[i]))
+        out_logits = []
         for s in sums:
             assert s is not None  # every frame got at least one job
-            out.append(s / len(self.scales) if len(self.scales) > 1 else s)
-        return out
+            out_logits.append(s / len(self.scales) if len(self.scales) > 1 else s)
+        return out_logits
 
     def input_size(self, width: int, height: int, scale: float = 1.0) -> tuple[int, int]:
         """``(w, h)`` of the network input for a ``width x height`` frame at ``scale`` (before windows)."""
@@ -271,15 +317,13 @@ class SegmentationEstimator:
         crop = x[:, job.y0 : job.y1, job.x0 : job.x1]
         return crop.flip(-1) if job.flip else crop
 
-    def _run_model(self, batch: torch.Tensor) -> torch.Tensor:
-        out = self.model_fn(batch)
+    def _check_logits(self, out: Any, n: int) -> torch.Tensor:
+        """The logits of one model call (the ``output_index`` one of several), checked: ``(n, C, h, w)``."""
         if isinstance(out, (list, tuple)):
             out = out[self.output_index]
-        if not isinstance(out, torch.Tensor) or out.ndim != 4 or out.shape[0] != batch.shape[0]:
+        if not isinstance(out, torch.Tensor) or out.ndim != 4 or out.shape[0] != n:
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-            raise ConfigError(
-                f"segmentation model must return logits (N={batch.shape[0]}, C, h, w), got {got}"
-            )
+            raise ConfigError(f"segmentation model must return logits (N={n}, C, h, w), got {got}")
         if out.shape[1] != self.num_classes:
             raise ConfigError(
                 f"segmentation model returned {out.shape[1]} classes but num_classes={self.num_classes}; "

@@ -1,0 +1,5 @@
+"""``python -m hrstream.cli``: the ``hrstream`` command."""
+
+from hrstream.cli import main
+
+main()
