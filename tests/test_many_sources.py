@@ -35,6 +35,7 @@ from support.tiny_models import tiny_pose_model
 import hrstream
 from hrstream.errors import InputError
 from hrstream.io.base import SourceInfo
+from hrstream.runtime.counters import RunCounters
 from hrstream.runtime.feeder import SourceFeeder, SourceJob
 from hrstream.runtime.markers import SourceEnded, SourceStarted
 from hrstream.runtime.mux import SourceMux
@@ -74,8 +75,9 @@ def test_mux_takes_lanes_in_turn_and_never_waits_for_an_empty_one():
 
 def test_live_lane_drops_its_own_oldest_and_reports_it_with_the_next_frame():
     mux = SourceMux()
-    mux.add("cam", maxsize=2, leaky=True)
-    mux.add("file", maxsize=2, leaky=False)
+    counters = RunCounters()
+    mux.add("cam", maxsize=2, leaky=True, counters=counters.source("cam", live=True))
+    mux.add("file", maxsize=2, leaky=False, counters=counters.source("file", live=False))
     mux.put("cam", SourceStarted("cam", None))
     for i in range(5):
         mux.put("cam", _item("cam", i))  # never blocks: frames 0..2 dropped, the marker kept
@@ -83,7 +85,7 @@ def test_live_lane_drops_its_own_oldest_and_reports_it_with_the_next_frame():
     mux.put("file", _item("file", 1))
     with pytest.raises(queue.Full):
         mux.put("file", _item("file", 2), timeout=0.05)  # a full file lane blocks
-    assert mux.drops("cam") == 3 and mux.drops("file") == 0
+    assert counters.snapshot()["cam"]["drops"] == 3 and counters.snapshot()["file"]["drops"] == 0
     taken = [mux.get(timeout=0.5) for _ in range(5)]
     cams = [t for t in taken if isinstance(t, FrameResult) and t.frame.source_id == "cam"]
     assert isinstance(taken[0], SourceStarted)
@@ -149,7 +151,7 @@ def test_feeder_runs_files_n_at_a_time_and_a_failing_source_ends_alone():
         SourceJob("c", "c", False, opener("c", 20, delay=0.005)),
     ]
     mux = SourceMux()
-    feeder = SourceFeeder(mux, streams=2, file_buffer=4, live_buffer=2)
+    feeder = SourceFeeder(mux, RunCounters(), streams=2, file_buffer=4, live_buffer=2)
     feeder.start(jobs)
     frames: Counter[str] = Counter()
     ends = {}
@@ -262,7 +264,7 @@ def test_the_recipe_task_is_honoured_and_flags_reach_their_fields(tiny_pose, tmp
     )
     assert (over.detector.score_thr, over.pose.kpt_thr, over.detector.max_people) == (0.7, 0.2, 3)
     # every flag of `hrstream run` that sets a recipe field is in the table (and only those)
-    from hrstream.cli import run as run_command
+    from hrstream.cli.run import run as run_command
 
     run_control = {  # how the run goes, not how frames flow: no recipe field
         "sources", "sources_file", "task", "out_dir", "pipeline_path", "no_video", "grace", "quiet", "verbose",

@@ -10,7 +10,7 @@ import yaml
 
 from hrstream.errors import ConfigError
 from hrstream.models.builder import resolve_config
-from hrstream.models.bundle import load_model_bundle, resolve_meta
+from hrstream.models.bundle import entry_meta, load_model_bundle
 from hrstream.models.config import parse_config
 from hrstream.models.datasets_meta import COCO_FLIP_PAIRS, COCO_OKS_SIGMAS
 from hrstream.models.registry import config_path, get_weights
@@ -63,10 +63,10 @@ def test_meta_holds_the_weights_meaning() -> None:
         progress=False,
     )
     meta = bundle.meta
-    assert meta["decoder"] == "msra"
-    assert meta["input_size"] == (128, 96) and meta["heatmap_size"] == (32, 24)
-    assert meta["flip_pairs"] == [list(p) for p in COCO_FLIP_PAIRS]
-    assert meta["oks_sigmas"] == list(COCO_OKS_SIGMAS)
+    assert meta.estimator == "topdown" and meta.decoder == "msra"
+    assert meta.input_size == (128, 96) and meta.heatmap_size == (32, 24)
+    assert meta.flip_pairs == tuple(tuple(p) for p in COCO_FLIP_PAIRS)
+    assert meta.oks_sigmas == tuple(COCO_OKS_SIGMAS)
     # --model left out: the config the registered weights were made for
     same = load_model_bundle(
         None, "synthetic_pose_hrnet_w18_small_128x96.synthetic", task="pose", progress=False
@@ -84,7 +84,7 @@ def test_the_weights_decoder_is_used_where_the_config_names_none(tmp_path: Path)
     data, src = resolve_config(str(path))
     spec = parse_config(data, source=src)
     dark = get_weights("pose_hrnet_w32_256x192_dark.mmpose")
-    meta = resolve_meta(spec, dark, model=str(path), weights=dark.name)
-    assert meta["decoder"] == "dark"
-    assert resolve_meta(spec, None, model=str(path), weights="w.pth")["decoder"] == "msra"  # unknown weights
-    assert meta["input_size"] == (256, 192) and meta["oks_sigmas"] == list(COCO_OKS_SIGMAS)
+    meta = entry_meta(spec, dark, model=str(path), weights=dark.name)
+    assert meta.decoder == "dark"
+    assert entry_meta(spec, None, model=str(path), weights="w.pth").decoder == "msra"  # unknown weights
+    assert meta.input_size == (256, 192) and meta.oks_sigmas == tuple(COCO_OKS_SIGMAS)

@@ -12,7 +12,7 @@ import torchvision
 from support.servers import downloads_refused
 
 from hrstream.errors import ConfigError, InputError, WeightsUnavailableError
-from hrstream.pose import EveryNDetector, FileDetector, FileSelection, TorchvisionDetector, make_detector
+from hrstream.pose import FileSelection, TorchvisionDetector, make_detector
 from hrstream.pose.detectors import mirror_boxes, torch_cache_path
 from hrstream.types import Frame
 
@@ -39,7 +39,7 @@ def test_full_frame():
     frames = _frames(2, 90, 70)
     out = make_detector("full-frame").detect(frames)
     assert len(out) == 2
-    boxes, scores = out[0]
+    boxes, scores = out[0].boxes, out[0].scores
     np.testing.assert_array_equal(boxes, [[0, 0, 70, 90]])
     np.testing.assert_array_equal(scores, [1.0])
 
@@ -50,16 +50,17 @@ def test_file_detector_thresholds(det_file, score_thr):
     det = make_detector(f"file:{path}", score_thr=score_thr, nms_iou=None)
     out = det.detect(_frames(5))
     assert len(out) == 5
-    for idx, (boxes, scores) in enumerate(out):
+    for idx, det in enumerate(out):
+        boxes, scores = det.boxes, det.scores
         mine = [d for d in raw if d["image_id"] == idx and d["category_id"] == 1 and d["score"] >= score_thr]
         mine.sort(key=lambda d: -d["score"])
         expected = np.array([[x, y, x + w, y + h] for x, y, w, h in (d["bbox"] for d in mine)], np.float32)
         assert boxes.shape == (len(mine), 4) and scores.shape == (len(mine),)
         np.testing.assert_allclose(boxes, expected.reshape(-1, 4), rtol=1e-6)
         np.testing.assert_allclose(scores, [d["score"] for d in mine], rtol=1e-6)
-    assert len(out[4][0]) == 0  # no detections for that frame
+    assert len(out[4]) == 0  # no detections for that frame
     if score_thr == 0.0:
-        assert sum(len(b) for b, _ in out) == sum(d["category_id"] == 1 for d in raw)
+        assert sum(len(d) for d in out) == sum(d["category_id"] == 1 for d in raw)
 
 
 def test_file_detector_nms_and_max_people(det_file):
@@ -67,7 +68,8 @@ def test_file_detector_nms_and_max_people(det_file):
     out = make_detector(f"file:{path}", score_thr=0.0, nms_iou=0.5).detect(_frames(4))
     capped = make_detector(f"file:{path}", score_thr=0.0, nms_iou=0.5, max_people=2).detect(_frames(4))
     total_suppressed = 0
-    for idx, (boxes, scores) in enumerate(out):
+    for idx, det in enumerate(out):
+        boxes, scores = det.boxes, det.scores
         mine = [d for d in raw if d["image_id"] == idx and d["category_id"] == 1]
         b = torch.tensor(
             [[x, y, x + w, y + h] for x, y, w, h in (d["bbox"] for d in mine)], dtype=torch.float32
@@ -77,24 +79,8 @@ def test_file_detector_nms_and_max_people(det_file):
         np.testing.assert_allclose(boxes, b[keep].numpy())
         assert np.all(np.diff(scores) <= 0)
         total_suppressed += len(mine) - len(keep)
-        np.testing.assert_array_equal(capped[idx][0], boxes[:2])
+        np.testing.assert_array_equal(capped[idx].boxes, boxes[:2])
     assert total_suppressed > 0  # the file has overlapping boxes, so NMS did something
-
-
-def test_every_n_reuses_detections(det_file):
-    path, _ = det_file
-    inner = FileDetector(path, score_thr=0.0, nms_iou=None)
-    det = make_detector(f"file:{path}", score_thr=0.0, nms_iou=None, every_n=2)
-    assert isinstance(det, EveryNDetector)
-    frames = _frames(4)
-    got = det.detect(frames[:3]) + det.detect(frames[3:])
-    direct = inner.detect(frames)
-    for i, j in [(0, 0), (1, 0), (2, 2), (3, 2)]:
-        np.testing.assert_array_equal(got[i][0], direct[j][0])
-    assert len(direct[1][0]) != len(direct[0][0]) or not np.array_equal(direct[1][0], direct[0][0])
-    # A new source starts with a detection even off the stride.
-    other = Frame("other", 3, 0.1, np.zeros((8, 8, 3), np.uint8))
-    np.testing.assert_array_equal(det.detect([other])[0][0], direct[3][0])
 
 
 def test_offline_weights_error(tmp_path, monkeypatch):
@@ -123,8 +109,8 @@ def test_torchvision_detector_runs_a_real_model():
     rng = np.random.default_rng(0)
     frames = [Frame("s", i, None, rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)) for i in range(2)]
     out = det.detect(frames)
-    assert len(out) == 2 and all(len(boxes) > 0 for boxes, _ in out)  # score_thr 0: something is found
-    for boxes, scores in out:
+    assert len(out) == 2 and all(len(d) > 0 for d in out)  # score_thr 0: something is found
+    for boxes, scores in ((d.boxes, d.scores) for d in out):
         assert boxes.dtype == np.float32 and boxes.shape[1] == 4 and len(boxes) <= 3
         assert len(scores) == len(boxes) and np.all(np.diff(scores) <= 0)
         assert np.all(boxes[:, 2] >= boxes[:, 0]) and boxes[:, 2].max() <= 160 + 1e-3
@@ -133,8 +119,6 @@ def test_torchvision_detector_runs_a_real_model():
 def test_bad_specs(tmp_path):
     with pytest.raises(ConfigError, match="full-frame"):
         make_detector("yolo")
-    with pytest.raises(ConfigError):
-        make_detector("full-frame", every_n=0)
     with pytest.raises(InputError, match="missing.json"):
         make_detector(f"file:{tmp_path / 'missing.json'}")
     bad = tmp_path / "bad.json"
@@ -188,14 +172,15 @@ def test_flip_test_detector_sees_a_mirrored_frame_as_the_mirror_image():
     flip = TorchvisionDetector(model, flip_test=True, **kw)
     plain = TorchvisionDetector(model, **kw)
     image = frame.image
-    (b, s), (bm, sm) = flip.detect([Frame("s", 0, 0.0, image), Frame("s", 1, 0.0, image[:, ::-1].copy())])
+    d0, d1 = flip.detect([Frame("s", 0, 0.0, image), Frame("s", 1, 0.0, image[:, ::-1].copy())])
+    (b, s), (bm, sm) = (d0.boxes, d0.scores), (d1.boxes, d1.scores)
     assert len(b) >= 2
     back = mirror_boxes(torch.from_numpy(bm), image.shape[1] - 1)
     assert back[:, 0].tolist() == pytest.approx((image.shape[1] - 1 - bm[:, 2]).tolist())
     iou = torchvision.ops.box_iou(torch.from_numpy(b), back).numpy()
     assert len(bm) == len(b) and np.all(iou.max(1) > 0.99)
     assert s == pytest.approx(sm[iou.argmax(1)], abs=1e-4)
-    ((bp, _),) = plain.detect([Frame("s", 0, 0.0, image)])
+    bp = plain.detect([Frame("s", 0, 0.0, image)])[0].boxes
     near = torchvision.ops.box_iou(torch.from_numpy(b), torch.from_numpy(bp)).numpy().max(1)
     assert np.all(near > 0.8)
 
@@ -210,13 +195,13 @@ def test_flip_test_is_for_network_detectors():
 def test_recipe_nms_iou_replaces_the_det_networks_own_nms() -> None:
     """FCOS runs its own NMS (config NMS_THRESH 0.6) before the recipe's: a looser recipe value must reach it."""
     from hrstream.demo import synthetic_recipe
-    from hrstream.pipeline.pose_stages import build_pose_detector
+    from hrstream.pipeline.detection import build_detector
 
     recipe = synthetic_recipe()
     assert recipe.detector.nms_iou == 0.8
-    assert build_pose_detector(recipe, "cpu", progress=False).model.nms_thresh == pytest.approx(0.8)
+    assert build_detector(recipe.detector, "cpu", progress=False).model.nms_thresh == pytest.approx(0.8)
     recipe = recipe.replace(**{"detector.nms_iou": 0.5})
-    assert build_pose_detector(recipe, "cpu", progress=False).model.nms_thresh == pytest.approx(0.5)
+    assert build_detector(recipe.detector, "cpu", progress=False).model.nms_thresh == pytest.approx(0.5)
 
 
 def _official_keep(
@@ -275,7 +260,8 @@ def test_file_detections_follow_the_official_selection(tmp_path: Path) -> None:
     ]
     det = make_detector(f"file:{path}", score_thr=None, nms_iou=None, max_people=None, test=config["TEST"])
     out = det.detect(frames)
-    for frame, (boxes, scores) in zip(frames, out, strict=True):
+    for frame, det in zip(frames, out, strict=True):
+        boxes, scores = det.boxes, det.scores
         official = [
             d for d in dets if d["image_id"] == frame.index and d["category_id"] == 1 and d["score"] >= 0.0
         ]
@@ -286,18 +272,18 @@ def test_file_detections_follow_the_official_selection(tmp_path: Path) -> None:
         )
         assert len(got) == len(want)
         np.testing.assert_allclose([g[1] for g in got], [w[1] for w in want], rtol=1e-5, atol=1e-3)
-    assert sum(len(b) for b, _ in out) == len(dets) == 118
+    assert sum(len(d) for d in out) == len(dets) == 118
     # what the recipe's network-detector threshold would have kept
-    assert sum(len(b) for b, _ in make_detector(f"file:{path}", score_thr=0.5).detect(frames)) <= 18
+    assert sum(len(d) for d in make_detector(f"file:{path}", score_thr=0.5).detect(frames)) <= 18
     # a threshold the user sets replaces IMAGE_THRE
     user = make_detector(f"file:{path}", score_thr=0.3, nms_iou=None, test=config["TEST"]).detect(frames)
-    assert sum(len(b) for b, _ in user) == sum(d["score"] >= 0.3 for d in dets)
+    assert sum(len(d) for d in user) == sum(d["score"] >= 0.3 for d in dets)
 
     tiny = tiny_pose_model(tmp_path)
     model = from_config(tiny.config).eval()
     load_weights(model, tiny.weights)
     est = TopDownEstimator(model, input_size=(96, 128))
-    poses = est.estimate([f.image for f in frames], [b for b, _ in out], [s for _, s in out])
+    poses = est.estimate([f.image for f in frames], [d.boxes for d in out], [d.scores for d in out])
     total = 0
     for p in poses:
         kept = oks_nms(p, sel.oks_thr, in_vis_thr=sel.in_vis_thr, aspect_ratio=96 / 128)

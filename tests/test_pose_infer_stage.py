@@ -1,5 +1,6 @@
-"""The pose inference stage keeps a batch in flight: batch k+1 is cropped and submitted before batch k's heatmaps
-are decoded; results come out in order, equal to the synchronous estimator's, and a marker flushes them."""
+"""The inference stage keeps a batch in flight: batch k+1 is cropped and submitted before batch k's heatmaps
+are decoded; results come out in order, equal to the synchronous estimator's, and a marker or an idle input
+flushes them."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import numpy as np
 from support.tiny_models import tiny_pose_model
 
 from hrstream.models import from_config, load_weights
-from hrstream.pipeline.pose_stages import PoseInferStage
+from hrstream.pipeline.estimators import InferStage
+from hrstream.pipeline.topdown import TopDownPose
 from hrstream.pose import TopDownEstimator
 from hrstream.runtime import InferenceEngine
 from hrstream.runtime.markers import SourceEnded
@@ -37,14 +39,17 @@ def test_one_batch_in_flight_in_order_and_equal_to_the_synchronous_estimator(tmp
     est = TopDownEstimator(
         lambda x: engine.infer(x, normalized=True), input_size=(96, 128), flip_test=True, max_batch=4
     )
-    stage = PoseInferStage(est, engine, depth=1)
+    stage = InferStage(TopDownPose(est), engine, timing="infer", depth=1)
     batches = _batches()
     emitted = [list(stage.process(batch)) for batch in batches[:3]]
     assert [len(e) for e in emitted] == [0, 3, 1]  # batch k comes out when batch k+1 went in
     flushed = list(stage.on_marker(SourceEnded("s", "ended")))  # a marker: what is in flight goes first
     assert [r.frame.index for r in flushed] == [20, 21]
     emitted.append(flushed)
-    emitted.append(list(stage.process(batches[3])) + list(stage.finish()))
+    assert list(stage.process(batches[3])) == []
+    idle = list(stage.idle())  # nothing came in for a while (a camera stalled): the batch in flight goes out
+    assert [r.frame.index for r in idle] == [30, 31] and list(stage.finish()) == []
+    emitted.append(idle)
     got = [r for e in emitted for r in e]
     assert [r.frame.index for r in got] == [r.frame.index for b in batches for r in b]
     assert [r.batch for r in got] == [0, 0, 0, 1, 2, 2, 3, 3]

@@ -27,7 +27,7 @@ from support.tiny_models import TinyModel, tiny_pose_model
 
 from hrstream.errors import ConfigError
 from hrstream.runs.ray_actors import actor_plan
-from hrstream.runs.workers import FAULTS_ENV
+from hrstream.runs.worker import FAULTS_ENV
 from hrstream.schemas import validate
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed")

@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.cli_checks import VIDEOS, invoke, manifest_jobs, read_jsonl, video_facts
+from support.cli_checks import VIDEOS, invoke, manifest_jobs, read_jsonl, run_local, video_facts
 from support.tiny_models import TinyModel, tiny_pose_model
 
-from hrstream.pipeline.builder import prepare
+from hrstream.pipeline.builder import load_networks
 from hrstream.pipeline.recipe_load import load_recipe
-from hrstream.runs.local import Runner, exit_code
+from hrstream.runs import exit_code
 
 CLIP_A = VIDEOS / "street_960x540_5fps.mp4"  # 5 frames
 CLIP_B = VIDEOS / "football_1280x720_mpeg4.mp4"  # 5 frames
@@ -86,9 +86,9 @@ def test_a_stage_error_mid_run_ends_the_run_and_closes_every_output(
             "runtime.streams": 2,  # both sources open when the error comes
         },
     )
-    prepared = prepare(recipe, tmp_path / "out", progress=False)
-    prepared = replace(prepared, detector=DetectorFailingAt(prepared.detector, LONG.stem, 60))
-    results, signum = Runner(prepared).run([str(LONG), str(CLIP_B)])
+    networks = load_networks(recipe, progress=False)
+    networks = replace(networks, detector=DetectorFailingAt(networks.detector, LONG.stem, 60))
+    results, signum = run_local(networks, [str(LONG), str(CLIP_B)], tmp_path / "out")
     assert signum is None and exit_code(results, signum) == 1
     by_input = {r.input: r for r in results}
     long = by_input[str(LONG)]
@@ -116,9 +116,9 @@ def test_a_stage_error_before_any_output_reports_every_started_source(
     recipe = load_recipe(
         "pose", None, {"model": str(tiny_pose.config), "weights": str(tiny_pose.weights), **over}
     )
-    prepared = prepare(recipe, tmp_path / "out", progress=False)
-    prepared = replace(prepared, detector=DetectorFailingAt(prepared.detector, CLIP_A.stem, 3))
-    results, _ = Runner(prepared).run([str(CLIP_A), str(CLIP_B)])
+    networks = load_networks(recipe, progress=False)
+    networks = replace(networks, detector=DetectorFailingAt(networks.detector, CLIP_A.stem, 3))
+    results, _ = run_local(networks, [str(CLIP_A), str(CLIP_B)], tmp_path / "out")
     assert {r.input for r in results} == {str(CLIP_A), str(CLIP_B)}
     assert all(r.status == "failed" and "detector crashed" in (r.error or "") for r in results), results
     _, jobs = manifest_jobs(tmp_path / "out")

@@ -10,8 +10,8 @@ import numpy as np
 from support.cli_checks import read_jsonl, video_facts
 
 from hrstream.io.base import SourceInfo
+from hrstream.outputs.files import JsonlSink, VideoSink
 from hrstream.outputs.segments import SourceOutputs, segment_label
-from hrstream.outputs.sinks import JsonlSink, VideoSink
 from hrstream.types import Frame, FrameResult
 
 T0 = 1_800_000_000.0  # a wall clock (2027-01-15)

@@ -88,23 +88,26 @@ def test_track_stage_computes_clear_views_once_and_passes_them_on():
     from fractions import Fraction
 
     from hrstream.io.base import SourceInfo
-    from hrstream.pipeline.pose_stages import TrackStage
     from hrstream.pipeline.recipe_load import PIPELINES_DIR, load_recipe
+    from hrstream.pipeline.tracking import TrackStage, source_trackers
     from hrstream.runtime.markers import SourceStarted
     from hrstream.types import Frame, FrameResult
 
     def info(live: bool) -> SourceInfo:
         return SourceInfo("s", 320, 240, FPS, Fraction(1, 10), None, None, 0, False, live, "h264", "s")
 
+    def track_stage(recipe):
+        return TrackStage(source_trackers(recipe.tracker, recipe.smoother))
+
     synthetic = load_recipe(None, PIPELINES_DIR / "synthetic.yaml")
-    stage = TrackStage(synthetic)
+    stage = track_stage(synthetic)
     stage.on_marker(SourceStarted("s", info(False)))
     stage.on_marker(SourceStarted("live", info(True)))
-    assert stage.state("s").relabel is not None and stage.state("s").clear_views
-    assert stage.state("live").clear_views  # the online repair needs them live too
-    plain = TrackStage(load_recipe("pose"))
+    assert stage.states.get("s").relabel is not None and stage.states.get("s").clear_views
+    assert stage.states.get("live").clear_views  # the online repair needs them live too
+    plain = track_stage(load_recipe("pose"))
     plain.on_marker(SourceStarted("s", info(False)))
-    assert plain.state("s").relabel is None and not plain.state("s").clear_views
+    assert plain.states.get("s").relabel is None and not plain.states.get("s").clear_views
 
     results = []
     for f, people in enumerate(hand_over_scene()):

@@ -10,7 +10,7 @@ import pytest
 from support.scenes import FPS, H, W, hand_over_scene, occlusion_scene, person, render
 
 from hrstream.errors import ConfigError
-from hrstream.pipeline.pose_stages import repair_params
+from hrstream.pipeline.tracking import repair_params
 from hrstream.track.appearance import clear_view_histograms
 from hrstream.track.repair import RepairParams, repair_tracks
 
@@ -145,19 +145,19 @@ def _sink_run(tmp_path, frames, *, relabelled: bool):
     from fractions import Fraction
 
     from hrstream.io.base import SourceInfo
+    from hrstream.outputs.files import JsonlSink, TracksSink
     from hrstream.outputs.segments import SourceOutputs
-    from hrstream.outputs.sinks import JsonlSink, TracksSink
     from hrstream.types import Frame, FrameResult, Poses
 
     tmp_path.mkdir(parents=True, exist_ok=True)
     info = SourceInfo("cross", W, H, FPS, Fraction(1, 10), 2.6, len(frames), 0, False, False, "h264", "x.mp4")
     model = {"name": "test", "architecture": "synth", "width": None, "weights": None, "weights_sha256": None,
              "trained_on": None}  # fmt: skip
-    meta = {"keypoint_names": [f"k{i}" for i in range(17)], "skeleton": []}
+    names = tuple(f"k{i}" for i in range(17))
     sinks = {
         "jsonl": JsonlSink(tmp_path / "cross.jsonl"),
         "tracks": TracksSink(
-            tmp_path / "cross.tracks.json", info, model=model, meta=meta, repair=RepairParams()
+            tmp_path / "cross.tracks.json", info, model=model, keypoint_names=names, skeleton=(), repair=RepairParams()
         ),
     }
     out = SourceOutputs(lambda label, width, height: sinks)

@@ -4,7 +4,7 @@ A folder with good inputs, one that crashes its worker once (retried on a new wo
 every time (a real SIGSEGV: failed after two attempts, with the cause) and one that stalls (ended by
 ``--input-timeout``) gives the same outputs for the good inputs as a plain single-process run, and the main
 process alone keeps a valid manifest. Real processes, real signals; the misbehaviour is the workers' test hook
-(:mod:`hrstream.runs.workers`).
+(:mod:`hrstream.runs.processes`, :mod:`hrstream.runs.scheduler`).
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ from support.cli_checks import ROOT, cli_env, invoke, read_jsonl, run_cli
 from support.make_clips import _video
 from support.tiny_models import TinyModel, tiny_pose_model
 
-from hrstream.runs.workers import FAULTS_ENV, exit_cause
+from hrstream.runs.processes import exit_cause
+from hrstream.runs.worker import FAULTS_ENV
 from hrstream.runtime import usable_cpu_count
 from hrstream.schemas import validate
 

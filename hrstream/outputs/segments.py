@@ -120,6 +120,11 @@ class SourceOutputs:
         self._kept: deque[dict[str, Path]] = deque()
         self._pending_events: list[tuple[str, dict[str, Any]]] = []
 
+    @property
+    def segments(self) -> int:
+        """Segments opened so far."""
+        return self._opened
+
     def _cut(self, result: FrameResult, size: tuple[int, int]) -> None:
         if self._fan is not None:
             self._fan.close()

@@ -2,7 +2,7 @@
 actors, and the checks that their outputs equal a plain single-process run's.
 
 The misbehaviour comes from the workers' test hook (``HRSTREAM_TEST_FAULTS``, see
-:mod:`hrstream.runs.workers`): it acts in the worker after an input's second frame is written, so each
+:mod:`hrstream.runs.worker`): it acts in the worker after an input's second frame is written, so each
 crash happens mid-input with its outputs half written.
 """
 

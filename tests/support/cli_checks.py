@@ -165,3 +165,13 @@ def pose_run(factory: Any, clip: str = "street_960x540_5fps.mp4") -> Path:
     res = run_cli([*args, "--no-video", "-q", "--out", str(out)])
     assert res.returncode == 0, res.stderr
     return out
+
+
+def run_local(networks: Any, specs: list[str], out: Path, **options: Any) -> tuple[list[Any], int | None]:
+    """``networks`` over ``specs`` in this process into ``out`` (the run lifecycle with a
+    :class:`~hrstream.runs.LocalExecutor`, as ``hrstream run`` without workers): its results and signal."""
+    from hrstream.runs import LocalExecutor, run_inputs
+
+    executor = LocalExecutor(networks, out_dir=out, **options)
+    outcome = run_inputs(specs, executor, out_dir=out, recipe_digest=networks.recipe.digest())
+    return outcome.results, outcome.signum
