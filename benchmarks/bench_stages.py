@@ -23,9 +23,10 @@ from bench_fixtures import synthetic_boxes
 from torch import nn
 
 from hrstream.io import VideoWriter, open_source
-from hrstream.pipeline.builder import PreparedTask
+from hrstream.models.meta import WeightsMeta
+from hrstream.pipeline.builder import Networks
 from hrstream.pose import box_to_center_scale, crop_cpu, decode_heatmaps, draw_poses, flip_test_merge
-from hrstream.runs.local import Runner
+from hrstream.runs import LocalExecutor, run_inputs
 from hrstream.runtime import InferenceEngine, PipelineStats
 from hrstream.types import Frame, Poses
 
@@ -164,23 +165,26 @@ def measure_network(
     return in_worker_thread(timed)
 
 
-def measure_pipeline(prepared: PreparedTask, clip: str, *, threads: int) -> tuple[Row, PipelineStats]:
-    """The whole ``hrstream run`` pipeline for one input (the real :class:`~hrstream.runs.local.Runner`: the
-    source opened in its decode thread, the outputs closed and the encoder flushed)."""
+def measure_pipeline(networks: Networks, clip: str, out: Path, *, threads: int) -> tuple[Row, PipelineStats]:
+    """The whole ``hrstream run`` pipeline for one input into ``out`` (the real run lifecycle with a
+    :class:`~hrstream.runs.LocalExecutor`: the source opened in its decode thread, the outputs closed and the
+    encoder flushed)."""
     torch.set_num_threads(threads)
-    rt = prepared.recipe.runtime
-    runner = Runner(prepared, grace_s=None, reserved_threads=0)
+    rt = networks.recipe.runtime
+    runner = LocalExecutor(networks, out_dir=out, grace_s=None, reserved_threads=0)
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
-    (result,), _ = runner.run([clip])
+    (result,) = run_inputs(
+        [clip], runner, out_dir=out, recipe_digest=networks.recipe.digest(), force=True
+    ).results
     dt = time.perf_counter() - t0
     assert runner.stats is not None and result.status == "ok", result.error
     settings = {
-        "amp": prepared.engine.amp,
+        "amp": networks.main.engine.amp,
         "batch": rt.batch_size,
         "threads": threads,
         "queue_size": rt.queue_size,
-        "preset": prepared.recipe.sinks.preset,
+        "preset": networks.recipe.sinks.preset,
         "outcome": runner.stats.outcome,
     }
     return Row(
@@ -200,7 +204,7 @@ def measure_naive(
     *,
     people: int,
     input_size: tuple[int, int],
-    meta: dict[str, Any],
+    meta: WeightsMeta,
     preset: str,
     flip_test: bool,
     threads: int,
@@ -212,10 +216,10 @@ def measure_naive(
     """
     torch.set_num_threads(threads)
     model = model.eval()
-    mean = torch.tensor(meta["mean"], dtype=torch.float32).view(3, 1, 1)
-    std = torch.tensor(meta["std"], dtype=torch.float32).view(3, 1, 1)
-    flip_pairs = np.asarray(meta.get("flip_pairs") or [], np.int64).reshape(-1, 2)
-    skeleton = [tuple(p) for p in meta.get("skeleton", [])]
+    mean = torch.tensor(meta.mean, dtype=torch.float32).view(3, 1, 1)
+    std = torch.tensor(meta.std, dtype=torch.float32).view(3, 1, 1)
+    flip_pairs = np.asarray(meta.flip_pairs, np.int64).reshape(-1, 2)
+    skeleton = list(meta.skeleton)
     aspect = input_size[0] / input_size[1]
     n_frames = 0
     t0 = time.perf_counter()

@@ -118,15 +118,17 @@ def run_config(name: str, clips: list[Path], out: Path) -> dict[str, Any]:
 
 def stage_costs(clips: list[Path], out: Path) -> dict[str, Any]:
     """One in-process run over ``clips``: each stage's busy seconds per frame and its share."""
-    from hrstream.pipeline.builder import prepare
+    from hrstream.pipeline.builder import load_networks
     from hrstream.pipeline.recipe_load import load_recipe
-    from hrstream.runs.local import Runner
+    from hrstream.runs import LocalExecutor, run_inputs
 
     recipe = load_recipe("pose", ROOT / "pipelines" / "synthetic.yaml", {})
-    prepared = prepare(recipe, out, progress=False)
-    runner = Runner(prepared, grace_s=None)  # type: ignore[arg-type]
+    networks = load_networks(recipe, progress=False)
+    runner = LocalExecutor(networks, out_dir=out, grace_s=None)
     t0 = time.perf_counter()
-    results, _ = runner.run([str(c) for c in clips], force=True)
+    results = run_inputs(
+        [str(c) for c in clips], runner, out_dir=out, recipe_digest=recipe.digest(), force=True
+    ).results
     wall = time.perf_counter() - t0
     assert runner.stats is not None and all(r.status == "ok" for r in results)
     frames = sum(r.frames for r in results)
@@ -135,7 +137,7 @@ def stage_costs(clips: list[Path], out: Path) -> dict[str, Any]:
         "frames": frames,
         "wall_s": round(wall, 2),
         "ms_per_frame": stages,
-        "device": str(prepared.engine.device),
+        "device": str(networks.device),
     }
 
 

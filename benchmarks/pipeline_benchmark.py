@@ -1,7 +1,7 @@
 """Runtime benchmark of ``hrstream run --task pose``: each stage alone, the whole pipeline, a naive loop.
 
 In ONE run on ONE clip it measures decode alone, encode alone, the network alone at the pipeline's batch
-size and settings, the whole pipeline (the real ``prepare()`` + ``PreparedTask.build()`` + ``run()`` path
+size and settings, the whole pipeline (the real ``load_networks()`` + ``Networks.build()`` + ``run_inputs()`` path
 with a ``file:`` detector), and a naive loop with the structure of the official HRNet demo; it prints a
 markdown table and the ratios pipeline / slowest stage and pipeline / naive loop (and writes JSON with
 ``--json``). Comparison rows (the network on all cores, the other precision) are labelled ``info``.
@@ -44,7 +44,7 @@ from bench_stages import (
 )
 
 from hrstream.models import from_config, load_weights
-from hrstream.pipeline.builder import prepare
+from hrstream.pipeline.builder import load_networks
 from hrstream.pipeline.recipe_load import load_recipe
 from hrstream.runtime import InferenceEngine, PipelineStats, usable_cpu_count
 
@@ -206,11 +206,11 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(measure_encode(frames, tmp / "encode.mp4", preset=preset, fps=None))
         del frames
 
-        prepared = prepare(recipe, tmp / "out", progress=False)
-        meta = prepared.bundle.meta
-        spec = prepared.bundle.spec
+        networks = load_networks(recipe, progress=False)
+        meta = networks.main.bundle.meta
+        spec = networks.main.bundle.spec
         input_size = tuple(spec.image_size or (192, 256))
-        pool = sample_crops(first, args.people, input_size, meta["mean"], meta["std"])
+        pool = sample_crops(first, args.people, input_size, meta.mean, meta.std)
         if args.flip_test:
             pool = torch.cat([pool, pool.flip(3)], 0)
         per_frame = args.people * flip_factor
@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         log.info("network alone, amp=%s, %d thread(s)", args.amp, pipe_threads)
         rows.append(
             measure_network(
-                prepared.engine,
+                networks.main.engine,
                 total_crops=n_frames * per_frame,
                 threads=pipe_threads,
                 name=f"network alone ({args.amp}, as in the pipeline)",
@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
             log.info("network alone on all %d cores", cores)
             rows.append(
                 measure_network(
-                    prepared.engine,
+                    networks.main.engine,
                     total_crops=compare,
                     threads=cores,
                     role="info",
@@ -243,12 +243,12 @@ def main(argv: list[str] | None = None) -> int:
         other = "bf16" if args.amp == "off" else "off"
         log.info("network alone, amp=%s (comparison)", other)
         other_engine = InferenceEngine(
-            prepared.bundle.model,
+            networks.main.bundle.model,
             device="cpu",
             amp=other,
             channels_last=True,
-            mean=meta["mean"],
-            std=meta["std"],
+            mean=meta.mean,
+            std=meta.std,
         )
         label = "bf16 autocast" if other == "bf16" else "fp32"
         rows.append(
@@ -264,8 +264,8 @@ def main(argv: list[str] | None = None) -> int:
 
         log.info("whole pipeline, torch on %d thread(s)", pipe_threads)
         torch.set_num_threads(pipe_threads)
-        prepared.engine.warmup((batch_size, input_size[1], input_size[0], 3), iters=1)
-        row, stats = measure_pipeline(prepared, clip, threads=pipe_threads)
+        networks.main.engine.warmup((batch_size, input_size[1], input_size[0], 3), iters=1)
+        row, stats = measure_pipeline(networks, clip, tmp / "out", threads=pipe_threads)
         rows.append(row)
 
         log.info("naive loop, torch on %d thread(s)", cores)

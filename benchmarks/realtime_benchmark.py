@@ -1,7 +1,7 @@
 """Real time on a CPU: the whole ``hrstream run --task pose`` pipeline on a 1080p clip of 4 people, per backend.
 
 For each backend (torch fp32 / bf16, ONNX Runtime, OpenVINO fp32 / bf16; bf16 only on CPUs with native bf16)
-it builds the pipeline as ``hrstream run`` does (``prepare()`` with ``runtime.backend``; the ONNX graph is
+it builds the pipeline as ``hrstream run`` does (``load_networks()`` with ``runtime.backend``; the ONNX graph is
 exported once into a temporary cache and checked against torch) and measures, in one run:
 
 1. **network alone**: ``InferenceEngine.infer(normalized=True)`` (the pipeline's own call) on the clip's crops
@@ -10,7 +10,7 @@ exported once into a temporary cache and checked against torch) and measures, in
 2. **infer stage alone**: what the pipeline's ``infer`` stage does, on decoded frames held in memory, one thread
    of Python: the affine crops from the 1080p frames, the network, the heatmap decoding
    (:meth:`~hrstream.pose.TopDownEstimator.estimate` of the pipeline's estimator, 4 frames a call);
-3. **whole pipeline**, the real :class:`~hrstream.runs.local.Runner` over the clip, once with the annotated
+3. **whole pipeline**, the real run lifecycle (:class:`~hrstream.runs.LocalExecutor`) over the clip, once with the annotated
    video (``hrstream run``'s default outputs: H.264 video, JSONL, tracks) and once without it (``--no-video``),
    with the busy fraction of every stage (``PipelineStats``): the busiest stage is what limits the run.
 
@@ -60,8 +60,7 @@ from bench_stages import (
     sample_crops,
 )
 
-from hrstream.pipeline.builder import prepare
-from hrstream.pipeline.pose_stages import build_pose_estimator
+from hrstream.pipeline.builder import load_networks
 from hrstream.pipeline.recipe_load import load_recipe
 from hrstream.runtime import cpu_has_native_bf16, usable_cpu_count
 from hrstream.runtime.backend_choice import choose_backend
@@ -198,11 +197,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             }
             recipe = load_recipe("pose", None, overrides)
             started = time.perf_counter()
-            prepared = prepare(recipe, tmp / "out", progress=False)
+            networks = load_networks(recipe, progress=False)
             build_s = time.perf_counter() - started
-            engine, meta = prepared.engine, prepared.bundle.meta
-            w, h = prepared.bundle.spec.image_size
-            pool = sample_crops(first, args.people, (w, h), meta["mean"], meta["std"])
+            pose = networks.main
+            engine, meta = pose.engine, pose.bundle.meta
+            w, h = pose.bundle.spec.image_size
+            pool = sample_crops(first, args.people, (w, h), meta.mean, meta.std)
             bs = recipe.runtime.batch_size
             net = measure_network(
                 engine,
@@ -214,13 +214,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 role="stage",
                 threads=threads,
             )
-            estimator = build_pose_estimator(engine, prepared.bundle.spec, meta, recipe)
+            estimator = pose.estimator.estimator  # the pipeline's TopDownEstimator
             stage_fps = in_worker_thread(functools.partial(infer_stage_alone, estimator, held, boxes))
             engine.warmup((bs, h, w, 3), iters=1)
             for video in (True, False):
                 run_recipe = recipe.replace(**{"sinks.video": video})
-                p = dataclasses.replace(prepared, recipe=run_recipe, out_dir=tmp / f"out_{len(out['rows'])}")
-                pipe, stats = measure_pipeline(p, str(clip), threads=threads)
+                nets = dataclasses.replace(networks, recipe=run_recipe)
+                pipe, stats = measure_pipeline(
+                    nets, str(clip), tmp / f"out_{len(out['rows'])}", threads=threads
+                )
                 busy = stage_busy(stats)
                 entry = {
                     "config": label,
@@ -242,7 +244,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     "%s video=%s: pipeline %.1f frames/s, network alone %.1f frames/s, busiest %s",
                     label, video, pipe.frames_per_s, net.frames_per_s, entry["busiest"],
                 )  # fmt: skip
-            del prepared, engine
+            del networks, pose, engine
     return out
 
 

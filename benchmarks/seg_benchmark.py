@@ -2,8 +2,8 @@
 
 In ONE run on ONE clip it measures decode alone, encode alone, the network alone at the pipeline's batch
 size (``SegmentationEstimator.predict`` through ``InferenceEngine.infer(normalized=True)``, the pipeline's
-own call: resize, network, bilinear upsampling, argmax), the whole pipeline (the real ``prepare()`` +
-``PreparedTask.build()`` + ``run()`` path, label maps and JSONL included as the recipe asks), and a naive
+own call: resize, network, bilinear upsampling, argmax), the whole pipeline (the real ``load_networks()`` +
+``Networks.build()`` + ``run_inputs()`` path, label maps and JSONL included as the recipe asks), and a naive
 loop with the structure of the official HRNet segmentation test (one frame at a time, fp32, NCHW,
 synchronous; numpy preprocessing; overlay and encode inline). It prints a markdown table and the ratios
 pipeline / slowest stage and pipeline / naive loop (and writes JSON with ``--json``).
@@ -46,9 +46,9 @@ from torch import nn
 
 from hrstream.io import VideoWriter, open_source
 from hrstream.models import from_config, load_weights
-from hrstream.pipeline.builder import prepare
+from hrstream.models.meta import WeightsMeta
+from hrstream.pipeline.builder import load_networks
 from hrstream.pipeline.recipe_load import load_recipe
-from hrstream.pipeline.seg_stages import build_seg_estimator
 from hrstream.runtime import PipelineStats, usable_cpu_count
 from hrstream.seg import SegmentationEstimator, overlay
 from hrstream.types import Frame
@@ -139,7 +139,7 @@ def measure_seg_naive(
     out: Path,
     *,
     input_size: tuple[int, int],
-    meta: dict[str, Any],
+    meta: WeightsMeta,
     align_corners: bool,
     opacity: float,
     preset: str,
@@ -153,10 +153,10 @@ def measure_seg_naive(
     """
     torch.set_num_threads(threads)
     model = model.eval()
-    mean = np.asarray(meta["mean"], np.float32)
-    std = np.asarray(meta["std"], np.float32)
-    palette = np.asarray(meta["palette"], np.uint8).reshape(-1, 3)
-    classes = list(meta["classes"])
+    mean = np.asarray(meta.mean, np.float32)
+    std = np.asarray(meta.std, np.float32)
+    palette = np.asarray(meta.palette, np.uint8).reshape(-1, 3)
+    classes = list(meta.classes)
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         y = model(x)
@@ -298,9 +298,9 @@ def main(argv: list[str] | None = None) -> int:
         log.info("encode alone")
         rows.append(measure_encode(frames, tmp / "encode.mp4", preset=preset, fps=None))
 
-        prepared = prepare(recipe, tmp / "out", progress=False)
-        bundle = prepared.bundle
-        estimator = build_seg_estimator(prepared.engine, bundle.spec, bundle.meta, recipe)
+        networks = load_networks(recipe, progress=False)
+        bundle = networks.main.bundle
+        estimator = networks.main.estimator.estimator  # the pipeline's SegmentationEstimator
         input_size = estimator.input_size(frames[0].width, frames[0].height)
         log.info("network alone at %dx%d, batch %d, %d thread(s)", *input_size, batch_size, pipe_threads)
         rows.append(
@@ -319,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
         del frames
 
         log.info("whole pipeline, torch on %d thread(s)", pipe_threads)
-        row, stats = measure_pipeline(prepared, clip, threads=pipe_threads)
+        row, stats = measure_pipeline(networks, clip, tmp / "out", threads=pipe_threads)
         row.settings["input"] = f"{input_size[0]}x{input_size[1]}"
         rows.append(row)
 

@@ -17,7 +17,7 @@ import numpy as np
 from hrstream.io import open_source
 from hrstream.models.bundle import load_model_bundle
 from hrstream.pipeline.recipe_load import load_recipe
-from hrstream.pipeline.seg_stages import build_seg_estimator
+from hrstream.pipeline.segmentation import segmentation_estimator
 from hrstream.runtime import InferenceEngine
 
 
@@ -29,10 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     bundle = load_model_bundle(args.seg_model, args.seg_weights, task="seg", progress=False)
     engine = InferenceEngine(
-        bundle.model, device="cpu", amp="off", mean=bundle.meta["mean"], std=bundle.meta["std"]
+        bundle.model, device="cpu", amp="off", mean=bundle.meta.mean, std=bundle.meta.std
     )
-    estimator = build_seg_estimator(engine, bundle.spec, bundle.meta, load_recipe("seg"))
-    person = bundle.meta["classes"].index("person")
+    estimator = segmentation_estimator(engine, bundle, load_recipe("seg").seg, batch_size=4).estimator
+    person = bundle.meta.classes.index("person")
     total = np.zeros((2, 2), np.int64)  # [class][intersection, union]
     print("| clip | frames | person IoU | background IoU |")
     print("| --- | ---: | ---: | ---: |")

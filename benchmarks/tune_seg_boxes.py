@@ -20,7 +20,7 @@ from hrstream.io import open_source
 from hrstream.metrics import box_iou, match_boxes
 from hrstream.models.bundle import load_model_bundle
 from hrstream.pipeline.recipe_load import load_recipe
-from hrstream.pipeline.seg_stages import build_seg_estimator
+from hrstream.pipeline.segmentation import segmentation_estimator
 from hrstream.runtime import InferenceEngine
 from hrstream.seg import boxes_from_segmentation
 
@@ -33,11 +33,13 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     bundle = load_model_bundle(args.seg_model, args.seg_weights, task="seg", progress=False)
     engine = InferenceEngine(
-        bundle.model, device="cpu", amp="off", mean=bundle.meta["mean"], std=bundle.meta["std"]
+        bundle.model, device="cpu", amp="off", mean=bundle.meta.mean, std=bundle.meta.std
     )
     recipe = load_recipe("seg")
-    estimator = build_seg_estimator(engine, bundle.spec, bundle.meta, recipe)
-    person = [bundle.meta["classes"].index("person")]
+    estimator = segmentation_estimator(
+        engine, bundle, recipe.seg, batch_size=recipe.runtime.batch_size
+    ).estimator
+    person = [bundle.meta.classes.index("person")]
     grid = list(itertools.product([50, 150, 400], [0, 2, 4, 8]))
     counts = {g: [0, 0, 0] for g in grid}  # matched, predicted, true
     for truth_path in sorted(args.truth_dir.glob("*.tracks.json")):

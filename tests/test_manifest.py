@@ -259,7 +259,9 @@ def test_threads_finishing_at_once_leave_a_valid_manifest(tmp_path: Path) -> Non
             for item in plan.items[k::4]:
                 manifest.start(item)
                 jsonl = tmp_path / f"{item.name}.jsonl"
-                manifest.finish(item, SourceResult(item.display, "ok", frames=1, outputs={"jsonl": str(jsonl)}))
+                manifest.finish(
+                    item, SourceResult(item.display, "ok", frames=1, outputs={"jsonl": str(jsonl)})
+                )
         except BaseException as e:
             errors.append(e)
 

@@ -157,7 +157,12 @@ def _sink_run(tmp_path, frames, *, relabelled: bool):
     sinks = {
         "jsonl": JsonlSink(tmp_path / "cross.jsonl"),
         "tracks": TracksSink(
-            tmp_path / "cross.tracks.json", info, model=model, keypoint_names=names, skeleton=(), repair=RepairParams()
+            tmp_path / "cross.tracks.json",
+            info,
+            model=model,
+            keypoint_names=names,
+            skeleton=(),
+            repair=RepairParams(),
         ),
     }
     out = SourceOutputs(lambda label, width, height: sinks)
