@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from fractions import Fraction
 from pathlib import Path
 
@@ -170,3 +171,49 @@ def test_sigint_drains_the_workers(tiny_pose: TinyModel, tmp_path: Path) -> None
     for w in run["workers"]:
         with pytest.raises(ProcessLookupError):
             os.kill(w["pid"], 0)
+
+
+@pytest.mark.slow
+def test_one_metrics_endpoint_serves_every_workers_numbers(tiny_pose: TinyModel, tmp_path: Path) -> None:
+    """``--metrics-port`` with ``--workers 2``: the main process serves one endpoint with both workers' sources
+    (their counters reach it with their progress); no worker binds the port."""
+    from prometheus_client.parser import text_string_to_metric_families
+    from support.rtsp import free_port
+
+    media = tmp_path / "media"
+    media.mkdir()
+    for name in ("one", "two"):
+        _video(media / f"{name}.mp4", "libx264", 160, 120, list(range(150)), Fraction(1, 25))
+    out, port = tmp_path / "out", free_port()
+    args = ["run", str(media), *_args(tiny_pose, out), "--workers", "2", "--batch-size", "1"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hrstream.cli", *args, "--metrics-port", str(port), "--no-video"],
+        env=cli_env(),
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    seen: dict[str, float] = {}
+    try:
+        deadline = time.monotonic() + 180
+        while proc.poll() is None and time.monotonic() < deadline and len(seen) < 2:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
+                    text = resp.read().decode()
+            except OSError:
+                time.sleep(0.2)
+                continue
+            for fam in text_string_to_metric_families(text):
+                if fam.name == "hrstream_source_frames_out":
+                    frames = {s.labels["source"]: s.value for s in fam.samples if s.name.endswith("_total")}
+                    if all(frames.get(n, 0) > 0 for n in ("one", "two")):  # both workers in one scrape
+                        seen = frames
+            time.sleep(0.2)
+        _, err = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert set(seen) == {"one", "two"} and all(v > 0 for v in seen.values()), (seen, err[-2000:])
+    assert proc.returncode == 0, err[-3000:]
+    assert "Address already in use" not in err and "Traceback" not in err

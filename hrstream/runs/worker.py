@@ -134,7 +134,7 @@ class WorkerSession:
         self.executor = LocalExecutor(
             self.networks, out_dir=settings.out_dir, grace_s=settings.grace_s, cpu_threads=threads
         )
-        self.counters = RunCounters()
+        self.counters = RunCounters()  # the current input's
         self.info: dict[str, Any] = {
             "pid": os.getpid(),
             "host": socket.gethostname(),
@@ -145,6 +145,7 @@ class WorkerSession:
 
     def process(self, item: WorkItem, *, attempt: int = 1, progress: Progress | None = None) -> SourceResult:
         """Run ``item`` through the pipeline; ``progress(frames_written, counters)`` as it goes."""
+        self.counters = RunCounters()
         events = _ItemEvents(progress, self.counters, self.faults.get(item.name), attempt)
         self.executor.execute([item], events, self.counters)
         result = events.result or SourceResult(item.display, "interrupted", name=item.name)
@@ -153,7 +154,7 @@ class WorkerSession:
         return result
 
     def snapshot(self) -> dict[str, Any]:
-        """The counters of the inputs this worker ran (and runs)."""
+        """The counters of the input this worker runs (or ran last)."""
         return self.counters.snapshot()
 
     def stop(self) -> None:
