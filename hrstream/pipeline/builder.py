@@ -149,7 +149,7 @@ class Networks:
         q = 1 if live else 4
         idle_s = max(0.1, 2 * rt.max_wait_s)
         p = Pipeline(f"{self.recipe.task}:{name}")
-        p.source("sources", sources, queue_size=q, on_stop=on_stop, drain=True)
+        p.source_queue("sources", sources, on_stop=on_stop)
         overlay = None
         trackers = self._trackers() if self.pose is not None else None
         for net in (self.seg, self.pose):
@@ -200,13 +200,13 @@ class Networks:
         if self.detector is None:  # pragma: no cover - load_networks makes one for such an estimator
             raise ConfigError("an estimator that needs person boxes needs a detector")
         det = self._sections().detector
-        batched = bool(getattr(self.detector, "batched", False))
-        p.batch(
-            "detect_batch",
-            max_batch=det.batch_size if batched else 1,
-            max_wait_s=self.recipe.runtime.max_wait_s if batched else 0.0,
-            queue_size=q,
-        )
+        if getattr(self.detector, "batched", False):  # a network: frames of a batch in one call
+            p.batch(
+                "detect_batch",
+                max_batch=det.batch_size,
+                max_wait_s=self.recipe.runtime.max_wait_s,
+                queue_size=q,
+            )
         carried = trackers if det.every_n > 1 else None
         p.map("detect", DetectStage(self.detector, every_n=det.every_n, trackers=carried), queue_size=q)
 

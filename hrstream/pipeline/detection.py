@@ -83,7 +83,10 @@ class DetectStage:
         state = self.trackers.get(frame.source_id)
         return None if state is None else state.predicted_boxes(frame.time, frame.width, frame.height)
 
-    def process(self, batch: Sequence[FrameResult]) -> Iterable[FrameResult]:
+    def process(self, batch: Sequence[FrameResult] | FrameResult) -> Iterable[FrameResult]:
+        """Boxes for a batch of frames (after a batch stage: a network detector) or for one frame."""
+        if isinstance(batch, FrameResult):
+            batch = [batch]
         t0 = time.perf_counter()
         todo: list[FrameResult] = []
         for r in batch:

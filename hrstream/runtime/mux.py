@@ -22,7 +22,7 @@ from typing import Any
 
 from hrstream.runtime.counters import SourceCounters
 from hrstream.runtime.markers import Marker
-from hrstream.runtime.queues import QueueAborted, QueueClosed
+from hrstream.runtime.queues import QueueAborted, QueueClosed, QueueStats
 
 __all__ = ["LaneStats", "SourceMux"]
 
@@ -210,6 +210,17 @@ class SourceMux:
             raise StopIteration from None
 
     # -- inspection ----------------------------------------------------------------------------------
+    def summary(self) -> QueueStats:
+        """Every lane together, as a pipeline stage's output queue (``sources``) is reported."""
+        lanes = self.stats()
+        return QueueStats(
+            "sources",
+            sum(lane.maxsize for lane in lanes),
+            sum(lane.depth for lane in lanes),
+            max((lane.max_depth for lane in lanes), default=0),
+            sum(lane.puts for lane in lanes),
+        )
+
     def stats(self) -> list[LaneStats]:
         """A snapshot of every lane, readable from any thread."""
         with self._lock:

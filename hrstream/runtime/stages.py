@@ -105,7 +105,7 @@ class _Stage:
         self.items_out = 0
         self.busy_s = 0.0
         self.thread: threading.Thread | None = None
-        self.drain = False  # source: keep reading after a stop request until the source itself ends
+        self.threadless = False  # a source that is a queue itself (source_queue): no thread of its own
         self.idle_s: float | None = None  # map: call target.idle() after this long without input
 
     def emit(self, items: Iterable[Any]) -> None:
@@ -115,7 +115,9 @@ class _Stage:
             self.items_out += 1
 
     def stats(self) -> StageStats:
-        q = None if self.out is None else self.out.stats()
+        q = None
+        if self.out is not None:
+            q = self.out.summary() if self.threadless else self.out.stats()
         return StageStats(self.name, self.kind, self.items_in, self.items_out, self.busy_s, q)
 
 
@@ -173,17 +175,23 @@ class Pipeline:
         *,
         queue_size: int = 8,
         on_stop: Callable[[], None] | None = None,
-        drain: bool = False,
     ) -> Pipeline:
-        """The first stage: reads ``items`` into a queue of ``queue_size``.
-
-        ``on_stop`` is called on stop/abort to interrupt a blocking read. ``drain=True``: ``items`` stops its own intake when ``on_stop`` tells it to and ends after what it
-        holds (a :class:`~hrstream.runtime.mux.SourceMux`), so a stop request reads on until it ends.
-        """
+        """The first stage: a thread reads ``items`` into a queue of ``queue_size``. ``on_stop`` is called on
+        stop/abort to interrupt a blocking read."""
         if on_stop is not None:
             self._on_stop.append(on_stop)
-        self._add(name, "source", items, queue_size)
-        self._stages[-1].drain = drain
+        return self._add(name, "source", items, queue_size)
+
+    def source_queue(self, name: str, items: Any, *, on_stop: Callable[[], None] | None = None) -> Pipeline:
+        """The first stage is ``items`` itself, a queue its producers fill (a
+        :class:`~hrstream.runtime.mux.SourceMux`: ``get(timeout)``, ``abort()``, ``summary()``), read by the next
+        stage directly (no thread, no copy). A stop request calls ``on_stop``, which ends the intake; the queue
+        ends (``QueueClosed``) once what it holds was read."""
+        if on_stop is not None:
+            self._on_stop.append(on_stop)
+        self._add(name, "source", None, 1)
+        stage = self._stages[-1]
+        stage.out, stage.threadless = items, True
         return self
 
     def map(
@@ -279,6 +287,8 @@ class Pipeline:
         self._started = True
         t0 = time.monotonic()
         for s in self._stages:
+            if s.threadless:
+                continue
             s.thread = threading.Thread(target=self._thread_main, args=(s,), name=f"{self.name}:{s.name}")
             s.thread.daemon = True
             s.thread.start()
@@ -297,8 +307,7 @@ class Pipeline:
 
     def _wait(self, grace_s: float | None) -> None:
         for s in self._stages:
-            assert s.thread is not None
-            while s.thread.is_alive():
+            while s.thread is not None and s.thread.is_alive():
                 s.thread.join(timeout=0.05)
                 stop_at = self._stop_at
                 overdue = stop_at is not None and time.monotonic() - stop_at > (grace_s or 0)
@@ -309,11 +318,16 @@ class Pipeline:
                     self.abort()
 
     def _join_all(self) -> None:
+        """Wait for the threads. After an abort only the sink matters (it closes the outputs at once); a stage
+        busy in a long call (a network on a slow machine) is left to end by itself (its queues are aborted;
+        threads are daemons), so a grace period bounds the time to closed outputs."""
         for s in self._stages:
-            if s.thread is not None:
-                s.thread.join(timeout=self.join_timeout_s)
-                if s.thread.is_alive():
-                    logger.error("pipeline '%s': stage '%s' did not finish", self.name, s.name)
+            if s.thread is None:
+                continue
+            waited = self.join_timeout_s if (s.kind == "sink" or not self.aborted) else 0.2
+            s.thread.join(timeout=waited)
+            if s.thread.is_alive() and (s.kind == "sink" or not self.aborted):
+                logger.error("pipeline '%s': stage '%s' did not finish", self.name, s.name)
 
     def _fail(self, stage: _Stage, exc: BaseException) -> None:
         with self._lock:
@@ -343,7 +357,7 @@ class Pipeline:
     def _run_source(self, s: _Stage) -> None:
         it = iter(s.target)
         try:
-            while s.drain or not self._stop.is_set():
+            while not self._stop.is_set():
                 t = time.monotonic()
                 try:
                     item = next(it)
