@@ -49,7 +49,7 @@ class _Person:
 
 
 @dataclass
-class _TrackState:
+class _RelabelledTrack:
     """What the relabeller knows of one tracker track."""
 
     out_id: int
@@ -75,7 +75,7 @@ class OnlineRelabel:
 
     def reset(self) -> None:
         """Forget everything (a new video): IDs restart at 1."""
-        self._tracks: dict[int, _TrackState] = {}
+        self._tracks: dict[int, _RelabelledTrack] = {}
         self._people: dict[int, _Person] = {}
         self._next_id = 1
 
@@ -114,7 +114,7 @@ class OnlineRelabel:
             if st is None or self._people.get(st.out_id) is None or self._people[st.out_id].holder != tid:
                 # a new track, or one whose person was taken over while it was away: a new person
                 decided = st is not None
-                st = _TrackState(self._new_person(tid, t, box, []), t, box, t, deque(maxlen=p.window))
+                st = _RelabelledTrack(self._new_person(tid, t, box, []), t, box, t, deque(maxlen=p.window))
                 st.decided = decided
                 self._tracks[tid] = st
             st.last_t = t
@@ -131,7 +131,7 @@ class OnlineRelabel:
         self._forget(t)
         return out
 
-    def _add_view(self, tid: int, st: _TrackState, h: np.ndarray, t: float, box: np.ndarray) -> None:
+    def _add_view(self, tid: int, st: _RelabelledTrack, h: np.ndarray, t: float, box: np.ndarray) -> None:
         p = self.params
         if len(st.views) >= p.min_views and histogram_distance(mean_histogram(st.views), h) > p.cut_distance:
             st.odd.append(h)
@@ -149,7 +149,7 @@ class OnlineRelabel:
         st.odd = []
         self._people[st.out_id].views.append(h)
 
-    def _join(self, tid: int, st: _TrackState, t: float, box: np.ndarray) -> None:
+    def _join(self, tid: int, st: _RelabelledTrack, t: float, box: np.ndarray) -> None:
         """Give ``st`` the ID of the person it most likely is, if any (see the module docstring)."""
         p = self.params
         mine = mean_histogram(st.views)

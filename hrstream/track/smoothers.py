@@ -30,7 +30,7 @@ _FILTERS: dict[str, type] = {"one_euro": OneEuroFilter, "kalman": KalmanPointFil
 
 
 @dataclass(eq=False)
-class _TrackState:
+class _SmoothedTrack:
     filter: OneEuroFilter | KalmanPointFilter
     last_seen: float
 
@@ -88,7 +88,7 @@ class KeypointSmoother:
 
     def reset(self) -> None:
         """Forget every track (call between videos)."""
-        self._states: dict[int, _TrackState] = {}
+        self._states: dict[int, _SmoothedTrack] = {}
 
     @property
     def num_tracks(self) -> int:
@@ -123,7 +123,7 @@ class KeypointSmoother:
                 continue
             state = self._states.get(tid)
             if state is None:
-                state = _TrackState(_FILTERS[self.method](**self.params), t)
+                state = _SmoothedTrack(_FILTERS[self.method](**self.params), t)
                 self._states[tid] = state
             state.last_seen = t
             valid = poses.keypoint_scores[i] >= self.min_score
