@@ -182,3 +182,17 @@ def test_single_scale_without_flip_and_multi_scale_run(model: torch.nn.Module, i
     multi = bottomup_infer(model, image, replace(test, scale_factor=(0.5, 1.0), refine=False), "cpu")
     assert multi.people.shape[1:] == (17, 5) and multi.heatmap_shape == (17, 256, 384)
     assert (multi.scores >= 0).all() or len(multi.scores) == 0
+
+
+def test_people_become_poses_best_first(result: Any) -> None:
+    from hrstream.pose.bottomup import to_poses
+
+    poses = to_poses(result, score_threshold=0.1, max_people=50)
+    assert 0 < len(poses) <= 50 and poses.num_keypoints == 17
+    assert (np.diff(poses.box_scores) <= 0).all() and (poses.box_scores >= 0.1).all()
+    best = int(np.argmax(result.scores))
+    np.testing.assert_array_equal(poses.keypoints[0], result.people[best, :, :2])
+    found = poses.keypoint_scores[0] > 0
+    x, y = poses.keypoints[0][found].T
+    np.testing.assert_allclose(poses.boxes[0], [x.min(), y.min(), x.max(), y.max()])
+    assert len(to_poses(result, score_threshold=1e9)) == 0

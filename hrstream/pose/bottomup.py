@@ -37,6 +37,7 @@ from torch import nn
 from hrstream.models.higherhrnet import BottomUpTestSpec
 from hrstream.pose.bottomup_group import parse
 from hrstream.pose.crops import IMAGENET_MEAN, IMAGENET_STD
+from hrstream.types import Poses
 
 __all__ = [
     "BottomUpResult",
@@ -48,6 +49,7 @@ __all__ = [
     "official_affine",
     "resize_align_multi_scale",
     "stage_maps",
+    "to_poses",
 ]
 
 
@@ -342,3 +344,24 @@ def bottomup_infer(
     """The official HigherHRNet inference (``tools/valid.py``) of one ``uint8 (H, W, 3)`` RGB image: see the
     module docstring and :class:`BottomUpResult`. The network runs on ``image`` alone (no padding)."""
     return bottomup_infer_batch(model, [image], test, device)[0]
+
+
+def to_poses(result: BottomUpResult, *, score_threshold: float = 0.0, max_people: int | None = None) -> Poses:
+    """The people of a :class:`BottomUpResult` as :class:`~hrstream.types.Poses`, best first.
+
+    People scoring below ``score_threshold`` are dropped, then at most ``max_people`` are kept. Keypoint scores
+    are the heatmap values (0 for a joint not found, whose position is then 0, 0); boxes are the extent
+    (xyxy pixels) of the joints with a positive score and ``box_scores`` the person scores.
+    """
+    people, scores = result.people, result.scores
+    k = people.shape[1] if people.ndim == 3 else 0
+    order = np.argsort(-scores, kind="stable")
+    order = order[scores[order] >= score_threshold][:max_people]
+    kps = people[order, :, :2].astype(np.float32)
+    kscores = people[order, :, 2].astype(np.float32)
+    boxes = np.zeros((len(order), 4), np.float32)
+    for i, (pts, sc) in enumerate(zip(kps, kscores, strict=True)):
+        seen = pts[sc > 0]
+        if len(seen):
+            boxes[i] = [*seen.min(axis=0), *seen.max(axis=0)]
+    return Poses(boxes, scores[order], kps.reshape(-1, k, 2), kscores.reshape(-1, k))
