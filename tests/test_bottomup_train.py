@@ -175,3 +175,22 @@ def test_bad_training_configs_are_one_line() -> None:
     bad["LOSS"]["PUSH_LOSS_FACTOR"] = [0.001]
     with pytest.raises(ConfigError, match="PUSH_LOSS_FACTOR must have 2 entries"):
         bottomup_loss(bottomup_spec(bad))
+
+
+def test_train_bottomup_command(crowd: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from hrstream.train.commands import train_group
+
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(yaml.safe_dump(tiny_cfg(64)))
+    args = ["bottomup", "--model", str(cfg), "--images", str(crowd.parent / "images"), "--ann", str(crowd),
+            "--out", str(tmp_path / "run"), "--max-steps", "1", "--batch-size", "2", "--device", "cpu"]  # fmt: skip
+    res = CliRunner().invoke(train_group, ["-q", *args])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout.strip().splitlines()[-1])
+    assert report["steps"] == 1 and Path(report["last"]).is_file()
+    wrong = CliRunner().invoke(train_group, ["bottomup", "--model", "pose_hrnet_w32_256x192", "--images",
+                                             str(crowd.parent / "images"), "--ann", str(crowd), "--out",
+                                             str(tmp_path / "x")])  # fmt: skip
+    assert wrong.exit_code == 2 and "bottom-up training needs pose_higher_hrnet" in wrong.output
