@@ -41,7 +41,4 @@ def test_onnx_runtime_gives_both_torch_outputs(tmp_path: Path) -> None:
         for got, want in zip(outs, ref, strict=True):
             assert got.dtype == np.float32
             assert float(np.linalg.norm(got - want.numpy()) / np.linalg.norm(want.numpy())) < 1e-5
-    # the exported graph's maps feed the official inference like the torch network's
-    with torch.inference_mode():
-        ref = model(tiny["input"])
-    assert len(ref) == 2 and not model.training
+    assert not model.training  # the export leaves the model in eval mode, as it found it
