@@ -50,7 +50,12 @@ def test_there_is_something_to_check() -> None:
         "litehrnet_18_coco_256x192",
         "litehrnet_30_coco_384x288",
     } <= set(CONFIGS)
-    assert len(CONFIGS) == 18
+    assert len(CONFIGS) == 21
+    assert {n for n, c in CONFIGS.items() if c["MODEL"]["NAME"] == "pose_higher_hrnet"} == {
+        "pose_higher_hrnet_w32_512",
+        "pose_higher_hrnet_w48_512",
+        "pose_higher_hrnet_w48_640",
+    }
 
 
 def _check_hrnet_extra(name: str, extra: dict[str, Any]) -> None:
@@ -77,11 +82,33 @@ def _check_lite_extra(name: str, extra: dict[str, Any]) -> None:
     assert extra == official
 
 
+def _check_higher(name: str, cfg: dict[str, Any]) -> None:
+    """The official HigherHRNet experiments (tests/test_higherhrnet.py builds them against the official key
+    manifests): one deconvolution stage with 4 basic blocks at the backbone's width, AE loss at 1/4 only."""
+    model, data, test = cfg["MODEL"], cfg["DATASET"], cfg["TEST"]
+    assert model["NUM_JOINTS"] == data["NUM_JOINTS"] == 17 and model["TAG_PER_JOINT"] is True
+    size = data["INPUT_SIZE"]
+    assert name.endswith(f"_{size}") and data["OUTPUT_SIZE"] == [size // 4, size // 2]
+    width = model["EXTRA"]["STAGE2"]["NUM_CHANNELS"][0]
+    deconv = model["EXTRA"]["DECONV"]
+    assert deconv == {"NUM_DECONVS": 1, "NUM_CHANNELS": [width], "KERNEL_SIZE": [4], "NUM_BASIC_BLOCKS": 4,
+                      "CAT_OUTPUT": [True]}  # fmt: skip
+    assert cfg["LOSS"]["WITH_AE_LOSS"] == [True, False] and cfg["LOSS"]["AE_LOSS_TYPE"] == "exp"
+    assert test["FLIP_TEST"] is True and test["PROJECT2IMAGE"] is True and test["SCALE_FACTOR"] == [1]
+    assert (test["NMS_KERNEL"], test["NMS_PADDING"], test["DETECTION_THRESHOLD"]) == (5, 2, 0.1)
+    assert data["DATASET"] == "coco_kpt" and data["MAX_NUM_PEOPLE"] == 30
+    assert set(cfg.get("HRSTREAM", {})) <= {"WEIGHTS", "DESCRIPTION"}
+
+
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_config_has_official_schema(name: str) -> None:
     cfg = CONFIGS[name]
     model = cfg["MODEL"]
     extra = model["EXTRA"]
+    if model["NAME"] == "pose_higher_hrnet":
+        _check_hrnet_extra(name, extra)
+        _check_higher(name, cfg)
+        return
     if model["NAME"] == "litehrnet":
         _check_lite_extra(name, extra)
     else:
@@ -125,6 +152,9 @@ def test_seg_widths_match_hrnetv2() -> None:
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_config_default_weights_are_registered_for_it(name: str) -> None:
+    if name == "pose_higher_hrnet_w48_640":  # its official checkpoint is on Google Drive only: --weights PATH
+        assert "WEIGHTS" not in CONFIGS[name]["HRSTREAM"] and registry.default_weights(name) is None
+        return
     named = CONFIGS[name]["HRSTREAM"]["WEIGHTS"]
     entry = registry.get_weights(named)
     assert entry.config == name
@@ -146,6 +176,12 @@ def _check_pose_meta(entry: WeightsEntry, cfg: dict[str, Any]) -> None:
     unpaired = [n for i, n in enumerate(names) if i not in flat]
     assert unpaired == ["nose"]
     assert len(meta["oks_sigmas"]) == 17
+    if cfg["MODEL"]["NAME"] == "pose_higher_hrnet":
+        size = cfg["DATASET"]["INPUT_SIZE"]
+        assert tuple(meta["input_size"]) == (size, size) and tuple(meta["heatmap_size"]) == (size // 4,) * 2
+        assert meta["method"] == "bottomup" and meta["decoder"] == "associative_embedding"
+        assert 0.66 < meta["metrics"]["AP"] < 0.7
+        return
     w, h = cfg["MODEL"]["IMAGE_SIZE"]
     assert tuple(meta["input_size"]) == (h, w)
     hw, hh = cfg["MODEL"]["HEATMAP_SIZE"]
@@ -185,13 +221,15 @@ def test_entry_metadata(entry: WeightsEntry) -> None:
     if entry.layout == "mmpose1":
         assert "/mmpose/v1/" in entry.url
     if entry.layout == "mmpose0":
-        assert "/mmpose/top_down/" in entry.url
+        bottomup = cfg["MODEL"]["NAME"] == "pose_higher_hrnet"
+        assert ("/mmpose/bottom_up/" if bottomup else "/mmpose/top_down/") in entry.url
     meta = entry.meta
     for key in ("input_size", "mean", "std", "metrics", "licence"):
         assert key in meta, f"{entry.name}: meta lacks {key}"
     assert meta["metrics"]["source"].startswith("https://")
     assert all(0 < v < 1 for v in meta["mean"]) and all(0 < v < 1 for v in meta["std"])
-    assert entry.task == {"pose_hrnet": "pose", "litehrnet": "pose", "seg_hrnet": "seg"}[cfg["MODEL"]["NAME"]]
+    tasks = {"pose_hrnet": "pose", "litehrnet": "pose", "seg_hrnet": "seg", "pose_higher_hrnet": "pose"}
+    assert entry.task == tasks[cfg["MODEL"]["NAME"]]
     if entry.task == "pose":
         _check_pose_meta(entry, cfg)
     else:

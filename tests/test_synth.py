@@ -242,3 +242,50 @@ def test_synth_command_writes_clips_and_rejects_bad_options(tmp_path: Path) -> N
     assert len(list((tmp_path / "synth_0001_masks").glob("*.png"))) == 10
     bad = runner.invoke(synth_command, [str(tmp_path), "--motions", "walk,dance"])
     assert bad.exit_code == 2 and "motions" in bad.output
+
+
+def _overlapping_pairs(boxes: np.ndarray) -> int:
+    lo = np.maximum(boxes[:, None, :2], boxes[None, :, :2])
+    hi = np.minimum(boxes[:, None, 2:], boxes[None, :, 2:])
+    inter = np.all(hi > lo, axis=2)
+    return int(np.triu(inter, 1).sum())
+
+
+def test_crowds_of_20_to_30_people_overlap_and_repeat_per_seed() -> None:
+    """`--people 20-30`: a crowd for bottom-up training, people crossing and hiding each other."""
+    cfg = SynthConfig(
+        width=320, height=180, num_frames=8, num_people=(20, 30), seed=21, person_height=(0.15, 0.6)
+    )
+    frames = list(generate(cfg))
+    again = list(generate(cfg))
+    for a, b in zip(frames, again, strict=True):
+        assert np.array_equal(a.image, b.image) and np.array_equal(a.keypoints, b.keypoints)
+        assert np.array_equal(a.track_ids, b.track_ids)
+    other = next(iter(generate(SynthConfig(**{**cfg.to_dict(), "seed": 22, "person_height": (0.15, 0.6)}))))
+    assert not np.array_equal(other.image, frames[0].image)
+    assert all(len(f) >= 18 for f in frames)  # a few may be fully hidden behind others
+    assert max(len(f) for f in frames) >= 20
+    assert all(_overlapping_pairs(f.boxes) >= 10 for f in frames)
+    hidden = sum(int((f.visibility == 1).sum()) for f in frames)
+    assert hidden > 100  # keypoints inside the frame but covered by someone in front
+
+
+def test_synth_command_makes_a_crowd_dataset(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from hrstream.synth.command import synth_command
+
+    runner = CliRunner()
+    args = [str(tmp_path), "--coco", "--width", "160", "--height", "96", "--seconds", "0.16", "--people", "20-30",
+            "--person-height", "0.15-0.5", "--seed", "5"]  # fmt: skip
+    res = runner.invoke(synth_command, args)
+    assert res.exit_code == 0, res.output
+    doc = json.loads((tmp_path / "annotations.json").read_text())
+    per_image: dict[int, int] = {}
+    for ann in doc["annotations"]:
+        per_image[ann["image_id"]] = per_image.get(ann["image_id"], 0) + 1
+    assert len(doc["images"]) == 4 and min(per_image.values()) >= 15
+    bad = runner.invoke(synth_command, [str(tmp_path), "--person-height", "tall"])
+    assert bad.exit_code == 2 and "--person-height" in bad.output and bad.output.count("\n") == 1
+    bad = runner.invoke(synth_command, [str(tmp_path), "--person-height", "0.5-0.1"])
+    assert bad.exit_code == 2 and "person_height" in bad.output

@@ -1,4 +1,4 @@
-"""HRNet and Lite-HRNet networks faithful to the official code, their configs, checkpoints and published weights.
+"""HRNet, HigherHRNet and Lite-HRNet networks faithful to the official code, their configs, checkpoints and published weights.
 
 Public API::
 
@@ -13,18 +13,21 @@ from hrstream.models.checkpoints import LoadReport, detect_layout, load_weights,
 from hrstream.models.config import ModelSpec, load_config, parse_config
 from hrstream.models.export import OnnxExport, export_onnx
 from hrstream.models.heads import HRFPN, PoseHRNet, SegHRNet
+from hrstream.models.higherhrnet import HigherHRNetSpec, PoseHigherHRNet
 from hrstream.models.hrnet import HRNetBackbone, StageSpec
 from hrstream.models.litehrnet import LiteHRNet, LiteHRNetSpec, PoseLiteHRNet
 
 __all__ = [
     "HRFPN",
     "HRNetBackbone",
+    "HigherHRNetSpec",
     "LiteHRNet",
     "LiteHRNetSpec",
     "LoadReport",
     "ModelSpec",
     "OnnxExport",
     "PoseHRNet",
+    "PoseHigherHRNet",
     "PoseLiteHRNet",
     "SegHRNet",
     "StageSpec",

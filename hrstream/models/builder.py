@@ -11,6 +11,7 @@ from torch import nn
 from hrstream.errors import ConfigError
 from hrstream.models.config import ModelSpec, load_config, parse_config
 from hrstream.models.heads import HRFPN, PoseHRNet, SegHRNet
+from hrstream.models.higherhrnet import PoseHigherHRNet
 from hrstream.models.hrnet import HRNetBackbone
 from hrstream.models.litehrnet import PoseLiteHRNet
 
@@ -39,6 +40,8 @@ def build_model(spec: ModelSpec) -> nn.Module:
         return build_detector(spec)
     if spec.lite is not None:
         model: nn.Module = PoseLiteHRNet(spec.lite, num_joints=spec.num_outputs)
+    elif spec.higher is not None:
+        model = PoseHigherHRNet(spec.stages, spec.higher)
     elif spec.task == "cls":  # the backbone of a classification YAML: stage 4's four branch outputs
         model = HRNetBackbone(
             spec.stages,
@@ -81,6 +84,9 @@ def from_config(cfg: str | Path | Mapping[str, Any]) -> nn.Module:
     Returns:
         ``pose_hrnet``, ``litehrnet``: a module mapping ``(N, 3, H, W)`` normalised RGB to heatmaps
         ``(N, K, H/4, W/4)``.
+        ``pose_higher_hrnet``: the bottom-up :class:`~hrstream.models.higherhrnet.PoseHigherHRNet`, mapping
+        ``(N, 3, H, W)`` to ``[(N, K+T, H/4, W/4), (N, K, H/2, W/2)]`` (heatmaps and tags, higher-resolution
+        heatmaps); ``model.spec.method == "bottomup"``.
         ``seg_hrnet``: a module mapping ``(N, 3, H, W)`` to logits ``(N, C, H/4, W/4)``.
         ``cls_hrnet``: the :class:`~hrstream.models.hrnet.HRNetBackbone` (``forward_features`` gives the four
         branch outputs); the classification head is not built.

@@ -7,7 +7,8 @@ official   official pose (flat keys, ``final_layer.*``) or segmentation (``model
            ``state_dict`` wrapper, ``loss.*`` ignored, ``last_layer.*``)
 mmpose1    MMPose 1.x: ``state_dict`` with ``backbone.*``, ``head.final_layer.*``; ``data_preprocessor.*``
            ignored
-mmpose0    MMPose 0.x: ``backbone.*``, ``keypoint_head.final_layer.*``
+mmpose0    MMPose 0.x: ``backbone.*``, ``keypoint_head.final_layer.*``; HigherHRNet (``AEHigherResolutionHead``):
+           ``keypoint_head.final_layers.*``, ``keypoint_head.deconv_layers.*``
 mmseg      MMSegmentation FCN-HRNet: ``backbone.*``, ``decode_head.convs.0.conv`` (no bias: loaded with a zero
            bias into ``last_layer.0``), ``decode_head.convs.0.bn`` -> ``last_layer.1``,
            ``decode_head.conv_seg`` -> ``last_layer.3``
@@ -39,6 +40,7 @@ import torch
 from torch import nn
 
 from hrstream.errors import WeightsError
+from hrstream.models.higherhrnet import explain_mismatch
 
 __all__ = [
     "LoadReport",
@@ -169,8 +171,12 @@ def convert_state_dict(
                 new = None
             elif k.startswith("backbone."):
                 new = k[len("backbone.") :]
-            elif k.startswith("head.final_layer.") or k.startswith("keypoint_head.final_layer."):
-                new = "final_layer." + k.split("final_layer.", 1)[1]
+            elif k.startswith(("head.", "keypoint_head.")):
+                rest = k.split(".", 1)[1]
+                # final_layer (top-down heatmap heads); final_layers + deconv_layers (AEHigherResolutionHead,
+                # whose module names equal the official HigherHRNet's)
+                if rest.startswith(("final_layer.", "final_layers.", "deconv_layers.")):
+                    new = rest
         elif layout == "mmseg":
             if k.startswith("data_preprocessor.") or k.startswith("auxiliary_head."):
                 new = None
@@ -242,8 +248,11 @@ def load_weights(model: nn.Module, source: str | Path | Mapping[str, Any]) -> Lo
     if shapes:
         problems.append(f"mis-shaped keys: {_limit(shapes)}")
     if problems:
+        hint = explain_mismatch(target, converted)
         raise WeightsError(
-            f"{src} ({layout} layout) does not fit {type(model).__name__}: " + "; ".join(problems)
+            f"{src} ({layout} layout) does not fit {type(model).__name__}: "
+            + (f"{hint}; " if hint else "")
+            + "; ".join(problems)
         )
     model.load_state_dict(converted, strict=not left_at_init)
     if layout == "timm":

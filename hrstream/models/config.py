@@ -4,6 +4,7 @@ An official YAML (``experiments/coco/hrnet/w32_256x192_adam_lr1e-3.yaml`` or
 ``experiments/cityscapes/seg_hrnet_w48_*.yaml``) loads as it is. The fields read here:
 
 * ``MODEL.NAME``: ``pose_hrnet``, ``seg_hrnet``, ``litehrnet`` (pose; :mod:`hrstream.models.litehrnet`),
+  ``pose_higher_hrnet`` (bottom-up pose, HigherHRNet; its own sections: :mod:`hrstream.models.config_bottomup`),
   hrstream's ``det_hrnet`` (person detection on V2p, :mod:`hrstream.models.detection`; read like a
   segmentation config) or ``cls_hrnet`` (the official HRNet-Image-Classification YAMLs, ``MODEL.NUM_CLASSES``,
   ``MODEL.IMAGE_SIZE``): built as the backbone it describes (task ``cls``, no classifier head), into which
@@ -35,14 +36,19 @@ from typing import Any, Literal
 import yaml
 
 from hrstream.errors import ConfigError
+from hrstream.models.higherhrnet import HigherHRNetSpec
 from hrstream.models.hrnet import BLOCKS, StageSpec
 from hrstream.models.litehrnet import MODULE_TYPES, LiteHRNetSpec
 
 __all__ = ["ModelSpec", "load_config", "parse_config"]
 
 Task = Literal["pose", "seg", "det", "cls"]
+#: How a pose network finds people: ``topdown`` (one call per person crop, boxes from a detector) or
+#: ``bottomup`` (one call per image; keypoints grouped into people by their tags).
+Method = Literal["topdown", "bottomup"]
 NAMES: dict[str, Task] = {
     "pose_hrnet": "pose",
+    "pose_higher_hrnet": "pose",
     "seg_hrnet": "seg",
     "det_hrnet": "det",
     "litehrnet": "pose",
@@ -57,6 +63,10 @@ class ModelSpec:
     ``image_size`` and ``heatmap_size`` are ``(W, H)`` as in the official files (``None`` where not given).
     ``raw`` is the whole config dict, for the sections this class does not model. ``stages`` holds HRNet's
     STAGE2..4 (empty for ``litehrnet``, whose architecture is ``lite``).
+
+    ``method`` is ``"bottomup"`` for ``pose_higher_hrnet`` (whose deconvolution head, loss and test settings
+    are ``higher``; ``image_size`` is then ``(INPUT_SIZE, INPUT_SIZE)``, ``heatmap_size`` the first of
+    ``DATASET.OUTPUT_SIZE`` squared) and ``"topdown"`` for every other network.
     """
 
     name: str
@@ -71,6 +81,8 @@ class ModelSpec:
     source: str
     raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
     lite: LiteHRNetSpec | None = None
+    method: Method = "topdown"
+    higher: HigherHRNetSpec | None = None
 
     @property
     def width(self) -> int:
@@ -283,6 +295,8 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<config>") -> ModelS
     fck = _get(data, "MODEL.EXTRA.FINAL_CONV_KERNEL", source, required=False, default=1)
     if fck not in (1, 3):
         raise ConfigError(f"{source}: field MODEL.EXTRA.FINAL_CONV_KERNEL must be 1 or 3, got {fck!r}")
+    if name == "pose_higher_hrnet":
+        return _parse_higher(data, source, stages, int(fck))
     if task == "pose":
         num = _get(data, "MODEL.NUM_JOINTS", source)
         field_name = "MODEL.NUM_JOINTS"
@@ -322,6 +336,30 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<config>") -> ModelS
         stage1=stage1,
         source=source,
         raw=dict(data),
+    )
+
+
+def _parse_higher(data: Mapping[str, Any], source: str, stages: tuple[StageSpec, ...], fck: int) -> ModelSpec:
+    # Its fields are read with this module's helpers. The stem is hard-coded (4 x 64 bottlenecks) as in the
+    # official pose_higher_hrnet, which ignores a STAGE1 entry.
+    from hrstream.models.config_bottomup import parse_higher
+
+    higher = parse_higher(data, source, fck)
+    out = higher.output_size[0]
+    return ModelSpec(
+        name="pose_higher_hrnet",
+        task="pose",
+        stages=stages,
+        final_conv_kernel=fck,
+        num_outputs=higher.num_joints,
+        image_size=(higher.input_size, higher.input_size),
+        heatmap_size=(out, out),
+        align_corners=False,
+        stage1=None,
+        source=source,
+        raw=dict(data),
+        method="bottomup",
+        higher=higher,
     )
 
 

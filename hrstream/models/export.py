@@ -5,6 +5,10 @@ batch axis ``N`` dynamic, ``H`` and ``W`` fixed at export. Its outputs, by task:
 
 ========= ==================================================================================================
 pose      ``heatmaps`` ``(N, K, H/4, W/4)`` (``pose_hrnet``, ``litehrnet``)
+pose      bottom-up (``pose_higher_hrnet``): one output per stage, ``stage0`` ``(N, K + T, H/4, W/4)`` (heatmaps then
+          tags), ``stage1`` ``(N, K, H/2, W/2)``, ...; metadata ``hrstream.method`` ``bottomup``. The input size
+          is fixed at export: the short side's test size and the long side the frames will have (a multiple of
+          64), e.g. ``512x896`` for 16:9 video at 512
 seg       ``logits`` ``(N, C, H/4, W/4)`` (``seg_hrnet``)
 det       the detector's backbone only, the HRFPN pyramid ``level0`` ... ``level{L-1}``: ``(N, C, H/s, W/s)`` with
           stride ``s = 4 * 2**i`` on the input the FCOS transform made (resized, normalised, padded); the FCOS
@@ -12,7 +16,7 @@ det       the detector's backbone only, the HRFPN pyramid ``level0`` ... ``level
 ========= ==================================================================================================
 
 The graph comes from ``torch.onnx.export`` (the ``torch.export``-based exporter; it needs the ``onnx``
-extra: ``onnx``, ``onnxscript``). The file's ``metadata_props`` record ``hrstream.opset``,
+extra: ``onnx``, ``onnxscript``). The file's ``metadata_props`` record ``hrstream.opset``, ``hrstream.method``,
 ``hrstream.task``, ``hrstream.input_size`` (``HxW``) and what the caller adds (model name, weights sha256,
 mean and std); :func:`read_metadata` reads them back.
 """
@@ -88,6 +92,17 @@ def default_input_size(model: nn.Module) -> tuple[int, int]:
     return int(h), int(w)
 
 
+class _Stages(nn.Module):
+    """A bottom-up network's list of stage maps returned as a tuple (ONNX outputs)."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(self.net(x))
+
+
 class _Pyramid(nn.Module):
     """The detector's HRFPN with its ``OrderedDict`` of levels returned as a tuple (ONNX outputs)."""
 
@@ -103,13 +118,17 @@ def _exportable(model: nn.Module) -> tuple[nn.Module, str, tuple[str, ...]]:
     """``(module to trace, task, output names)`` for a model built by :func:`~hrstream.models.from_config`."""
     spec = getattr(model, "spec", None)
     task = getattr(spec, "task", None)
+    if task == "pose" and getattr(spec, "method", "topdown") == "bottomup":
+        stages = 1 + int(spec.higher.deconv.num_deconvs)  # type: ignore[union-attr]
+        # a wrapper takes the model's mode, which the export restores afterwards
+        return _Stages(model).train(model.training), "pose", tuple(f"stage{i}" for i in range(stages))
     if task == "pose":
         return model, "pose", ("heatmaps",)
     if task == "seg":
         return model, "seg", ("logits",)
     if task == "det":
         fpn = model.backbone  # type: ignore[attr-defined]
-        return _Pyramid(fpn), "det", tuple(f"level{i}" for i in range(int(fpn.num_outs)))
+        return _Pyramid(fpn).train(fpn.training), "det", tuple(f"level{i}" for i in range(int(fpn.num_outs)))
     raise ConfigError(
         f"cannot export {type(model).__name__}: expected a network built by hrstream.models.from_config "
         "(it carries .spec with the task)"
@@ -167,6 +186,7 @@ def export_onnx(
     props = {
         "hrstream.opset": str(opset),
         "hrstream.task": task,
+        "hrstream.method": str(getattr(getattr(model, "spec", None), "method", "topdown")),
         "hrstream.input_size": f"{h}x{w}",
         **{str(k): str(v) for k, v in (metadata or {}).items()},
     }

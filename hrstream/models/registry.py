@@ -378,6 +378,97 @@ _ENTRIES: tuple[WeightsEntry, ...] = (
 )
 
 
+# HigherHRNet, bottom-up (one network call per image, people grouped by associative-embedding tags). Input
+# sizes are the short side the image is resized to (a multiple of 64 keeping the aspect); ``heatmap_size`` is
+# that of the first output (1/4) for a square input.
+_MMPOSE_AE_ZOO = (
+    "https://github.com/open-mmlab/mmpose/blob/0.x/configs/body/2d_kpt_sview_rgb_img/associative_embedding/"
+    "coco/higherhrnet_coco.md"
+)
+_HIGHER_README = "https://github.com/HRNet/HigherHRNet-Human-Pose-Estimation/blob/master/README.md"
+
+
+def _higher_meta(size: int, metrics: dict[str, Any], licence: str) -> dict[str, Any]:
+    return {
+        "dataset": "coco",
+        "method": "bottomup",
+        "keypoint_names": list(dm.COCO_KEYPOINT_NAMES),
+        "flip_pairs": [list(p) for p in dm.COCO_FLIP_PAIRS],
+        "skeleton": [list(p) for p in dm.COCO_SKELETON],
+        "oks_sigmas": list(dm.COCO_OKS_SIGMAS),
+        "input_size": (size, size),
+        "heatmap_size": (size // 4, size // 4),
+        "mean": dm.IMAGENET_MEAN,
+        "std": dm.IMAGENET_STD,
+        "decoder": "associative_embedding",
+        "metrics": metrics,
+        "licence": licence,
+    }
+
+
+def _mmpose_higher(
+    w: int, file: str, prefix: str, ap: float, ap50: float, ap75: float, ar: float
+) -> WeightsEntry:
+    config = f"pose_higher_hrnet_w{w}_512"
+    metrics = {"AP": ap, "AP50": ap50, "AP75": ap75, "AR": ar, "source": _MMPOSE_AE_ZOO,
+               "protocol": "COCO val2017, single scale (no multi-scale test), flip test"}  # fmt: skip
+    return WeightsEntry(
+        name=f"{config}.mmpose",
+        url=f"{_MMPOSE_BASE}/bottom_up/{file}",
+        sha256=prefix,
+        layout="mmpose0",
+        config=config,
+        task="pose",
+        meta=_higher_meta(
+            512,
+            metrics,
+            "Apache-2.0 (OpenMMLab MMPose); trained on COCO (CC BY 4.0 annotations, Flickr image terms)",
+        ),  # fmt: skip
+    )
+
+
+_ENTRIES += (
+    # The official release lives in a Google Drive folder (README "model zoo"); OpenVINO's Open Model Zoo
+    # mirrors the W32-512 file unchanged (models/public/higher-hrnet-w32-human-pose-estimation/model.yml, which
+    # gives its size and sha384 but no sha256).
+    WeightsEntry(
+        name="pose_higher_hrnet_w32_512.official",
+        url="https://storage.openvinotoolkit.org/repositories/open_model_zoo/public/2022.1/"
+        "higher-hrnet-w32-human-pose-estimation/ckpt/pose_higher_hrnet_w32_512.pth",
+        sha256="",
+        hash_kind="none",
+        layout="official_pose",
+        config="pose_higher_hrnet_w32_512",
+        task="pose",
+        meta={
+            **_higher_meta(
+                512,
+                {
+                    "AP": 0.671,
+                    "AP50": 0.862,
+                    "AP75": 0.730,
+                    "AP_M": 0.615,
+                    "AP_L": 0.761,
+                    "source": _HIGHER_README,
+                    "protocol": "COCO val2017 without multi-scale test (flip test, as the official config)",
+                },
+                "MIT (HRNet/HigherHRNet-Human-Pose-Estimation); trained on COCO (CC BY 4.0 annotations, Flickr "
+                "image terms)",
+            ),  # fmt: skip
+            "size_bytes": 115172215,
+            "publisher_sha384": "d344fcc4e426308139397bd708be1c59500e038a540ea0979b6a10556b5f3530701d86c0cab276fc"
+            "5710419f91879e3d",
+        },
+    ),
+    _mmpose_higher(
+        32, "higher_hrnet32_coco_512x512-8ae85183_20200713.pth", "8ae85183", 0.677, 0.870, 0.738, 0.723
+    ),
+    _mmpose_higher(
+        48, "higher_hrnet48_coco_512x512-60fedcbc_20200712.pth", "60fedcbc", 0.686, 0.873, 0.741, 0.731
+    ),
+)
+
+
 # Small HRNets trained by hrstream on its synthetic figures (hrstream synth + hrstream train); they ship inside
 # the package (``package:`` URLs resolve to ``hrstream/weights``), so the demo runs offline. Figures and the
 # commands that produced them: docs/accuracy.md.

@@ -14,18 +14,30 @@ import click
 from hrstream.errors import ConfigError, HrstreamError
 from hrstream.synth.config import MOTIONS, SynthConfig
 
-__all__ = ["parse_people", "synth_command"]
+__all__ = ["parse_people", "parse_person_height", "synth_command"]
 
 
 def parse_people(text: str) -> int | tuple[int, int]:
-    """``"3"`` -> 3, ``"2-5"`` -> (2, 5); raises :class:`ConfigError` otherwise."""
+    """``"3"`` -> 3, ``"2-5"`` -> (2, 5), ``"20-30"`` (a crowd) -> (20, 30); raises :class:`ConfigError`
+    otherwise."""
     try:
         if "-" in text:
             lo, hi = (int(p) for p in text.split("-", 1))
             return lo, hi
         return int(text)
     except ValueError:
-        raise ConfigError(f"--people: expected N or MIN-MAX (e.g. 3 or 2-5), got {text!r}") from None
+        raise ConfigError(f"--people: expected N or MIN-MAX (e.g. 3 or 20-30), got {text!r}") from None
+
+
+def parse_person_height(text: str) -> tuple[float, float]:
+    """``"0.15-0.5"`` -> (0.15, 0.5): the range of standing heights as fractions of the frame height."""
+    try:
+        lo, hi = (float(p) for p in text.split("-", 1))
+        return lo, hi
+    except ValueError:
+        raise ConfigError(
+            f"--person-height: expected MIN-MAX fractions of the frame height (e.g. 0.15-0.5), got {text!r}"
+        ) from None
 
 
 @click.command("synth")
@@ -45,7 +57,18 @@ def parse_people(text: str) -> int | tuple[int, int]:
 @click.option("--height", type=click.IntRange(min=16), default=360, show_default=True)
 @click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=25.0, show_default=True)
 @click.option("--seconds", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True)
-@click.option("--people", default="3", show_default=True, help="People in view: N or MIN-MAX.")
+@click.option(
+    "--people",
+    default="3",
+    show_default=True,
+    help="People in view: N or MIN-MAX, drawn per clip (crowds: e.g. 20-30; they overlap and hide each other).",
+)
+@click.option(
+    "--person-height",
+    default="0.22-1.1",
+    show_default=True,
+    help="Standing heights as fractions of the frame height, far-near (crowds of small people: e.g. 0.12-0.5).",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--motions", default=",".join(MOTIONS), show_default=True, help="Comma list of walk,turn,wave.")
 @click.option(
@@ -69,16 +92,16 @@ def parse_people(text: str) -> int | tuple[int, int]:
     help="Video quality (lower is better).",
 )
 def synth_command(out_dir: str, coco: bool, clips: int, name: str, width: int, height: int, fps: float,
-                  seconds: float, people: str, seed: int, motions: str, noise: float, blur: float,
-                  every_n: int, crf: int) -> None:  # fmt: skip
+                  seconds: float, people: str, person_height: str, seed: int, motions: str, noise: float,
+                  blur: float, every_n: int, crf: int) -> None:  # fmt: skip
     """Render synthetic walking people with exact ground truth into OUT_DIR."""
     from hrstream.synth.writers import write_clip, write_coco_dataset
 
     try:
         base = SynthConfig(
             width=width, height=height, fps=fps, duration_s=seconds, num_people=parse_people(people),
-            seed=seed, motions=tuple(m.strip() for m in motions.split(",") if m.strip()),
-            noise_sigma=noise, blur_sigma=blur,
+            person_height=parse_person_height(person_height), seed=seed,
+            motions=tuple(m.strip() for m in motions.split(",") if m.strip()), noise_sigma=noise, blur_sigma=blur,
         )  # fmt: skip
         if coco:
             path = write_coco_dataset((base, clips), out_dir, every_n=every_n)

@@ -1,4 +1,4 @@
-"""The ``hrstream train pose|seg|det`` command group (attach with ``main.add_command(train_group, "train")``)."""
+"""The ``hrstream train pose|bottomup|seg|det`` command group (attach with ``main.add_command(train_group, "train")``)."""
 
 from __future__ import annotations
 
@@ -76,7 +76,8 @@ def _run(fn: Callable[..., Any], *args: Any, **kw: Any) -> None:
 @click.group("train")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors on stderr.")
 def train_group(quiet: bool) -> None:
-    """Train pose_hrnet (COCO keypoints), seg_hrnet (images + label masks) or det_hrnet (COCO person boxes)."""
+    """Train pose_hrnet or pose_higher_hrnet (COCO keypoints), seg_hrnet (images + label masks) or det_hrnet (COCO
+    person boxes)."""
     if not logging.getLogger().handlers:  # per-step losses on stderr, like `hrstream run`'s log lines
         logging.basicConfig(
             level=logging.WARNING if quiet else logging.INFO, format="%(levelname)s %(message)s"
@@ -99,6 +100,20 @@ def train_pose_cmd(
     from hrstream.train.pose import train_pose
 
     _run(train_pose, config, images_dir, ann_file, out_dir, augment=not no_augment, **kw)
+
+
+@train_group.command("bottomup")
+@click.option("--images", "images_dir", required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--ann", "ann_file", required=True, type=click.Path(exists=True, dir_okay=False))
+@_common
+def train_bottomup_cmd(
+    config: str, images_dir: str, ann_file: str, out_dir: str, no_augment: bool, **kw: Any
+) -> None:
+    """Train a bottom-up pose_higher_hrnet on a COCO keypoints dataset (whole images, every person at once;
+    ``hrstream synth --coco --people 20-30`` makes crowds). ``--batch-size`` defaults to TRAIN.IMAGES_PER_GPU."""
+    from hrstream.train.bottomup import train_bottomup
+
+    _run(train_bottomup, config, images_dir, ann_file, out_dir, augment=not no_augment, **kw)
 
 
 @train_group.command("seg")
