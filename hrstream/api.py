@@ -71,7 +71,7 @@ def stream(
 
     specs = [str(sources)] if isinstance(sources, (str, Path)) else [str(s) for s in sources]
     recipe = load_recipe(task, pipeline, flag_overrides(options))
-    networks = load_networks(recipe, progress=False)
+    networks = load_networks(recipe, progress=False, flags={k for k, v in options.items() if v is not None})
     return _results(networks, specs, names, out, buffer)
 
 

@@ -118,7 +118,9 @@ def test_status_lines_prometheus_manifest_and_jsonl_agree_on_every_counter(tmp_p
             stable.append(_scrape(port))
             time.sleep(2.0)
             now = stable[-1]
-            drained = len(now) == 2 and all(c["frames_in"] == c["frames_out"] + c["drops"] for c in now.values())
+            drained = len(now) == 2 and all(
+                c["frames_in"] == c["frames_out"] + c["drops"] for c in now.values()
+            )
             return drained and _scrape(port) == now
 
         _wait(quiet, 180, "the counters settling")

@@ -237,6 +237,7 @@ def run(
             force=force,
             progress=not quiet,
             make_progress=progress_factory(quiet),
+            flags={k for k, v in opts.items() if v is not None},
         )
     except HrstreamError as e:
         e.exit_code = max(e.exit_code, 2)  # raised while setting up: a usage error, not a failed input

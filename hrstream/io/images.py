@@ -1,10 +1,17 @@
-"""Still images and image sequences as sources (decoded with PyAV's image demuxers)."""
+"""Still images and image sequences as sources.
+
+PyAV's image demuxers read each file's header (size against the pixel cap, rotation metadata) and decode it;
+JPEG and PNG pixels are then taken from OpenCV's decoder (libjpeg, libpng), which the official HRNet and
+HigherHRNet evaluation code read images with, so an image gives the pixels the published results were measured
+on (FFmpeg's JPEG decoder differs by a few grey levels).
+"""
 
 from __future__ import annotations
 
 from fractions import Fraction
 
 import av
+import cv2
 import numpy as np
 
 from hrstream.errors import InputError
@@ -21,6 +28,19 @@ from hrstream.io.urls import redact_text
 from hrstream.types import Frame
 
 __all__ = ["ImageSource"]
+
+#: Codecs whose pixels come from OpenCV (as the official evaluation code reads them).
+_OPENCV_CODECS = ("mjpeg", "png")
+
+
+def _opencv_pixels(path: str, decoded: np.ndarray) -> np.ndarray:
+    """``path`` decoded by OpenCV as ``uint8 (H, W, 3)`` RGB, its orientation metadata ignored (the caller
+    applies the rotation FFmpeg reported); ``decoded`` (FFmpeg's) when OpenCV gives another size."""
+    data = np.fromfile(path, np.uint8)
+    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    if bgr is None or bgr.shape[:2] != decoded.shape[:2]:
+        return decoded
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 class ImageSource(Source):
@@ -85,7 +105,10 @@ class ImageSource(Source):
                     f"cap of {self._max_pixels} pixels"
                 ) from None
             check_pixels(path, frame.width, frame.height, self._max_pixels)
-            image, rotation = rotate_upright(frame.to_ndarray(format="rgb24"), frame.rotation)
+            pixels = frame.to_ndarray(format="rgb24")
+            if cc.name in _OPENCV_CODECS:
+                pixels = _opencv_pixels(path, pixels)
+            image, rotation = rotate_upright(pixels, frame.rotation)
             return image, cc.name, rotation
 
     def __next__(self) -> Frame:

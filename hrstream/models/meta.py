@@ -28,9 +28,10 @@ __all__ = [
     "resolve_meta",
 ]
 
-#: How a pipeline uses a network: top-down pose (crops of person boxes), whole-frame segmentation, person
-#: detection, or a bare backbone (classification configs; no pipeline estimator).
-EstimatorKind = Literal["topdown", "segmentation", "detection", "backbone"]
+#: How a pipeline uses a network: top-down pose (crops of person boxes), bottom-up pose (HigherHRNet: every
+#: person of a whole frame, grouped by tags), whole-frame segmentation, person detection, or a bare backbone
+#: (classification configs; no pipeline estimator).
+EstimatorKind = Literal["topdown", "bottomup", "segmentation", "detection", "backbone"]
 ESTIMATOR_KINDS: tuple[str, ...] = get_args(EstimatorKind)
 _BY_TASK: dict[str, EstimatorKind] = {
     "pose": "topdown",
@@ -100,7 +101,10 @@ def _typed(key: str, value: Any) -> Any:
 
 
 def estimator_kind(spec: ModelSpec) -> EstimatorKind:
-    """How a pipeline uses the network a config describes (from its ``MODEL.NAME``)."""
+    """How a pipeline uses the network a config describes (its ``MODEL.NAME``: ``pose_higher_hrnet`` is
+    bottom-up, other pose networks top-down)."""
+    if spec.task == "pose" and spec.method == "bottomup":
+        return "bottomup"
     return _BY_TASK[spec.task]
 
 

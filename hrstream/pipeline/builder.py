@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +29,11 @@ import torch
 from hrstream.errors import ConfigError
 from hrstream.io import InputSpec, Source, open_source
 from hrstream.io.reconnect import open_live_source
+from hrstream.models.builder import resolve_config
 from hrstream.models.bundle import ModelBundle, load_model_bundle
+from hrstream.models.config import parse_config
+from hrstream.models.meta import estimator_kind
+from hrstream.pipeline.bottomup import bottomup_estimator
 from hrstream.pipeline.detection import DetectStage, SegPersonDetector, build_detector
 from hrstream.pipeline.drawing import DrawStage, SegOverlay
 from hrstream.pipeline.estimators import Estimator, InferStage
@@ -44,7 +48,7 @@ from hrstream.runtime.feeder import SourceFeeder
 from hrstream.runtime.markers import SharedPerSource
 from hrstream.runtime.mux import SourceMux
 
-__all__ = ["LoadedNetwork", "Networks", "default_streams", "load_networks"]
+__all__ = ["ESTIMATORS", "LoadedNetwork", "Networks", "default_streams", "load_networks", "pose_method"]
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +167,7 @@ class Networks:
                 "batch" if poses else "seg_batch",
                 max_batch=rt.batch_size if poses else (self.recipe.seg.batch_size or rt.batch_size),
                 max_wait_s=rt.max_wait_s,
-                weight=est.weight if est.needs_boxes else None,
+                weight=est.weight if poses else None,
                 queue_size=min(q, 2) if poses else q,
             )
             stage = "infer" if poses else "segment"
@@ -251,6 +255,12 @@ ESTIMATORS: dict[str, Callable[[InferenceEngine, ModelBundle, Recipe], Estimator
         recipe.pose_sections,
         batch_size=recipe.runtime.batch_size,  # type: ignore[arg-type]
     ),
+    "bottomup": lambda engine, bundle, recipe: bottomup_estimator(
+        engine,
+        bundle,
+        recipe.pose_sections,
+        batch_size=recipe.runtime.batch_size,  # type: ignore[arg-type]
+    ),
     "segmentation": lambda engine, bundle, recipe: segmentation_estimator(
         engine, bundle, recipe.seg, batch_size=recipe.runtime.batch_size
     ),
@@ -265,9 +275,42 @@ def _network(recipe: Recipe, bundle: ModelBundle, *, backend: str) -> LoadedNetw
     return LoadedNetwork(bundle, engine, make(engine, bundle, recipe))
 
 
-def load_networks(recipe: Recipe, *, progress: bool = True) -> Networks:
+def pose_method(recipe: Recipe, *, flags: Collection[str] = ()) -> str | None:
+    """How the recipe's pose network finds people: ``topdown`` or ``bottomup`` (``None`` without one), from its
+    config alone (nothing is loaded), checked against the recipe's ``pose.method`` and the options given
+    (``flags``: the names of the ``hrstream run`` flags / :func:`hrstream.stream` options set).
+
+    Raises:
+        ConfigError: ``pose.method`` names the other method, or ``--detector`` is given for a bottom-up network
+            (it finds people itself).
+    """
+    sections = recipe.pose_sections
+    if sections is None:
+        return None
+    data, src = resolve_config(recipe.model)
+    kind = estimator_kind(parse_config(data, source=src))
+    wanted = sections.pose.method
+    if wanted != "auto" and wanted != kind:
+        raise ConfigError(
+            f"pose.method is {wanted} but --model {recipe.model} is a {kind} network; "
+            f"use a {wanted} model (e.g. {_EXAMPLE[wanted]}) or pose.method: auto"
+        )
+    if kind == "bottomup":
+        for flag in ("detector", "detector_weights", "detect_every"):
+            if flag in flags:
+                raise ConfigError(
+                    f"--{flag.replace('_', '-')}: --model {recipe.model} is a bottom-up network (HigherHRNet): it "
+                    "finds every person of the frame itself, without person boxes; leave the option out"
+                )
+    return kind
+
+
+_EXAMPLE = {"topdown": "pose_hrnet_w32_256x192", "bottomup": "pose_higher_hrnet_w32_512"}
+
+
+def load_networks(recipe: Recipe, *, progress: bool = True, flags: Collection[str] = ()) -> Networks:
     """Load the recipe's network(s) (downloading default weights if needed), each on its engine with its
-    estimator, and the person detector when an estimator needs boxes.
+    estimator, and the person detector when an estimator needs boxes (:func:`pose_method` checks first).
 
     ``runtime.backend`` runs the pose network; segmentation networks run on torch (their input size follows
     each video, an exported graph has one), so ``--task seg`` with a CPU backend named is a
@@ -276,6 +319,7 @@ def load_networks(recipe: Recipe, *, progress: bool = True) -> Networks:
     rt = recipe.runtime
     nets = Networks(recipe)
     sections = recipe.pose_sections
+    pose_method(recipe, flags=flags)
     wants_seg = "seg" in recipe.networks or (sections is not None and sections.detector.name == "seg")
     if wants_seg:
         if rt.backend not in ("torch", "auto") and sections is None:

@@ -32,6 +32,7 @@ __all__ = [
     "BackendRequest",
     "Decoder",
     "DetectorSection",
+    "PoseMethod",
     "PoseSection",
     "PoseSections",
     "Preset",
@@ -57,6 +58,7 @@ TASK_NETWORKS: dict[str, tuple[str, ...]] = {"pose": ("pose",), "seg": ("seg",),
 AmpChoice = Literal["auto", "off", "fp16", "bf16"]
 BackendRequest = Literal["torch", "onnxruntime", "openvino", "auto"]
 Decoder = Literal["msra", "dark", "udp"]
+PoseMethod = Literal["auto", "topdown", "bottomup"]
 SmootherMethod = Literal["one_euro", "kalman", "none"]
 RtspTransport = Literal["tcp", "udp"]
 Preset = Literal[
@@ -98,12 +100,15 @@ class DetectorSection:
 
 @dataclass(frozen=True)
 class PoseSection:
-    """Keypoints: ``None`` values defer to the model config (``TEST.FLIP_TEST``, ``HRSTREAM.DECODER``)."""
+    """Keypoints: ``None`` values defer to the model config (``TEST.FLIP_TEST``, ``HRSTREAM.DECODER``).
+    ``method``: ``auto`` is the model's (a HigherHRNet config is bottom-up: no detector, no crops; every other
+    pose network top-down); naming one checks that the model is one."""
 
     flip_test: bool | None
     decoder: Decoder | None
     oks_nms: bool
     kpt_thr: float = _f(lo=0.0, hi=1.0)
+    method: PoseMethod = "auto"
 
 
 @dataclass(frozen=True)

@@ -40,13 +40,16 @@ from hrstream.pose.crops import IMAGENET_MEAN, IMAGENET_STD
 from hrstream.types import Poses
 
 __all__ = [
+    "BottomUpBatch",
     "BottomUpResult",
     "aggregate",
     "bottomup_infer",
     "bottomup_infer_batch",
+    "decode_batch",
     "get_final_preds",
     "get_multi_scale_size",
     "official_affine",
+    "prepare_batch",
     "resize_align_multi_scale",
     "stage_maps",
     "to_poses",
@@ -244,14 +247,6 @@ def _normalize(images: Sequence[np.ndarray], device: torch.device) -> torch.Tens
     return x.sub_(mean).div_(std)
 
 
-def _forward(
-    model: nn.Module, x: torch.Tensor, flip: bool
-) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
-    outs = [o.float() for o in model(x)]
-    outs_flip = [o.float() for o in model(torch.flip(x, [3]))] if flip else None
-    return outs, outs_flip
-
-
 def _crop(
     outputs: list[torch.Tensor], b: int, size: tuple[int, int], padded: tuple[int, int]
 ) -> list[torch.Tensor]:
@@ -263,40 +258,47 @@ def _crop(
     return out
 
 
-@torch.inference_mode()
-def bottomup_infer_batch(
-    model: nn.Module,
-    images: Sequence[np.ndarray],
-    test: BottomUpTestSpec,
-    device: torch.device | str | None = None,
-) -> list[BottomUpResult]:
-    """The official inference of every image of a batch, with one network call (two with the flip test) per
-    test scale for the whole batch.
+@dataclass(eq=False)
+class BottomUpBatch:
+    """The network inputs of a batch of images (:func:`prepare_batch`): per test scale (largest first) the
+    images resized as the official code does and padded to a common size, normalised on the device.
 
-    Images may differ in size: each is resized as the official code does, then the batch is padded at the
-    right and bottom to a common size (zeros after normalisation); each image's maps are cut back to its own
-    region before any peak is taken, so the padding never yields a keypoint. The maps near the right and
-    bottom edges of a padded image may differ slightly from an unpadded run (the network sees the padding).
-
-    Args:
-        model: a :class:`~hrstream.models.higherhrnet.PoseHigherHRNet` (eval mode) on ``device``.
-        images: ``uint8 (H, W, 3)`` RGB frames.
-        test: ``model.spec.higher.test``.
-        device: where the network and the map operations run (default: the model's).
+    Attributes:
+        test: the bottom-up test settings.
+        bases: per image, its base size ``(w, h)`` (the inputs of scale 1: ``PROJECT2IMAGE``'s target).
+        scales: per test scale ``(scale, inputs float32 (N, 3, h, w), sizes [(w, h)], warps [(center, scale)])``.
     """
-    dev = torch.device(device) if device is not None else next(model.parameters()).device
-    if not images:
-        return []
+
+    test: BottomUpTestSpec
+    bases: list[tuple[int, int]]
+    scales: list[tuple[float, torch.Tensor, list[tuple[int, int]], list[tuple[np.ndarray, np.ndarray]]]]
+
+    def inputs(self) -> list[torch.Tensor]:
+        """The network calls in order: per scale the batch, then (flip test) its mirror image."""
+        calls = []
+        for _, x, _, _ in self.scales:
+            calls.append(x)
+            if self.test.flip_test:
+                calls.append(torch.flip(x, [3]))
+        return calls
+
+
+@torch.inference_mode()
+def prepare_batch(
+    images: Sequence[np.ndarray], test: BottomUpTestSpec, device: torch.device | str
+) -> BottomUpBatch:
+    """Every image of a batch resized, padded and normalised for each test scale (see
+    :func:`bottomup_infer_batch`); ``uint8 (H, W, 3)`` RGB images of any sizes."""
+    dev = torch.device(device)
     min_scale = min(test.scale_factor)
     bases = [
         get_multi_scale_size(im.shape[0], im.shape[1], test.input_size, 1.0, min_scale)[0] for im in images
     ]
-    finals: list[torch.Tensor | None] = [None] * len(images)
-    tag_lists: list[list[torch.Tensor]] = [[] for _ in images]
-    warps: list[tuple[np.ndarray, np.ndarray]] = [(np.zeros(2), np.zeros(2))] * len(images)
+    prepared = BottomUpBatch(test, bases, [])
+    if not images:
+        return prepared
     for s in sorted(test.scale_factor, reverse=True):
         resized = [resize_align_multi_scale(im, test.input_size, s, min_scale) for im in images]
-        warps = [(c, sc) for _, c, sc in resized]
         sizes = [(r.shape[1], r.shape[0]) for r, _, _ in resized]
         padded = (max(w for w, _ in sizes), max(h for _, h in sizes))
         batch = [
@@ -307,7 +309,26 @@ def bottomup_infer_batch(
         for i, (w, h) in enumerate(sizes):  # padding is 0 after normalisation
             x[i, :, h:, :] = 0
             x[i, :, :, w:] = 0
-        outs, outs_flip = _forward(model, x, test.flip_test)
+        prepared.scales.append((s, x, sizes, [(c, sc) for _, c, sc in resized]))
+    return prepared
+
+
+@torch.inference_mode()
+def decode_batch(prepared: BottomUpBatch, outputs: Sequence[Sequence[torch.Tensor]]) -> list[BottomUpResult]:
+    """The people of every image of ``prepared`` from the network's stage outputs of
+    :meth:`BottomUpBatch.inputs` (in their order, on any device): stage maps, aggregation over the scales,
+    grouping, refinement and image coordinates, as the official test."""
+    test, bases = prepared.test, prepared.bases
+    n = len(bases)
+    finals: list[torch.Tensor | None] = [None] * n
+    tag_lists: list[list[torch.Tensor]] = [[] for _ in range(n)]
+    warps: list[tuple[np.ndarray, np.ndarray]] = [(np.zeros(2), np.zeros(2))] * n
+    calls = iter(outputs)
+    for s, x, sizes, scale_warps in prepared.scales:
+        warps = scale_warps
+        padded = (int(x.shape[3]), int(x.shape[2]))
+        outs = [o.float() for o in next(calls)]
+        outs_flip = [o.float() for o in next(calls)] if test.flip_test else None
         for b, size in enumerate(sizes):
             mine = _crop(outs, b, size, padded)
             mine_flip = None
@@ -317,7 +338,7 @@ def bottomup_infer_batch(
             heatmaps, tags = stage_maps(mine, mine_flip, test, bases[b])
             finals[b], tag_lists[b] = aggregate(test, s, finals[b], tag_lists[b], heatmaps, tags)
     results = []
-    for b in range(len(images)):
+    for b in range(n):
         final = finals[b]
         assert final is not None
         final = final / float(len(test.scale_factor))
@@ -336,6 +357,34 @@ def bottomup_infer_batch(
             )
         )
     return results
+
+
+@torch.inference_mode()
+def bottomup_infer_batch(
+    model: nn.Module,
+    images: Sequence[np.ndarray],
+    test: BottomUpTestSpec,
+    device: torch.device | str | None = None,
+) -> list[BottomUpResult]:
+    """The official inference of every image of a batch, with one network call (two with the flip test) per
+    test scale for the whole batch: :func:`prepare_batch`, the network, :func:`decode_batch`.
+
+    Images may differ in size: each is resized as the official code does, then the batch is padded at the
+    right and bottom to a common size (zeros after normalisation); each image's maps are cut back to its own
+    region before any peak is taken, so the padding never yields a keypoint. The maps near the right and
+    bottom edges of a padded image may differ slightly from an unpadded run (the network sees the padding).
+
+    Args:
+        model: a :class:`~hrstream.models.higherhrnet.PoseHigherHRNet` (eval mode) on ``device``.
+        images: ``uint8 (H, W, 3)`` RGB frames.
+        test: ``model.spec.higher.test``.
+        device: where the network and the map operations run (default: the model's).
+    """
+    dev = torch.device(device) if device is not None else next(model.parameters()).device
+    if not images:
+        return []
+    prepared = prepare_batch(images, test, dev)
+    return decode_batch(prepared, [model(x) for x in prepared.inputs()])
 
 
 def bottomup_infer(

@@ -3,10 +3,10 @@ inputs, through the one lifecycle (:func:`~hrstream.runs.lifecycle.run_inputs`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
-from hrstream.pipeline.builder import load_networks
+from hrstream.pipeline.builder import load_networks, pose_method
 from hrstream.pipeline.recipe import Recipe
 from hrstream.runs.executors import ParallelOptions, make_executor
 from hrstream.runs.lifecycle import Executor, RunOutcome, run_inputs
@@ -26,12 +26,15 @@ def start_run(
     force: bool = False,
     progress: bool = True,
     make_progress: ProgressFactory | None = None,
+    flags: Collection[str] = (),
 ) -> RunOutcome:
     """Process ``specs`` into ``out_dir`` as ``recipe`` says: in this process, or on worker processes or Ray
-    actors (``parallel``). ``progress``: progress displays (per file here; one overall bar with workers)."""
+    actors (``parallel``). ``progress``: progress displays (per file here; one overall bar with workers);
+    ``flags``: the names of the flags given (checked against the network: :func:`pose_method`)."""
     parallel = parallel or ParallelOptions()
     executor: Executor
     info = {}
+    pose_method(recipe, flags=flags)
     if parallel.requested:
         executor = make_executor(recipe, out_dir, parallel, grace_s=grace_s)
         info = {"workers_requested": parallel.workers, "input_timeout": parallel.input_timeout}
