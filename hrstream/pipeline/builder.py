@@ -211,8 +211,7 @@ class Networks:
                 max_wait_s=self.recipe.runtime.max_wait_s,
                 queue_size=q,
             )
-        carried = trackers if det.every_n > 1 else None
-        p.map("detect", DetectStage(self.detector, every_n=det.every_n, trackers=carried), queue_size=q)
+        p.map("detect", DetectStage(self.detector, every_n=det.every_n, trackers=trackers), queue_size=q)
 
     def _draw_stage(self, overlay: SegOverlay | None, draw_now: bool) -> DrawStage:
         if self.pose is None:

@@ -24,7 +24,7 @@ from hrstream.pipeline.recipe import DetectorSection
 from hrstream.pipeline.tracking import SourceTracking
 from hrstream.pose import make_detector
 from hrstream.pose.detectors import DETECTOR_SPECS, Detector, TorchvisionDetector, check_flip_test
-from hrstream.runtime.markers import Marker, SharedPerSource
+from hrstream.runtime.markers import Marker, SharedPerSource, SourceEnded, SourceStarted
 from hrstream.seg import boxes_from_segmentation
 from hrstream.types import Detections, FrameResult, SegMap
 
@@ -58,7 +58,8 @@ class DetectStage:
     Args:
         detector: ``detect(frames) -> [Detections]`` (one call per batch), or a :class:`SegPersonDetector`.
         every_n: run the detector on every n-th frame of each source; between, the source's tracker predicts.
-        trackers: the per-source tracking state (shared with the track stage), read with ``every_n > 1``.
+            A source's own ``detect_every`` option (:class:`~hrstream.runtime.markers.SourceStarted`) wins.
+        trackers: the per-source tracking state (shared with the track stage), read between detector runs.
     """
 
     def __init__(
@@ -71,14 +72,20 @@ class DetectStage:
         self.detector = detector
         self.every_n = max(1, int(every_n))
         self.trackers = trackers
+        self._every: dict[str, int] = {}  # per source, while it runs
 
     def on_marker(self, marker: Marker) -> None:
+        if isinstance(marker, SourceStarted):
+            self._every[marker.source_id] = max(1, int(marker.options.get("detect_every") or self.every_n))
+        elif isinstance(marker, SourceEnded):
+            self._every.pop(marker.source_id, None)
         if self.trackers is not None:
             self.trackers.on_marker(marker, owner=False)
 
     def _carried(self, result: FrameResult) -> Detections | None:
         frame = result.frame
-        if self.every_n == 1 or self.trackers is None or frame.index % self.every_n == 0:
+        every = self._every.get(frame.source_id, self.every_n)
+        if every == 1 or self.trackers is None or frame.index % every == 0:
             return None
         state = self.trackers.get(frame.source_id)
         return None if state is None else state.predicted_boxes(frame.time, frame.width, frame.height)

@@ -28,7 +28,7 @@ from hrstream.runtime.counters import RunCounters, SourceCounters
 from hrstream.runtime.feeder import SourceJob
 from hrstream.types import FrameResult, SourceResult
 
-__all__ = ["LocalExecutor", "ProgressFactory", "RunControl"]
+__all__ = ["LocalExecutor", "PipelineSession", "ProgressFactory", "RunControl"]
 
 log = logging.getLogger(__name__)
 
@@ -127,91 +127,164 @@ class LocalExecutor:
     def execute(self, items: Sequence[WorkItem], events: RunEvents, counters: RunCounters) -> None:
         """Process ``items`` through one pipeline. ``events.started`` is called when an item's source has
         opened, before its outputs are created; ``events.finished`` when it ended."""
-        by_name = {item.name: item for item in items}
-        todo = [
-            SourceJob(
-                item.name,
-                item.display,
-                live=item.live,
-                open=lambda stop, item=item: self.networks.open_input(item.job, item.name, stop),
-            )
-            for item in items
-        ]
-        reports: dict[str, SourceResult] = {}
-        finish_bars: dict[str, Callable[[], None]] = {}
-        bars: dict[str, Callable[[int], None]] = {}
+        session = self.session(events, counters, live=any(item.live for item in items))
+        session.run(items)
 
-        def open_outputs(info: SourceInfo, source_counters: SourceCounters) -> SourceOutputs:
-            events.started(by_name[info.name])
-            if self.make_progress is not None:
-                bar, finish = self.make_progress(info)
-                finish_bars[info.name] = finish
-                if bar is not None:
-                    bars[info.name] = bar
-            return open_source_outputs(self.spec, info, counters=source_counters)
+    def session(self, events: RunEvents, counters: RunCounters, *, live: bool) -> PipelineSession:
+        """A pipeline over a set of inputs that may change while it runs (:class:`PipelineSession`)."""
+        return PipelineSession(self, events, counters, live=live)
 
-        def written(name: str, frames: int) -> None:
-            bar = bars.get(name)
-            if bar is not None:
-                bar(frames)
-            events.progress(by_name[name], frames)
 
-        def done(result: SourceResult) -> None:
-            reports[result.name] = result
-            finish = finish_bars.pop(result.name, None)
-            if finish is not None:
-                finish()
-            log.info(
-                "%s: %s, %d frames in %.1f s (%d dropped)",
-                result.input,
-                result.status,
-                result.frames,
-                result.elapsed_s,
-                result.drops,
-            )
-            events.finished(by_name[result.name], result)
+class PipelineSession:
+    """One pipeline of a :class:`LocalExecutor` over sources that may be added and removed while it runs.
 
-        mux, feeder = self.networks.source_feeder(counters)
-        router = SinkRouter(
-            open_outputs,
+    :meth:`run` processes a fixed set (a run); :meth:`start`, then :meth:`add` / :meth:`remove` and finally
+    :meth:`stop` keep a pipeline running for as long as its owner wants, with or without sources (a service).
+    """
+
+    def __init__(
+        self, executor: LocalExecutor, events: RunEvents, counters: RunCounters, *, live: bool
+    ) -> None:
+        self.executor = executor
+        self.events = events
+        self.counters = counters
+        self.items: dict[str, WorkItem] = {}
+        self.reports: dict[str, SourceResult] = {}
+        self._bars: dict[str, Callable[[int], None]] = {}
+        self._finish_bars: dict[str, Callable[[], None]] = {}
+        self._lock = threading.Lock()
+        networks = executor.networks
+        self.mux, self.feeder = networks.source_feeder(counters)
+        self.router = SinkRouter(
+            self._open_outputs,
             counters=counters,
-            on_done=done,
-            on_written=written,
-            stop_source=feeder.stop_source,
-            forward=self.forward,
+            on_done=self._done,
+            on_written=self._written,
+            stop_source=self.feeder.remove,
+            forward=executor.forward,
         )
-        draw_now = self.out_dir is not None and self.recipe.sinks.video
-        live = any(j.live for j in todo)
-        name = self.out_dir.name if self.out_dir is not None else "stream"
-        pipeline = self.networks.build(
-            mux, router, live=live, draw_now=draw_now, on_stop=feeder.stop, name=name
+        out = executor.out_dir
+        self.pipeline = networks.build(
+            self.mux,
+            self.router,
+            live=live,
+            draw_now=out is not None and executor.recipe.sinks.video,
+            on_stop=self.feeder.stop,
+            name=out.name if out is not None else "stream",
         )
-        self.pipeline = pipeline
-        error = None
-        self.control.attach(pipeline)
-        feeder.start(todo)
+        executor.pipeline = self.pipeline
+        self._thread: threading.Thread | None = None
+        self._failure: BaseException | None = None
+
+    # -- sources ------------------------------------------------------------------------------------------
+    def _job(self, item: WorkItem, options: dict[str, Any] | None = None) -> SourceJob:
+        open_input = self.executor.networks.open_input
+        return SourceJob(
+            item.name,
+            item.display,
+            live=item.live,
+            open=lambda stop: open_input(item.job, item.name, stop),
+            options=dict(options or {}),
+        )
+
+    def add(self, item: WorkItem, options: dict[str, Any] | None = None) -> None:
+        """Start reading one more input (``options``: its own settings, ``detect_every``)."""
+        with self._lock:
+            self.items[item.name] = item
+        self.feeder.add(self._job(item, options))
+
+    def remove(self, name: str) -> None:
+        """Stop reading input ``name``: its outputs are closed once its frames in flight are written."""
+        self.feeder.remove(name)
+
+    # -- what the router reports ---------------------------------------------------------------------------
+    def _open_outputs(self, info: SourceInfo, source_counters: SourceCounters) -> SourceOutputs:
+        self.events.started(self.items[info.name])
+        make_progress = self.executor.make_progress
+        if make_progress is not None:
+            bar, finish = make_progress(info)
+            self._finish_bars[info.name] = finish
+            if bar is not None:
+                self._bars[info.name] = bar
+        return open_source_outputs(self.executor.spec, info, counters=source_counters)
+
+    def _written(self, name: str, frames: int) -> None:
+        bar = self._bars.get(name)
+        if bar is not None:
+            bar(frames)
+        self.events.progress(self.items[name], frames)
+
+    def _done(self, result: SourceResult) -> None:
+        self.reports[result.name] = result
+        self._bars.pop(result.name, None)
+        finish = self._finish_bars.pop(result.name, None)
+        if finish is not None:
+            finish()
+        log.info(
+            "%s: %s, %d frames in %.1f s (%d dropped)",
+            result.input,
+            result.status,
+            result.frames,
+            result.elapsed_s,
+            result.drops,
+        )
+        self.events.finished(self.items[result.name], result)
+
+    # -- running -------------------------------------------------------------------------------------------
+    def run(self, items: Sequence[WorkItem]) -> None:
+        """Process ``items`` (a run: the pipeline ends with them), in the calling thread."""
+        with self._lock:
+            self.items.update({item.name: item for item in items})
+        self.feeder.start([self._job(item) for item in items])
+        self._run_pipeline()
+
+    def start(self) -> None:
+        """Start the pipeline with no source (in a thread of its own); :meth:`add` them, :meth:`stop` it."""
+        self.feeder.start([], keep_open=True)
+        self._thread = threading.Thread(target=self._background, name="hrstream-session", daemon=True)
+        self._thread.start()
+
+    def stop(self, *, abort: bool = False, timeout: float | None = None) -> None:
+        """Stop intake (every source's outputs are closed once what is in flight is written; ``abort``: at once)
+        and wait for the pipeline (at most ``timeout`` seconds)."""
+        if abort:
+            self.executor.control.abort()
+        else:
+            self.executor.control.request_stop()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        if self._failure is not None:
+            raise self._failure
+
+    def _background(self) -> None:
         try:
-            self.stats = pipeline.run(grace_s=self.grace_s)
+            self._run_pipeline()
+        except BaseException as e:  # raised by stop()
+            self._failure = e
+
+    def _run_pipeline(self) -> None:
+        executor = self.executor
+        error = None
+        executor.control.attach(self.pipeline)
+        try:
+            executor.stats = self.pipeline.run(grace_s=executor.grace_s)
         except StageError as e:
             cause = e.cause
             if isinstance(cause, HrstreamError) and not isinstance(cause, InputError):
                 raise cause from e  # configuration/weights problems end the run (exit 2)
-            self.stage_error = e
+            executor.stage_error = e
             error = str(cause) if isinstance(cause, InputError) else str(e)
             log.error("%s", error)
         finally:
-            self.control.attach(None)
-            feeder.stop()
-            mux.close()
-            feeder.join(timeout=5.0)
+            executor.control.attach(None)
+            self.feeder.stop()
+            self.mux.close()
+            self.feeder.join(timeout=5.0)
         if error is not None:  # a stage failed: every source it cut short failed with it
-            for result in [r for r in reports.values() if r.status == "interrupted"]:
-                result.status, result.error = "failed", f"{by_name[result.name].display}: {error}"
-                events.finished(by_name[result.name], result)
-            for name in feeder.launched() - set(
-                reports
-            ):  # started reading, stopped before its outputs opened
-                result = SourceResult(
-                    by_name[name].display, "failed", name=name, error=f"{by_name[name].display}: {error}"
-                )
-                events.finished(by_name[name], result)
+            for result in [r for r in self.reports.values() if r.status == "interrupted"]:
+                result.status, result.error = "failed", f"{self.items[result.name].display}: {error}"
+                self.events.finished(self.items[result.name], result)
+            for name in self.feeder.launched() - set(self.reports):  # started, stopped before its outputs
+                display = self.items[name].display
+                result = SourceResult(display, "failed", name=name, error=f"{display}: {error}")
+                self.events.finished(self.items[name], result)

@@ -1,7 +1,9 @@
 """Decode threads: one per source, each feeding its own lane of a :class:`~hrstream.runtime.mux.SourceMux`.
 
 :class:`SourceFeeder` opens and reads the sources of a run: every live source at once (a camera does not wait
-for a file or for another camera), files ``streams`` at a time in their order. Each source runs in its own
+for a file or for another camera), files ``streams`` at a time in their order. Sources may be added
+(:meth:`SourceFeeder.add`) and removed (:meth:`SourceFeeder.remove`) while it runs; a run's feeder ends when
+its sources ended and :meth:`SourceFeeder.close` said none will be added (a service's stays open). Each source runs in its own
 thread: it opens the source (a live source may retry for as long as it is told to), puts
 :class:`~hrstream.runtime.markers.SourceStarted`, then one :class:`~hrstream.types.FrameResult` per decoded
 frame, then :class:`~hrstream.runtime.markers.SourceEnded` with how it ended. A source that cannot be opened,
@@ -13,7 +15,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import queue
 import threading
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +33,8 @@ __all__ = ["SourceFeeder", "SourceJob"]
 
 log = logging.getLogger(__name__)
 
+_NOTHING = object()  # no job came within the wait
+
 
 @dataclass(frozen=True)
 class SourceJob:
@@ -40,12 +46,15 @@ class SourceJob:
         live: a network stream or camera (its lane drops the oldest frame; it starts at once).
         open: ``open(stop) -> Source``; may retry until ``stop`` (a ``threading.Event``) is set; raises
             :class:`~hrstream.errors.InputError` when the source cannot be opened.
+        options: per-source settings the stages read from its
+            :class:`~hrstream.runtime.markers.SourceStarted` (``detect_every``).
     """
 
     source_id: str
     display: str
     live: bool
     open: Callable[[threading.Event], Any]
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(eq=False)
@@ -88,64 +97,93 @@ class SourceFeeder:
         self._slots = threading.Semaphore(self.streams)
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._readers: dict[str, _Reader] = {}
+        self._readers: dict[str, _Reader] = {}  # the sources being read (dropped when they end)
+        self._launched: set[str] = set()
+        self._jobs: queue.Queue[SourceJob | None] = queue.Queue()
         self._scheduler: threading.Thread | None = None
         self.not_started: list[SourceJob] = []
 
-    def start(self, jobs: Sequence[SourceJob]) -> None:
-        """Start reading ``jobs`` (in a thread of its own; returns at once)."""
+    def start(self, jobs: Sequence[SourceJob], *, keep_open: bool = False) -> None:
+        """Start reading ``jobs`` (in a thread of its own; returns at once). ``keep_open``: more may be added
+        until :meth:`close`; else the feeder ends with these."""
         ids = [j.source_id for j in jobs]
         if len(set(ids)) != len(ids):
             raise ValueError("source ids of a run must be distinct")
-        self._scheduler = threading.Thread(
-            target=self._schedule, args=(list(jobs),), name="hrstream-sources", daemon=True
-        )
+        for job in sorted(jobs, key=lambda j: not j.live):  # cameras first: they never wait
+            self._jobs.put(job)
+        if not keep_open:
+            self._jobs.put(None)
+        self._scheduler = threading.Thread(target=self._schedule, name="hrstream-sources", daemon=True)
         self._scheduler.start()
+
+    def add(self, job: SourceJob) -> None:
+        """Read one more source (a live one starts at once; a file when a stream slot is free)."""
+        self._jobs.put(job)
+
+    def close(self) -> None:
+        """No source will be added: the feeder ends once its sources ended."""
+        self._jobs.put(None)
 
     def stop(self) -> None:
         """Stop intake: no further source is opened, every running one stops reading and ends its lane."""
         self._stop.set()
+        self._jobs.put(None)
         with self._lock:
             readers = list(self._readers.values())
         for r in readers:
             r.interrupt()
 
-    def stop_source(self, source_id: str) -> None:
-        """Stop reading one source (its outputs failed); the others go on."""
+    def remove(self, source_id: str) -> None:
+        """Stop reading one source (removed, or its outputs failed); its lane ends, the others go on."""
         with self._lock:
             reader = self._readers.get(source_id)
         if reader is not None:
             reader.interrupt()
 
+    def reading(self) -> set[str]:
+        """The sources being read now (opened or being opened)."""
+        with self._lock:
+            return set(self._readers)
+
     def launched(self) -> set[str]:
         """The sources whose decode thread was started (not those a stop request kept from starting)."""
         with self._lock:
-            return set(self._readers)
+            return set(self._launched)
 
     def join(self, timeout: float | None = None) -> None:
         if self._scheduler is not None:
             self._scheduler.join(timeout)
 
     # -- threads -------------------------------------------------------------------------------------
-    def _schedule(self, jobs: list[SourceJob]) -> None:
+    def _schedule(self) -> None:
+        pending: deque[SourceJob] = deque()  # files waiting for a stream slot
+        closing = False
         try:
-            for job in [j for j in jobs if j.live]:
+            while not (closing and not pending):
+                try:
+                    job = self._jobs.get(timeout=0.1 if pending else None)
+                except queue.Empty:
+                    job = _NOTHING
+                if job is None:
+                    closing = True
+                elif job is not _NOTHING:
+                    if self._stop.is_set():
+                        self.not_started.append(job)
+                    elif job.live:
+                        self._launch(job)
+                    else:
+                        pending.append(job)
+                while pending and not self._stop.is_set() and self._slots.acquire(blocking=False):
+                    self._launch(pending.popleft())
                 if self._stop.is_set():
-                    self.not_started.append(job)
-                    continue
-                self._launch(job)
-            for job in [j for j in jobs if not j.live]:
-                while not self._stop.is_set() and not self._slots.acquire(timeout=0.1):
-                    pass
-                if self._stop.is_set():
-                    self.not_started.append(job)
-                    continue
-                self._launch(job)
-            with self._lock:
-                readers = list(self._readers.values())
-            for r in readers:
-                assert r.thread is not None
-                r.thread.join()
+                    self.not_started.extend(pending)
+                    pending.clear()
+            while True:
+                with self._lock:
+                    readers = [r for r in self._readers.values() if r.thread is not None]
+                if not readers:
+                    break
+                readers[0].thread.join()  # type: ignore[union-attr]
         finally:
             self.mux.seal()
 
@@ -156,6 +194,7 @@ class SourceFeeder:
         )
         with self._lock:
             self._readers[job.source_id] = reader
+            self._launched.add(job.source_id)
         if self._stop.is_set():
             reader.stop.set()
         reader.thread.start()
@@ -176,8 +215,8 @@ class SourceFeeder:
                 reader.interrupt()
             maxsize = self.live_buffer if job.live else self.file_buffer
             counters = reader.counters
-            self.mux.add(sid, maxsize=maxsize, leaky=job.live, counters=counters)
-            self.mux.put(sid, SourceStarted(sid, reader.source.info))
+            self.mux.add(sid, maxsize=maxsize, leaky=job.live, counters=counters, stop=reader.stop)
+            self.mux.put(sid, SourceStarted(sid, reader.source.info, dict(job.options)))
             started = True
             counters.state = "live" if job.live else "reading"
             if hasattr(reader.source, "state"):
@@ -236,5 +275,8 @@ class SourceFeeder:
             warnings=warnings,
         )
         self.mux.end(sid, marker)
+        with self._lock:
+            if self._readers.get(sid) is reader:
+                del self._readers[sid]
         if not job.live:
             self._slots.release()

@@ -31,10 +31,12 @@ class Marker:
 
 @dataclass(frozen=True)
 class SourceStarted(Marker):
-    """Source ``source_id`` is open; ``info`` is its :class:`~hrstream.io.SourceInfo`."""
+    """Source ``source_id`` is open; ``info`` is its :class:`~hrstream.io.SourceInfo`, ``options`` its own
+    settings (``detect_every``...)."""
 
     source_id: str
     info: Any
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -74,19 +74,30 @@ class SourceMux:
 
     # -- producers -----------------------------------------------------------------------------------
     def add(
-        self, source_id: str, *, maxsize: int, leaky: bool, counters: SourceCounters | None = None
+        self,
+        source_id: str,
+        *,
+        maxsize: int,
+        leaky: bool,
+        counters: SourceCounters | None = None,
+        stop: threading.Event | None = None,
     ) -> None:
         """Open a lane for ``source_id`` holding at most ``maxsize`` frames; its drops are counted in
-        ``counters.drops`` too (the run's one count of them)."""
+        ``counters.drops`` too (the run's one count of them). A source added again under the same name waits
+        until its earlier lane has drained (or ``stop`` is set: :class:`QueueClosed`)."""
         if maxsize < 1:
             raise ValueError(f"lane '{source_id}': maxsize must be >= 1, got {maxsize}")
-        with self._lock:
+        with self._cond:
+            while source_id in self._lanes:
+                if not self._lanes[source_id].ended:
+                    raise ValueError(f"source '{source_id}' already has a lane")
+                if self._aborted or (stop is not None and stop.is_set()):
+                    raise QueueClosed(source_id)
+                self._cond.wait(0.1)  # the earlier lane of this name is still draining
             if self._aborted:
                 raise QueueAborted(source_id)
             if self._sealed:
                 raise QueueClosed(source_id)
-            if source_id in self._lanes:
-                raise ValueError(f"source '{source_id}' already has a lane")
             self._lanes[source_id] = _Lane(source_id, int(maxsize), bool(leaky), counters)
             self._turn.append(source_id)
 
@@ -185,6 +196,7 @@ class SourceMux:
                     if lane.ended:  # drained and ended: forget it
                         self._turn.remove(sid)
                         del self._lanes[sid]
+                        self._cond.notify_all()  # a source added again under this name may open its lane
                 if self._sealed and not self._lanes:
                     raise QueueClosed("sources")
                 remaining = None if deadline is None else deadline - time.monotonic()
