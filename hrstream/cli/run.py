@@ -36,7 +36,8 @@ def _seconds(flag: str, value: float | None, *, positive: bool = False) -> None:
     "sources_file",
     type=click.Path(dir_okay=False),
     default=None,
-    help="A text file of sources, one a line: URL, or NAME URL (# comments). Adds to SOURCES.",
+    help="A text file of sources, one a line: URL, NAME URL, or NAME URL detect_every=N (# comments). "
+    "Adds to SOURCES.",
 )
 @click.option(
     "--task",
@@ -210,10 +211,12 @@ def run(
         parallel.check()
         specs: list[str] = list(sources)
         names: list[str | None] = [None] * len(specs)
+        options: list[dict[str, Any] | None] = [None] * len(specs)
         if sources_file is not None:
-            for name, spec in read_sources_file(sources_file):
-                specs.append(spec)
-                names.append(name)
+            for line in read_sources_file(sources_file):
+                specs.append(line.spec)
+                names.append(line.name)
+                options.append(line.options)
         if retry_failed:
             if specs:
                 raise click.UsageError(
@@ -221,6 +224,7 @@ def run(
                 )
             specs = retry_specs(out_dir)
             names = [None] * len(specs)
+            options = [None] * len(specs)
             if not specs:
                 click.echo(f"hrstream: nothing to retry in {out_dir}", err=True)
                 sys.exit(0)
@@ -232,6 +236,7 @@ def run(
             specs,
             out_dir=out_dir,
             names=names,
+            options=options,
             parallel=parallel,
             grace_s=grace,
             force=force,

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from hrstream.io.inputs import (
     IMAGE_EXTENSIONS,
+    SOURCE_OPTIONS,
     VIDEO_EXTENSIONS,
     InputSpec,
+    SourceLine,
     expand_inputs,
+    parse_source_line,
     read_sources_file,
 )
 from hrstream.io.probe import DEFAULT_MAX_PIXELS
@@ -38,6 +41,9 @@ __all__ = [
     "VideoSource",
     "VideoWriter",
     "expand_inputs",
+    "SOURCE_OPTIONS",
+    "SourceLine",
+    "parse_source_line",
     "read_sources_file",
     "install_redaction",
     "open_source",

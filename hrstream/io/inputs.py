@@ -21,9 +21,9 @@ import glob
 import logging
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from hrstream.errors import InputError
 from hrstream.io.records import safe_name
@@ -36,6 +36,9 @@ __all__ = [
     "InputSpec",
     "expand_inputs",
     "natural_key",
+    "SOURCE_OPTIONS",
+    "SourceLine",
+    "parse_source_line",
     "read_sources_file",
 ]
 
@@ -185,33 +188,74 @@ def expand_inputs(specs: list[str] | tuple[str, ...]) -> list[InputSpec]:
     return jobs
 
 
-def read_sources_file(path: str | os.PathLike[str]) -> list[tuple[str | None, str]]:
-    """The sources listed in a text file (``--sources FILE``), one a line: ``URL`` or ``NAME URL``.
+#: Per-source options a sources file line may carry (``key=value`` after ``NAME URL``), and their checks.
+SOURCE_OPTIONS: dict[str, tuple[str, type]] = {"detect_every": ("an integer >= 1", int)}
+
+
+@dataclass(frozen=True)
+class SourceLine:
+    """One source of a sources file: ``name`` (or ``None``), ``spec`` (URL, path, glob or camera), its
+    ``options`` (``detect_every``...) and the ``line`` number it came from."""
+
+    name: str | None
+    spec: str
+    options: dict[str, Any] = field(default_factory=dict)
+    line: int = 0
+
+
+def parse_source_line(line: str, *, where: str) -> SourceLine | None:
+    """One line of a sources file (``None`` for a blank or comment line): ``URL``, ``NAME URL`` or
+    ``NAME URL key=value ...``; ``where`` (``FILE:LINE``) names it in errors.
+
+    Raises:
+        InputError: too many fields without a name, or an unknown or bad option (the message names the line).
+    """
+    fields = re.split(r"\s+#", line, maxsplit=1)[0].split()
+    if not fields or fields[0].startswith("#"):
+        return None
+    if len(fields) == 1:
+        return SourceLine(None, fields[0])
+    name, spec, rest = fields[0], fields[1], fields[2:]
+    options: dict[str, Any] = {}
+    for item in rest:
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise InputError(
+                f"{where}: expected 'URL', 'NAME URL' or 'NAME URL key=value ...', got {item!r} after the URL"
+            )
+        if key not in SOURCE_OPTIONS:
+            raise InputError(f"{where}: unknown option {key!r}; options: {', '.join(SOURCE_OPTIONS)}")
+        what, kind = SOURCE_OPTIONS[key]
+        try:
+            number = kind(value)
+        except ValueError:
+            number = None
+        if number is None or number < 1:
+            raise InputError(f"{where}: {key} must be {what}, got {value!r}")
+        options[key] = number
+    return SourceLine(name, spec, options)
+
+
+def read_sources_file(path: str | os.PathLike[str]) -> list[SourceLine]:
+    """The sources listed in a text file (``--sources FILE``), one a line: ``URL``, ``NAME URL`` or
+    ``NAME URL key=value ...`` (per-source options: :data:`SOURCE_OPTIONS`).
 
     Blank lines and ``#`` comments (a whole line, or after whitespace at its end) are skipped; a path, glob or
     camera may stand where a URL does. ``NAME`` names the source's outputs and its ``source_id``.
 
-    Returns:
-        ``(name or None, spec)`` pairs in file order.
-
     Raises:
-        InputError: the file cannot be read, or a line has more than two fields (the message names the line).
+        InputError: the file cannot be read, or a line is malformed (the message names the line).
     """
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise InputError(f"{p}: cannot read the sources file ({getattr(e, 'strerror', None) or e})") from None
-    out: list[tuple[str | None, str]] = []
+    out: list[SourceLine] = []
     for n, line in enumerate(text.splitlines(), start=1):
-        fields = re.split(r"\s+#", line, maxsplit=1)[0].split()
-        if not fields or fields[0].startswith("#"):
-            continue
-        if len(fields) > 2:
-            raise InputError(
-                f"{p}:{n}: expected 'URL' or 'NAME URL', got {len(fields)} fields; quote nothing, one source a line"
-            )
-        out.append((fields[0], fields[1]) if len(fields) == 2 else (None, fields[0]))
+        entry = parse_source_line(line, where=f"{p}:{n}")
+        if entry is not None:
+            out.append(SourceLine(entry.name, entry.spec, entry.options, n))
     if not out:
         raise InputError(f"{p}: lists no sources; write one URL (or 'NAME URL') a line")
     return out

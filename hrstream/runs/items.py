@@ -24,12 +24,14 @@ __all__ = ["Plan", "WorkItem", "fingerprint", "input_key", "output_sizes", "plan
 @dataclass(frozen=True)
 class WorkItem:
     """One input of a run, as the manifest planned it: ``key`` (:func:`input_key`), the expanded ``job``, its
-    output ``name`` (distinct across runs) and its ``fingerprint`` (:func:`fingerprint`)."""
+        output ``name`` (distinct across runs), its ``fingerprint`` (:func:`fingerprint`) and its own ``options`` (a
+    sources file's ``key=value``: ``detect_every``)."""
 
     key: str
     job: InputSpec
     name: str
     fingerprint: dict[str, Any]
+    options: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     @property
     def display(self) -> str:
@@ -96,7 +98,11 @@ def output_sizes(outputs: Mapping[str, str]) -> dict[str, int] | None:
     return sizes
 
 
-def plan_without_manifest(jobs: Sequence[InputSpec], names: Sequence[str | None] | None = None) -> Plan:
+def plan_without_manifest(
+    jobs: Sequence[InputSpec],
+    names: Sequence[str | None] | None = None,
+    options: Sequence[dict[str, Any] | None] | None = None,
+) -> Plan:
     """Every input to process, with output names distinct within the run: a name given for an input
     (``--sources`` lines ``NAME URL``) first, else the sanitised input name; equal names (``a/clip.mp4``,
     ``b/clip.mp4``) get ``clip``, ``clip_2``, ``clip_3`` in input order. For runs that write no folder (and so
@@ -110,5 +116,9 @@ def plan_without_manifest(jobs: Sequence[InputSpec], names: Sequence[str | None]
         while name in used:
             name, k = f"{base}_{k}", k + 1
         used.add(name)
-        items.append(WorkItem(input_key(job), job, name, {}))
+        items.append(WorkItem(input_key(job), job, name, {}, dict(_nth(options, i) or {})))
     return Plan(items, list(items), {})
+
+
+def _nth(values: Sequence[Any] | None, i: int) -> Any:
+    return values[i] if values is not None and i < len(values) else None

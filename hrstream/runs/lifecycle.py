@@ -159,6 +159,7 @@ def run_inputs(
     out_dir: str | Path | None,
     recipe_digest: str,
     names: Sequence[str | None] | None = None,
+    options: Sequence[dict[str, Any] | None] | None = None,
     force: bool = False,
     progress: bool = False,
     metrics_port: int | None = None,
@@ -174,18 +175,19 @@ def run_inputs(
         recipe_digest: the recipe's :meth:`~hrstream.pipeline.recipe.Recipe.digest` (an input done with the same
             recipe, its outputs unchanged, is skipped unless ``force``).
         names: ``names[i]`` names the input of ``specs[i]`` (when that spec is one input).
+        options: ``options[i]``: the own settings of the inputs of ``specs[i]`` (``detect_every``).
         progress: one overall progress bar (for executors whose workers show none).
         metrics_port: serve the run's numbers on ``127.0.0.1:PORT/metrics`` (Prometheus) while it lasts.
         status_s: seconds between status lines of live sources (``None``: none).
         run_info: more of the manifest's run record (executor settings).
         on_plan: called with the plan before anything runs (:func:`hrstream.stream` learns the names).
     """
-    jobs, given = expand(specs, names)
+    jobs, given, opts = expand(specs, names, options)
     manifest = Manifest.load(out_dir) if out_dir is not None else None
     plan = (
-        manifest.plan(jobs, given, recipe_digest, force=force)
+        manifest.plan(jobs, given, recipe_digest, force=force, options=opts)
         if manifest is not None
-        else plan_without_manifest(jobs, given)
+        else plan_without_manifest(jobs, given, opts)
     )
     if on_plan is not None:
         on_plan(plan)

@@ -187,11 +187,11 @@ class PipelineSession:
             options=dict(options or {}),
         )
 
-    def add(self, item: WorkItem, options: dict[str, Any] | None = None) -> None:
-        """Start reading one more input (``options``: its own settings, ``detect_every``)."""
+    def add(self, item: WorkItem) -> None:
+        """Start reading one more input (``item.options``: its own settings, ``detect_every``)."""
         with self._lock:
             self.items[item.name] = item
-        self.feeder.add(self._job(item, options))
+        self.feeder.add(self._job(item, item.options))
 
     def remove(self, name: str) -> None:
         """Stop reading input ``name``: its outputs are closed once its frames in flight are written."""
@@ -235,7 +235,7 @@ class PipelineSession:
         """Process ``items`` (a run: the pipeline ends with them), in the calling thread."""
         with self._lock:
             self.items.update({item.name: item for item in items})
-        self.feeder.start([self._job(item) for item in items])
+        self.feeder.start([self._job(item, item.options) for item in items])
         self._run_pipeline()
 
     def start(self) -> None:

@@ -144,6 +144,7 @@ class Manifest:
         recipe_digest: str,
         *,
         force: bool = False,
+        options: Sequence[dict[str, Any] | None] | None = None,
     ) -> Plan:
         """Assign each input its key, output name and fingerprint, and decide what to process.
 
@@ -178,7 +179,8 @@ class Manifest:
                         k += 1
                 used.add(name)
                 held[name] = key
-                item = WorkItem(key, job, name, fingerprint(job, recipe_digest))
+                opts = options[i] if options is not None and i < len(options) else None
+                item = WorkItem(key, job, name, fingerprint(job, recipe_digest), dict(opts or {}))
                 plan.items.append(item)
                 reason = None if force else self._skip_reason(item, prev)
                 if reason is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from pathlib import Path
+from typing import Any
 
 from hrstream.pipeline.builder import load_networks, pose_method
 from hrstream.pipeline.recipe import Recipe
@@ -21,6 +22,7 @@ def start_run(
     *,
     out_dir: str | Path,
     names: Sequence[str | None] | None = None,
+    options: Sequence[dict[str, Any] | None] | None = None,
     parallel: ParallelOptions | None = None,
     grace_s: float = 10.0,
     force: bool = False,
@@ -47,6 +49,7 @@ def start_run(
         out_dir=out_dir,
         recipe_digest=recipe.digest(),
         names=names,
+        options=options,
         force=force,
         progress=progress and parallel.requested,
         metrics_port=recipe.runtime.metrics_port,
