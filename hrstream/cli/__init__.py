@@ -65,12 +65,12 @@ def main() -> None:
 
 
 def _add_subcommands() -> None:
-    from hrstream.cli import models, results, run
+    from hrstream.cli import models, results, run, serve
     from hrstream.metrics.command import eval_command
     from hrstream.synth.command import synth_command
     from hrstream.train.commands import train_group
 
-    for group in (run, models, results):
+    for group in (run, serve, models, results):
         for command in group.COMMANDS:
             main.add_command(command)
     main.add_command(synth_command)

@@ -54,6 +54,7 @@ class SourceCounters:
     latency_sum: float = 0.0
     latency_buckets: list[int] = field(default_factory=lambda: [0] * len(LATENCY_BUCKETS_S))
     _window: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=100_000), repr=False)
+    _shown: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=10_000), repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def written(self, captured_at: float | None, now: float | None = None) -> None:
@@ -72,6 +73,12 @@ class SourceCounters:
                     break
             self._window.append((now, lat))
 
+    def shown(self, latency_s: float, now: float | None = None) -> None:
+        """A frame was sent to a viewer ``latency_s`` after its capture (the live view's capture-to-screen)."""
+        now = time.time() if now is None else now
+        with self._lock:
+            self._shown.append((now, max(0.0, float(latency_s))))
+
     def event(self, kind: str, fields: dict[str, Any]) -> None:
         """A live source's event (``gap``, ``reconnect``, ``resolution``, ``give_up``), as written to its JSONL."""
         with self._lock:
@@ -85,15 +92,17 @@ class SourceCounters:
             elif kind == "give_up":
                 self.state = "gave_up"
 
-    def latency(self, now: float | None = None) -> dict[str, float] | None:
-        """``{"p50", "p95", "max"}`` seconds of the frames written in the last ``window_s``, or ``None``."""
+    def latency(self, now: float | None = None, *, shown: bool = False) -> dict[str, float] | None:
+        """``{"p50", "p95", "max"}`` seconds from capture to written (``shown``: to a viewer) of the frames of the
+        last ``window_s``, or ``None``."""
         now = time.time() if now is None else now
+        window = self._shown if shown else self._window
         with self._lock:
-            while self._window and self._window[0][0] < now - self.window_s:
-                self._window.popleft()
-            if not self._window:
+            while window and window[0][0] < now - self.window_s:
+                window.popleft()
+            if not window:
                 return None
-            lat = np.fromiter((x for _, x in self._window), np.float64)
+            lat = np.fromiter((x for _, x in window), np.float64)
         return {
             "p50": float(np.percentile(lat, 50)),
             "p95": float(np.percentile(lat, 95)),
@@ -114,6 +123,7 @@ class SourceCounters:
     def snapshot(self) -> dict[str, Any]:
         """Every number, JSON-ready (what the status lines, Prometheus and the manifest read)."""
         latency = self.latency()
+        shown = self.latency(shown=True)
         state = self.current_state()
         with self._lock:
             return {
@@ -128,6 +138,7 @@ class SourceCounters:
                 "resolution_changes": self.resolution_changes,
                 "segments": self.segments,
                 "latency_s": latency,
+                "screen_latency_s": shown,
                 "latency_hist": {
                     "count": self.latency_count,
                     "sum": self.latency_sum,

@@ -1,0 +1,135 @@
+"""Events to an MQTT broker (``hrstream serve --mqtt mqtt://[user:password@]host[:port][/prefix]``, paho-mqtt).
+
+Topics (``PREFIX`` defaults to ``hrstream``; sources by name, never by URL):
+
+* ``PREFIX/availability``: ``online`` while the service runs, ``offline`` when it stops or its connection dies
+  (the broker's last will); retained;
+* ``PREFIX/SOURCE/people``: the compact people message (:mod:`hrstream.serve.events`), at its set rate;
+* ``PREFIX/SOURCE/events``: each track's ``appeared`` and ``left`` event;
+* ``PREFIX/SOURCE/state``: the source's state when it changes; retained.
+
+Every message is JSON, QoS 1. A broker that is down or slow never stalls the pipeline: events wait in a bounded
+queue (the oldest dropped first) and in paho's bounded in-flight queue; what does not fit is counted in
+:attr:`MqttPublisher.dropped`; the client reconnects with a backoff growing to 30 s.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import threading
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from hrstream.errors import ConfigError
+from hrstream.io.urls import redact_url
+from hrstream.serve.events import EventBus
+
+__all__ = ["MqttPublisher", "parse_mqtt_url"]
+
+log = logging.getLogger(__name__)
+
+
+def parse_mqtt_url(url: str) -> tuple[str, int, str | None, str | None, str]:
+    """``mqtt://[user:password@]host[:port][/prefix]`` -> ``(host, port, user, password, prefix)``.
+
+    Raises:
+        ConfigError: another scheme, or no host (the message redacts any password).
+    """
+    parts = urlsplit(url)
+    if parts.scheme != "mqtt" or not parts.hostname:
+        raise ConfigError(f"--mqtt {redact_url(url)}: expected mqtt://[user:password@]host[:port][/prefix]")
+    prefix = parts.path.strip("/") or "hrstream"
+    user = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password else None
+    return parts.hostname, parts.port or 1883, user, password, prefix
+
+
+class MqttPublisher:
+    """Publishes a service's events (see the module docstring).
+
+    Args:
+        url: the broker.
+        bus: where the events come from.
+        buffer: events held while the broker is away (then the oldest are dropped).
+    """
+
+    def __init__(self, url: str, bus: EventBus, *, buffer: int = 1000) -> None:
+        import paho.mqtt.client as mqtt
+
+        self.host, self.port, user, password, self.prefix = parse_mqtt_url(url)
+        self.display = redact_url(url)
+        self._sub = bus.subscribe(buffer)
+        self._client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=f"hrstream-{socket.gethostname()}-{id(self):x}"
+        )
+        if user is not None:
+            self._client.username_pw_set(user, password)
+        self._client.will_set(f"{self.prefix}/availability", "offline", qos=1, retain=True)
+        self._client.max_queued_messages_set(buffer)
+        self._client.reconnect_delay_set(min_delay=1, max_delay=30)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._pump, name="hrstream-mqtt", daemon=True)
+        self._rejected = 0
+        self.connected = False
+        self.published = 0
+
+    @property
+    def dropped(self) -> int:
+        """Events lost while the broker was away or slow."""
+        return self._sub.dropped + self._rejected
+
+    def start(self) -> None:
+        self._client.connect_async(self.host, self.port, keepalive=30)
+        self._client.loop_start()
+        self._thread.start()
+        log.info("MQTT events to %s (prefix %s)", self.display, self.prefix)
+
+    def stop(self) -> None:
+        """Say ``offline``, disconnect, stop the threads."""
+        self._stop.set()
+        self._thread.join(timeout=5.0)
+        if self.connected:
+            info = self._client.publish(f"{self.prefix}/availability", "offline", qos=1, retain=True)
+            info.wait_for_publish(timeout=2.0)
+        self._client.disconnect()
+        self._client.loop_stop()
+        self._sub.close()
+
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        if getattr(reason, "is_failure", False):
+            log.warning("MQTT %s refused the connection (%s)", self.display, reason)
+            return
+        self.connected = True
+        client.publish(f"{self.prefix}/availability", "online", qos=1, retain=True)
+        log.info("MQTT connected to %s", self.display)
+
+    def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        if self.connected:
+            log.warning("MQTT connection to %s lost (%s); reconnecting", self.display, reason)
+        self.connected = False
+
+    def _pump(self) -> None:
+        import paho.mqtt.client as mqtt
+
+        while not self._stop.is_set():
+            event = self._sub.get(timeout=0.2)
+            if event is None:
+                continue
+            kind, source = event.get("type"), event.get("source")
+            topic = {
+                "people": f"{self.prefix}/{source}/people",
+                "appeared": f"{self.prefix}/{source}/events",
+                "left": f"{self.prefix}/{source}/events",
+                "source": f"{self.prefix}/{source}/state",
+            }.get(str(kind))
+            if topic is None:
+                continue
+            info = self._client.publish(topic, json.dumps(event), qos=1, retain=kind == "source")
+            if info.rc == mqtt.MQTT_ERR_SUCCESS or info.rc == mqtt.MQTT_ERR_NO_CONN:
+                self.published += 1  # queued by paho until the broker is back
+            else:
+                self._rejected += 1  # paho's queue is full: the broker has been away long
