@@ -6,12 +6,14 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Iterator
+from fractions import Fraction
 from pathlib import Path
 
+import numpy as np
 import pytest
 from support.tiny_models import tiny_pose_model
 
-from hrstream.io import write_json_atomic, write_text_atomic
+from hrstream.io import VideoWriter, write_json_atomic, write_text_atomic
 from hrstream.models import hub
 from hrstream.models.registry import WeightsEntry
 
@@ -44,6 +46,15 @@ def test_atomic_records_follow_the_umask(umask, tmp_path: Path, mask: int, want:
     assert _mode(tmp_path / "state.json") == want
     assert _mode(tmp_path / "notes.txt") == want
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "state.json"]  # no temporary left
+
+
+def test_a_finished_video_follows_the_umask(umask, tmp_path: Path) -> None:
+    umask.set(0o027)
+    with VideoWriter(tmp_path / "v.mp4", width=64, height=48, time_base=Fraction(1, 25), fps=25) as w:
+        for i in range(10):
+            w.write(np.zeros((48, 64, 3), np.uint8), i, Fraction(1, 25))
+    assert _mode(tmp_path / "v.mp4") == 0o640  # remuxed at close through a temporary file
+    assert [p.name for p in tmp_path.iterdir()] == ["v.mp4"]
 
 
 def test_weights_added_to_the_cache_follow_the_umask(
