@@ -125,7 +125,9 @@ class VideoWriter:
         if width <= 0 or height <= 0:
             raise ValueError(f"VideoWriter: width and height must be > 0, got {width}x{height}")
         if rebase and audio_source is not None:
-            raise ValueError("VideoWriter: rebase does not shift an audio_source's times; give one or the other")
+            raise ValueError(
+                "VideoWriter: rebase does not shift an audio_source's times; give one or the other"
+            )
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.width, self.height = int(width), int(height)
