@@ -149,39 +149,66 @@ def networks(tiny_lite: TinyModel, tmp_path_factory: pytest.TempPathFactory) -> 
     return out
 
 
+# ``/proc/cpuinfo`` flags of three CPUs (the parts the rules read, among others that they must ignore)
+_COMMON = (
+    "fpu sse sse2 ssse3 sse4_1 sse4_2 avx avx2 fma f16c bmi2 avx512f avx512dq avx512bw avx512vl avx512_vnni"
+)
+CPUS = {
+    "sapphire_rapids": f"{_COMMON} avx512_bf16 avx512_fp16 amx_bf16 amx_tile amx_int8",  # AMX
+    "zen4": f"{_COMMON} avx512_bf16 avx512_vbmi2",  # native bf16 (AVX512-BF16), no AMX
+    "skylake_x": _COMMON,  # AVX-512 without bf16: bf16 would be emulated
+}
+
+
 @pytest.mark.parametrize(
-    ("family", "amp", "cpu", "expected"),
+    ("backend", "family", "amp", "cpu", "expected"),
     [
-        ("litehrnet", "auto", "amx", ("openvino", "bf16")),
-        ("litehrnet", "auto", "avx512_bf16", ("openvino", "bf16")),
-        ("litehrnet", "auto", "none", ("onnxruntime", "fp32")),
-        ("litehrnet", "off", "amx", ("onnxruntime", "fp32")),
-        ("litehrnet", "bf16", "none", ("torch", "bf16")),  # emulated bf16 asked for: torch's
-        ("pose_hrnet", "auto", "amx", ("openvino", "bf16")),
-        ("pose_hrnet", "auto", "avx512_bf16", ("torch", "bf16")),
-        ("pose_hrnet", "auto", "none", ("torch", "fp32")),
-        ("pose_hrnet", "off", "amx", ("torch", "fp32")),
-        ("seg_hrnet", "auto", "amx", ("torch", "bf16")),
+        # auto: the table of the module docstring (AUTO_RULES)
+        ("auto", "litehrnet", "auto", "sapphire_rapids", ("openvino", "bf16")),
+        ("auto", "litehrnet", "auto", "zen4", ("openvino", "bf16")),
+        ("auto", "litehrnet", "auto", "skylake_x", ("onnxruntime", "fp32")),
+        ("auto", "litehrnet", "off", "sapphire_rapids", ("onnxruntime", "fp32")),
+        ("auto", "litehrnet", "bf16", "skylake_x", ("torch", "bf16")),  # emulated bf16 asked for: torch's
+        ("auto", "pose_hrnet", "auto", "sapphire_rapids", ("openvino", "bf16")),
+        ("auto", "pose_hrnet", "auto", "zen4", ("torch", "bf16")),
+        ("auto", "pose_hrnet", "auto", "skylake_x", ("torch", "fp32")),
+        ("auto", "pose_hrnet", "off", "sapphire_rapids", ("torch", "fp32")),
+        ("auto", "seg_hrnet", "auto", "sapphire_rapids", ("torch", "bf16")),
+        # a backend named: amp auto is bf16 wherever the CPU has native bf16, AMX or not
+        ("openvino", "litehrnet", "auto", "zen4", ("openvino", "bf16")),
+        ("openvino", "pose_hrnet", "auto", "zen4", ("openvino", "bf16")),
+        ("openvino", "pose_hrnet", "auto", "sapphire_rapids", ("openvino", "bf16")),
+        ("openvino", "pose_hrnet", "auto", "skylake_x", ("openvino", "fp32")),
+        ("openvino", "pose_hrnet", "off", "zen4", ("openvino", "fp32")),
+        ("onnxruntime", "litehrnet", "auto", "zen4", ("onnxruntime", "fp32")),
+        ("torch", "pose_hrnet", "auto", "zen4", ("torch", "bf16")),
+        ("torch", "pose_hrnet", "auto", "skylake_x", ("torch", "fp32")),
     ],
 )
-def test_auto_decides_by_model_family_and_cpu_capability(
+def test_the_choice_follows_the_rule_table_for_the_cpu_flags_given(
     networks: dict[str, torch.nn.Module],
-    monkeypatch: pytest.MonkeyPatch,
+    backend: str,
     family: str,
     amp: str,
     cpu: str,
     expected: tuple[str, str],
 ) -> None:
-    import hrstream.runtime.backend_choice as bc
-    import hrstream.runtime.engine as engine_module
+    flags = CPUS[cpu].split()
+    choice = choose_backend(backend, networks[family], torch.device("cpu"), amp, cpu_flags=flags)
+    assert (choice.name, choice.precision) == expected, choice.reason
+    if backend == "auto":
+        assert choice.reason.startswith(f"auto: {family}")
 
-    native = cpu != "none"  # what the CPU reports: the rule under test reads only these two answers
-    monkeypatch.setattr(bc, "cpu_has_native_bf16", lambda: native)
-    monkeypatch.setattr(engine_module, "cpu_has_native_bf16", lambda: native)
-    monkeypatch.setattr(bc, "cpu_has_amx", lambda: cpu == "amx")
-    choice = choose_backend("auto", networks[family], torch.device("cpu"), amp)
-    assert (choice.name, choice.precision) == expected
-    assert choice.reason.startswith(f"auto: {family}")
+
+def test_the_cpu_flags_name_native_bf16_and_amx() -> None:
+    from hrstream.runtime.cpu import cpu_has_amx, cpu_has_native_bf16
+    from hrstream.runtime.engine import amp_default
+
+    native = {cpu: cpu_has_native_bf16(flags.split()) for cpu, flags in CPUS.items()}
+    amx = {cpu: cpu_has_amx(flags.split()) for cpu, flags in CPUS.items()}
+    assert native == {"sapphire_rapids": True, "zen4": True, "skylake_x": False}
+    assert amx == {"sapphire_rapids": True, "zen4": False, "skylake_x": False}
+    assert [amp_default("cpu", cpu_flags=CPUS[c].split()) for c in CPUS] == ["bf16", "bf16", "off"]
 
 
 def test_auto_runs_torch_where_the_library_is_missing(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -12,6 +13,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 import pytest
 
@@ -164,6 +166,105 @@ def test_writer_rejects_wrong_image(tmp_path: Path) -> None:
         w.write(np.zeros((48, 64, 3), np.uint8), 0, Fraction(1, 25))
         w.write(np.zeros((48, 64, 3), np.uint8), 0, Fraction(1, 25))  # same pts: skipped, not a crash
         assert (w.frames_written, w.frames_skipped) == (1, 1)
+
+
+def _boxes(data: bytes, start: int = 0, end: int | None = None) -> list[tuple[str, int, int]]:
+    """ISO BMFF boxes ``(type, payload start, payload end)`` between ``start`` and ``end`` (one level)."""
+    out, pos, end = [], start, len(data) if end is None else end
+    while pos + 8 <= end:
+        size, kind = struct.unpack(">I4s", data[pos : pos + 8])
+        head = 8
+        if size == 1:
+            size, head = struct.unpack(">Q", data[pos + 8 : pos + 16])[0], 16
+        elif size == 0:
+            size = end - pos
+        out.append((kind.decode("latin-1"), pos + head, pos + size))
+        pos += size
+    return out
+
+
+def _header_duration_s(path: Path) -> tuple[list[str], float]:
+    """The file's top-level box types and the movie duration its ``mvhd`` states (what a browser shows before
+    reading the rest of the file)."""
+    data = path.read_bytes()
+    top = _boxes(data)
+    moov = next((b for b in top if b[0] == "moov"), None)
+    assert moov is not None, [b[0] for b in top]
+    _, p0, _ = next(b for b in _boxes(data, moov[1], moov[2]) if b[0] == "mvhd")
+    if data[p0] == 1:
+        timescale, duration = struct.unpack(">IQ", data[p0 + 20 : p0 + 32])
+    else:
+        timescale, duration = struct.unpack(">II", data[p0 + 12 : p0 + 20])
+    return [b[0] for b in top], duration / timescale
+
+
+def _segment(path: Path, pts: list[int], tb: Fraction, **options) -> None:
+    """Frames at ``pts`` (in ``tb``) as a live segment cut from a running stream would get them."""
+    with VideoWriter(path, width=160, height=120, time_base=tb, fps=30, preset="ultrafast", **options) as w:
+        for i, p in enumerate(pts):
+            w.write(np.full((120, 160, 3), (i * 7) % 255, np.uint8), p, tb)
+
+
+@pytest.mark.parametrize("finish", [True, False])
+def test_rebase_makes_a_segment_cut_from_a_stream_a_video_of_its_own(tmp_path: Path, finish: bool) -> None:
+    tb = Fraction(1, 90000)
+    steps = [3000, 3000, 3003, 2997, 6000] * 30  # 150 frames, a little irregular, one long step per five
+    pts = list(51 * 90000 + np.concatenate([[0], np.cumsum(steps[:-1])]))  # the stream was at 51 s
+    out = tmp_path / "cam_segment.mp4"
+    _segment(out, pts, tb, rebase=True, finish=finish)
+    span_s = float((pts[-1] - pts[0]) * tb)
+    with av.open(str(out)) as c:
+        assert (c.start_time or 0) == 0
+        assert c.duration / 1e6 == pytest.approx(span_s + 1 / 30, abs=0.05)  # what it holds, not 51 s + that
+        got = [f.pts * f.time_base for f in c.decode(video=0)]
+    assert got[0] == 0 and len(got) == 150
+    assert [float(t) for t in got] == pytest.approx([float((p - pts[0]) * tb) for p in pts], abs=1e-9)
+    cap = cv2.VideoCapture(str(out))
+    try:
+        assert cap.get(cv2.CAP_PROP_FRAME_COUNT) == 150
+        read = 0
+        while cap.read()[0]:
+            read += 1
+    finally:
+        cap.release()
+    assert read == 150
+
+
+def test_rebase_and_an_audio_source_are_refused_together(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="rebase"):
+        VideoWriter(
+            tmp_path / "x.mp4",
+            width=64,
+            height=48,
+            time_base=Fraction(1, 25),
+            fps=25,
+            rebase=True,
+            audio_source=str(VIDEOS / "gen_audio_64x48.mp4"),
+        )
+
+
+def test_a_closed_file_carries_its_duration_in_its_header(tmp_path: Path) -> None:
+    out = tmp_path / "clip.mp4"
+    src_pts = _copy_through(VIDEOS / "basketball_426x240_2997.mp4", out, max_frames=120)
+    clip_s = src_pts[-1] - src_pts[0] + 1001 / 30000
+    kinds, header_s = _header_duration_s(out)
+    assert header_s == pytest.approx(clip_s, abs=0.05)
+    assert kinds.index("moov") < kinds.index("mdat") and "moof" not in kinds  # index first, not fragmented
+    with av.open(str(out)) as c:
+        assert c.duration / 1e6 == pytest.approx(clip_s, abs=0.05)
+    assert _decode_pts_s(out) == pytest.approx(src_pts, abs=1e-9)  # the remux kept every timestamp
+    assert [p.name for p in tmp_path.iterdir()] == ["clip.mp4"]  # no temporary file left
+    # while it is written (and after a crash) the file is fragmented, its header without a duration
+    tb = Fraction(1, 25)
+    with VideoWriter(
+        tmp_path / "open.mp4", width=64, height=48, time_base=tb, fps=25, preset="ultrafast"
+    ) as w:
+        for i in range(100):  # four 1 s GOPs: the first fragments are on disk
+            w.write(np.full((48, 64, 3), i, np.uint8), i, tb)
+        kinds, header_s = _header_duration_s(tmp_path / "open.mp4")
+        assert "moof" in kinds and header_s == 0
+    kinds, header_s = _header_duration_s(tmp_path / "open.mp4")
+    assert "moof" not in kinds and header_s == pytest.approx(100 / 25, abs=0.05)
 
 
 def test_sigkill_leaves_decodable_video_and_parseable_records(tmp_path: Path) -> None:

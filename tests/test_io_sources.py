@@ -227,6 +227,40 @@ def test_pixel_cap_refuses_decompression_bomb(tmp_path: Path) -> None:
         open_source(str(VIDEOS / "street_960x540_5fps.mp4"), max_pixels=100_000)
 
 
+def _flat_ffv1(path: Path, width: int, height: int, rgb: tuple[int, int, int]) -> Path:
+    """A valid one-frame FFV1 MKV of one flat colour (a few tens of KB, whatever its size in pixels)."""
+    with av.open(str(path), "w") as c:
+        stream = c.add_stream("ffv1", rate=1)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv444p"
+        frame = av.VideoFrame.from_ndarray(np.full((height, width, 3), rgb, np.uint8), format="rgb24")
+        frame.pts = 0
+        c.mux(stream.encode(frame))
+        c.mux(stream.encode(None))
+    return path
+
+
+def test_a_valid_video_over_the_pixel_cap_says_so_and_how_to_raise_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    big = _flat_ffv1(tmp_path / "photo_48mp.mkv", 8000, 6000, (40, 120, 200))  # 48 MP, over the 40 MP cap
+    assert big.stat().st_size < 1_000_000
+    monkeypatch.delenv("HRSTREAM_MAX_PIXELS", raising=False)
+    with pytest.raises(InputError) as err:
+        open_source(str(big))
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith(f"{big}: ")
+    assert "8000x6000" in msg and "exceeds the cap of 40000000 pixels" in msg, msg
+    assert "HRSTREAM_MAX_PIXELS" in msg and "damaged" not in msg and "truncated" not in msg, msg
+    monkeypatch.setenv("HRSTREAM_MAX_PIXELS", "48000000")  # what the message says to do
+    with open_source(str(big)) as s:
+        image = next(s).image
+    assert image.shape == (6000, 8000, 3)
+    assert np.abs(image[::500, ::500].astype(int) - (40, 120, 200)).max() <= 3
+    monkeypatch.setenv("HRSTREAM_MAX_PIXELS", "lots")
+    with pytest.raises(InputError, match="HRSTREAM_MAX_PIXELS.*'lots'"):
+        open_source(str(big))
+
+
 # ------------------------------------------------------------------------------------------ images
 def test_still_image_is_one_frame_without_time() -> None:
     jpg = sorted(COCO.glob("*.jpg"))[0]

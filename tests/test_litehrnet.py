@@ -208,3 +208,52 @@ def test_config_errors_name_the_field(path: str, value: Any, message: str) -> No
     cfg = _mutate(lite_cfg(extra, image_size=[192, 256]), path, value)
     with pytest.raises(ConfigError, match=message):
         from_config(cfg)
+
+
+def _official_fuse(module: torch.nn.Module, out: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The official ``LiteHRModule`` fusion loop, in place as it is written there: row ``i`` starts from the
+    first branch's term (the branch itself for ``i = 0``, else ``fuse_layers[i][0]`` applied to it) and then
+    adds every branch's term, the first one again, so ``fuse_layers[i][0]`` runs twice per forward."""
+    out = [t.clone() for t in out]
+    fused = []
+    for i in range(len(module.fuse_layers)):
+        y = out[0] if i == 0 else module.fuse_layers[i][0](out[0])
+        for j in range(module.num_branches):
+            if i == j:
+                y += out[j]
+            else:
+                y += module.fuse_layers[i][j](out[j])
+        fused.append(module.relu(y))
+    return fused
+
+
+@pytest.mark.parametrize("module_type", ["LITE", "NAIVE"])
+def test_training_forward_updates_the_fuse_statistics_as_the_official_module_does(module_type: str) -> None:
+    from hrstream.models.litehrnet import LiteHRModule
+
+    torch.manual_seed(0)
+    ours = LiteHRModule(3, 1, [8, 16, 32], 8, module_type).train()
+    official = copy.deepcopy(ours)
+    x = [torch.randn(2, c, 16 // 2**k, 16 // 2**k) for k, c in enumerate([8, 16, 32])]
+    with torch.no_grad():
+        got = ours(x)
+        if module_type == "LITE":
+            branches = official.layers(x)
+        else:
+            branches = [b(s) for b, s in zip(official.layers, x, strict=True)]
+        want = _official_fuse(official, branches)
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b)
+    # every BatchNorm's statistics as the official module leaves them after one training forward
+    theirs = official.state_dict()
+    for name, value in ours.state_dict().items():
+        if name.endswith(("running_mean", "running_var", "num_batches_tracked")):
+            torch.testing.assert_close(value, theirs[name], msg=name)
+    # the term of the first branch runs twice in rows i > 0: its BatchNorm counts two batches
+    for i in (1, 2):
+        counts = [
+            m.num_batches_tracked.item()
+            for m in ours.fuse_layers[i][0].modules()
+            if hasattr(m, "num_batches_tracked")
+        ]
+        assert counts and set(counts) == {2}, (i, counts)

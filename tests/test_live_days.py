@@ -9,16 +9,21 @@ from __future__ import annotations
 
 import gc
 import json
+import logging
 import signal
+import threading
 import time
 import tracemalloc
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 from support.cli_checks import VIDEOS, manifest_jobs, popen_run, read_jsonl, video_facts
 from support.clips import h264_clip
+from support.outage import measure_return
 from support.rtsp import RtspServer, free_port, needs_rtsp
+from support.servers import SilentServer
 from support.tiny_models import tiny_pose_model
 
 import hrstream
@@ -188,7 +193,66 @@ def test_a_refused_camera_gives_up_after_max_reconnects_with_exit_3_and_the_othe
 
 
 @needs_rtsp
-def test_permanent_answers_are_reported_at_once():
+def test_a_camera_back_after_25_s_delivers_within_3_s_plus_its_start_up(clips):
+    # the default backoff (0.5 s doubling to a 30 s cap) has reached 8-16 s between opens by then; the probe
+    # every second finds the server back
+    r = measure_return(clips["long"], 25.0)
+    assert r.return_s < 3.0 + r.startup_s, r
+    assert len(r.gaps) == 1 and r.gaps[0]["duration_s"] >= 25.0, r.gaps
+
+
+class _Clock:
+    """An injected clock for a live source's waits (``wait(seconds) -> interrupted``): a wait returns at once
+    and moves the clock on by its length; the clock also runs with real time (opens and probes take what they
+    take). ``at(t, action)`` runs ``action`` once when the clock passes ``t``; ``stop_at`` ends the source's
+    retries. ``events`` holds ``(time, message)`` of every log line of the reconnect logic."""
+
+    def __init__(self, stop_at: float = float("inf")) -> None:
+        self.skipped = 0.0
+        self.t0 = time.monotonic()
+        self.waits: list[float] = []
+        self.stop_at = stop_at
+        self.events: list[tuple[float, str]] = []
+        self._actions: list[tuple[float, object]] = []
+
+    @property
+    def now(self) -> float:
+        return self.skipped + time.monotonic() - self.t0
+
+    def at(self, t: float, action) -> None:
+        self._actions.append((t, action))
+
+    def wait(self, seconds: float) -> bool:
+        self.waits.append(seconds)
+        self.skipped += seconds
+        for item in [a for a in self._actions if a[0] <= self.now]:
+            self._actions.remove(item)
+            item[1]()
+        return self.now >= self.stop_at
+
+    def failed_opens(self) -> list[float]:
+        return [t for t, msg in self.events if "attempt" in msg and "failed" in msg]
+
+
+@pytest.fixture
+def clock(caplog: pytest.LogCaptureFixture):
+    """A :class:`_Clock` that also timestamps the reconnect logic's log lines (DEBUG and up) on it."""
+    clk = _Clock()
+
+    class Stamp(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            clk.events.append((clk.now, record.getMessage()))
+
+    logger = logging.getLogger("hrstream.io.reconnect")
+    handler = Stamp(logging.DEBUG)
+    logger.addHandler(handler)
+    with caplog.at_level(logging.DEBUG, logger="hrstream.io.reconnect"):
+        yield clk
+    logger.removeHandler(handler)
+
+
+@needs_rtsp
+def test_permanent_answers_are_reported_at_once(clock):
     srv = RtspServer().start()
     try:
         wrong = srv.url.replace("/live", "/nothere")
@@ -198,36 +262,122 @@ def test_permanent_answers_are_reported_at_once():
         ):
             open_live_source(wrong, max_reconnects=5, open_timeout_s=2, read_timeout_s=2)
         assert time.monotonic() - t0 < 2.0  # a 404 is not retried when a limit is set
-        # unlimited reconnects: still retried, slowly (at the backoff cap), and said so once
-        waits: list[float] = []
-
-        def wait(seconds: float) -> bool:
-            waits.append(seconds)
-            return len(waits) >= 3  # interrupted after three waits
-
+        # unlimited reconnects: still retried, slowly (at the backoff cap), and said so once; the server
+        # answers every probe meanwhile, which opens nothing sooner
+        clock.stop_at = 95.0
         with pytest.raises(Exception, match="interrupted while connecting"):
-            open_live_source(wrong, backoff_max_s=30.0, open_timeout_s=2, read_timeout_s=2, wait=wait)
-        assert waits == [30.0, 30.0, 30.0]
+            open_live_source(wrong, backoff_max_s=30.0, open_timeout_s=2, read_timeout_s=2, wait=clock.wait)
+        said = [msg for _, msg in clock.events if "retried every 30 s" in msg]
+        assert len(said) == 1 and "404 Not Found" in said[0]
+        opens = [0.0] + [t for t, msg in clock.events if "failed again" in msg]
+        assert opens == pytest.approx([0.0, 30.0, 60.0, 90.0], abs=0.5), opens
+        assert max(clock.waits) <= 1.0  # probed every second
     finally:
         srv.kill()
 
 
-def test_backoff_grows_to_its_cap_with_jitter_through_an_injected_wait():
-    waits: list[float] = []
-
-    def wait(seconds: float) -> bool:
-        waits.append(seconds)
-        return False
-
+def test_backoff_grows_to_its_cap_with_jitter_through_an_injected_wait(clock):
     with pytest.raises(SourceGaveUp, match="gave up after 7 open attempt"):
         open_live_source(
-            f"rtsp://127.0.0.1:{free_port()}/x", max_reconnects=7, backoff_s=0.5, backoff_max_s=4.0, wait=wait
+            f"rtsp://127.0.0.1:{free_port()}/x",
+            max_reconnects=7,
+            backoff_s=0.5,
+            backoff_max_s=4.0,
+            wait=clock.wait,
         )
     caps = [min(4.0, 0.5 * 2**k) for k in range(6)]  # 0.5 1 2 4 4 4: waits before attempts 2..7
-    assert len(waits) == 6
-    assert all(c / 2 <= w <= c for w, c in zip(waits, caps, strict=True)), (waits, caps)
+    opens = [*clock.failed_opens(), clock.now]  # the seventh failure is the give-up
+    assert len(opens) == 7  # probes (every second, all refused) are not attempts
+    waits = np.diff(opens)
+    assert all(c / 2 <= w <= c + 0.2 for w, c in zip(waits, caps, strict=True)), (waits, caps)  # + an open
     assert waits[3] > waits[0] * 2  # it grows
     assert len({round(w, 6) for w in waits[3:]}) > 1  # and is jittered at the cap
+    assert max(clock.waits) <= 1.0  # in steps of one probe interval
+
+
+def test_the_backoff_alone_without_probes(clock):
+    with pytest.raises(SourceGaveUp, match="gave up after 4 open attempt"):
+        open_live_source(
+            f"rtsp://127.0.0.1:{free_port()}/x",
+            max_reconnects=4,
+            backoff_s=2.0,
+            backoff_max_s=4.0,
+            wait=clock.wait,
+            probe_s=None,
+        )
+    caps = [2.0, 4.0, 4.0]
+    assert len(clock.waits) == 3 and all(c / 2 <= w <= c for w, c in zip(clock.waits, caps, strict=True))
+
+
+@needs_rtsp
+def test_a_server_that_answers_a_probe_again_is_opened_at_once(clock):
+    port = free_port()
+    servers: list[RtspServer] = []
+    up: list[float] = []
+
+    def camera_back() -> None:
+        servers.append(RtspServer(port=port).start())
+        up.append(clock.now)  # it answers from here on
+
+    clock.at(40.0, camera_back)  # the camera is back after 40 s
+    clock.stop_at = 120.0
+    try:
+        src = open_live_source(
+            f"rtsp://127.0.0.1:{port}/live", open_timeout_s=2, read_timeout_s=2, wait=clock.wait
+        )
+        src.close()
+        opens = clock.failed_opens()
+        assert opens and max(np.diff(opens)) > 8.0  # the backoff had grown past 8 s between opens
+        seen = [t for t, msg in clock.events if "answers again; reconnecting now" in msg]
+        assert len(seen) == 1 and 0.0 <= seen[0] - up[0] <= 1.2  # the first probe after its return
+        assert not [t for t in opens if t > up[0]]  # and that open succeeded
+    finally:
+        for srv in servers:
+            srv.kill()
+
+
+@pytest.mark.parametrize(("open_s", "read_s"), [(1.0, 20.0), (6.0, 1.0)])
+def test_the_open_deadline_is_open_timeout_s_not_read_timeout_s(open_s: float, read_s: float) -> None:
+    # a server that accepts the connection and never answers: the open ends at its own deadline
+    srv = SilentServer()
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(SourceGaveUp, match=f"no answer within {open_s:g} s"):
+            open_live_source(
+                f"rtsp://127.0.0.1:{srv.port}/x",
+                max_reconnects=1,
+                open_timeout_s=open_s,
+                read_timeout_s=read_s,
+            )
+        elapsed = time.monotonic() - t0
+    finally:
+        srv.close()
+    assert srv.accepted
+    assert open_s * 0.9 <= elapsed < open_s + 4.0, (
+        elapsed
+    )  # a deadline is never early; late by an open's work
+
+
+@needs_rtsp
+def test_the_read_deadline_is_read_timeout_s_not_open_timeout_s(clips) -> None:
+    # a camera that stops sending mid-stream (the server frozen, its connection open): the source notices
+    # within its read deadline (2 x read_timeout_s without a frame at most), not the much longer open deadline
+    cam = RtspServer(clip=clips["long"]).start()
+    src = open_live_source(cam.url, open_timeout_s=30.0, read_timeout_s=1.0)
+    try:
+        for _ in range(10):
+            next(src)
+        cam.signal(signal.SIGSTOP)
+        t_stop = time.monotonic()
+        threading.Thread(target=lambda: [None for _ in src], daemon=True).start()  # reads on, reconnects
+        _wait(lambda: src.state == "reconnecting", 15.0, "the stall noticed")
+        noticed = time.monotonic() - t_stop
+        assert noticed < 2 * 1.0 + 3.0, noticed  # well before the 30 s open deadline could play a part
+    finally:
+        cam.signal(signal.SIGCONT)
+        src.interrupt()
+        src.close()
+        cam.kill()
 
 
 _LARGE = 64 * 1024  # an image is one block of this size or more; the run's records are small blocks

@@ -294,3 +294,72 @@ def test_file_detections_follow_the_official_selection(tmp_path: Path) -> None:
         np.testing.assert_array_equal(kept.boxes, p.boxes[want])
         total += len(want)
     assert 0 < total < 118  # the OKS NMS drops duplicates, and keeps people
+
+
+# A detections file is untrusted input: each bad box is refused with one line naming the file, the entry and
+# the fix, before anything runs (the CLI: exit 2).
+_BAD_BOXES = {
+    "nan": ("[12.0, NaN, 30.0, 40.0]", "not a finite number"),
+    "infinity": ("[12.0, 20.0, Infinity, 40.0]", "not a finite number"),
+    "huge": ("[1e30, 20.0, 30.0, 40.0]", "outside"),
+    "negative_width": ("[12.0, 20.0, -30.0, 40.0]", "negative width"),
+    "negative_height": ("[12.0, 20.0, 30.0, -0.5]", "negative height"),
+}
+
+
+def _det_file_with(tmp_path: Path, bbox_json: str) -> Path:
+    """Two good entries and, as entry 2, one whose bbox is ``bbox_json`` (written as JSON text, so that NaN
+    and Infinity appear as Python's json module and other tools write them)."""
+    good = '{"image_id": 0, "category_id": 1, "bbox": [1.0, 2.0, 30.0, 40.0], "score": 0.9}'
+    bad = f'{{"image_id": 1, "category_id": 1, "bbox": {bbox_json}, "score": 0.8}}'
+    path = tmp_path / "dets.json"
+    path.write_text(f"[{good}, {good}, {bad}]")
+    return path
+
+
+@pytest.mark.parametrize("case", sorted(_BAD_BOXES))
+def test_file_detector_refuses_bad_boxes(tmp_path: Path, case: str) -> None:
+    bbox, why = _BAD_BOXES[case]
+    path = _det_file_with(tmp_path, bbox)
+    with pytest.raises(InputError) as err:
+        make_detector(f"file:{path}")
+    msg = str(err.value)
+    assert "\n" not in msg and str(path) in msg and "entry 2" in msg and why in msg, msg
+    assert "fix" in msg or "remove" in msg, msg
+
+
+@pytest.mark.parametrize("score", ["NaN", "-Infinity"])
+def test_file_detector_refuses_a_score_that_is_not_a_number(tmp_path: Path, score: str) -> None:
+    path = tmp_path / "dets.json"
+    path.write_text(f'[{{"image_id": 0, "category_id": 1, "bbox": [1, 2, 3, 4], "score": {score}}}]')
+    with pytest.raises(InputError, match=r"entry 0 .*: score .* not a finite number"):
+        make_detector(f"file:{path}")
+
+
+@pytest.mark.parametrize("case", ["nan", "huge", "negative_width"])
+def test_cli_refuses_a_bad_detections_file_in_one_line(tmp_path: Path, case: str) -> None:
+    from support.cli_checks import VIDEOS, run_cli
+    from support.tiny_models import tiny_pose_model
+
+    tiny = tiny_pose_model(tmp_path / "tiny")
+    path = _det_file_with(tmp_path, _BAD_BOXES[case][0])
+    clip = VIDEOS / "gen_vfr_160x120.mp4"
+    out = tmp_path / "out"
+    res = run_cli(
+        [
+            "run",
+            str(clip),
+            "--task",
+            "pose",
+            *tiny.args(),
+            "--detector",
+            f"file:{path}",
+            "--out",
+            str(out),
+            "-q",
+        ]
+    )
+    assert res.returncode == 2, res.stderr[-3000:]
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("hrstream: error:"), res.stderr[-3000:]
+    assert str(path) in lines[0] and "entry 2" in lines[0] and _BAD_BOXES[case][1] in lines[0]

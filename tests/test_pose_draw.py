@@ -65,3 +65,13 @@ def test_empty_poses_returns_copy():
     out = draw_poses(image, Poses.empty())
     np.testing.assert_array_equal(out, image)
     assert out is not image
+
+
+def test_tentative_people_are_drawn_without_an_id():
+    image = np.zeros((200, 240, 3), np.uint8)
+    above = slice(0, 26)  # the label's rows: above the highest keypoint disc (y = 30, radius 3)
+    confirmed = draw_poses(image, _person(track=4))
+    assert confirmed[above].any()  # "id 4"
+    tentative = draw_poses(image, _person(track=-1))  # the tracker's -1: no identity yet
+    assert tentative[90, 60].any()  # the skeleton is drawn
+    assert not tentative[above].any()  # but no "id -1" label

@@ -523,3 +523,34 @@ def test_appearance_is_a_running_mean_of_unoccluded_views_only():
     img2, p2 = _shirt_frame([(64, orange), (80, blue), (300, blue), (318, orange)])
     tracker.update(p2, t=0.08, image=img2)
     np.testing.assert_array_equal(appearance(1), before)
+
+
+def _walking(height0: float, growth: float, t: float) -> tuple[np.ndarray, np.ndarray]:
+    """A person walking towards the camera (``growth`` > 0, pixels of height per second) or away from it
+    (< 0), centred at (320, 300): ``(keypoints (17, 2), box (4,) xyxy)`` at time ``t``, box as make_scene pads."""
+    h = height0 + growth * t
+    kp = SKELETON_TEMPLATE * h + np.array([320.0, 300.0])
+    pad = 0.1 * h
+    box = np.array([kp[:, 0].min() - pad, kp[:, 1].min() - pad, kp[:, 0].max() + pad, kp[:, 1].max() + pad])
+    return kp, box
+
+
+@pytest.mark.parametrize("growth", [90.0, -80.0])  # towards the camera, away from it
+def test_predicted_boxes_grow_and_shrink_with_a_person_changing_size(growth: float) -> None:
+    tracker = PoseTracker()
+    times = frame_times(1.0, 30.0)
+    for t in times:
+        kp, box = _walking(200.0, growth, float(t))
+        poses = Poses(np.array([box], np.float32), np.array([0.9]), kp[None], np.full((1, 17), 0.9))
+        tracker.update(poses, t=float(t))
+    t_last, ahead = float(times[-1]), 0.3  # the detector skipped for 0.3 s
+    last = _walking(200.0, growth, t_last)[1]
+    truth = _walking(200.0, growth, t_last + ahead)[1]
+    ids, boxes = tracker.predict_boxes(t_last + ahead)
+    assert ids.tolist() == [1]
+    size = lambda b: np.array([b[2] - b[0], b[3] - b[1]])  # noqa: E731
+    change, predicted = size(truth) - size(last), size(boxes[0]) - size(last)
+    assert np.all(np.abs(change) > 10.0)  # the person's box changed by more than 10 px meanwhile
+    # the Kalman prediction extrapolates the size: at least half of the true change, in its direction
+    assert np.all(predicted * np.sign(change) > 0.5 * np.abs(change)), (predicted, change)
+    assert np.all(np.abs(predicted - change) < 0.5 * np.abs(change)), (predicted, change)

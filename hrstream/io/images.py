@@ -17,9 +17,10 @@ import numpy as np
 from hrstream.errors import InputError
 from hrstream.io.base import Source, SourceInfo
 from hrstream.io.probe import (
-    DEFAULT_MAX_PIXELS,
     check_file,
+    check_header_size,
     check_pixels,
+    default_max_pixels,
     limit_decoder,
     open_container,
     rotate_upright,
@@ -56,13 +57,13 @@ class ImageSource(Source):
         name: str,
         display: str,
         fps: float | None,
-        max_pixels: int = DEFAULT_MAX_PIXELS,
+        max_pixels: int | None = None,
     ) -> None:
         super().__init__()
         if not paths:
             raise InputError(f"{display}: no images to read")
         self._paths = list(paths)
-        self._max_pixels = max_pixels
+        self._max_pixels = default_max_pixels() if max_pixels is None else int(max_pixels)
         self._sequence = fps is not None
         if fps is not None and fps <= 0:
             raise InputError(f"{display}: image sequence fps must be > 0, got {fps}")
@@ -89,12 +90,12 @@ class ImageSource(Source):
 
     def _read(self, path: str) -> tuple[np.ndarray, str, int]:
         check_file(path)
-        with open_container(
-            path, display=path, container_options={"protocol_whitelist": "file"}, max_pixels=self._max_pixels
-        ) as c:
+        options = {"protocol_whitelist": "file"}
+        with open_container(path, display=path, container_options=options, max_pixels=self._max_pixels) as c:
             if not c.streams.video:
                 raise InputError(f"{path}: not an image FFmpeg can read; remove or convert it")
             cc = c.streams.video[0].codec_context
+            check_header_size(path, path, (cc.width, cc.height), self._max_pixels, container_options=options)
             check_pixels(path, cc.width, cc.height, self._max_pixels, header=True)
             limit_decoder(cc, self._max_pixels)
             try:

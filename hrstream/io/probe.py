@@ -19,8 +19,11 @@ from hrstream.io.urls import redact_text
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
+    "MAX_PIXELS_ENV",
     "check_file",
+    "check_header_size",
     "check_pixels",
+    "default_max_pixels",
     "limit_decoder",
     "open_container",
     "rotate_upright",
@@ -30,6 +33,30 @@ log = logging.getLogger(__name__)
 
 #: Largest frame accepted by default: 40 megapixels (8K UHD 7680x4320 is 33.2 MP). FFmpeg's own cap is INT_MAX.
 DEFAULT_MAX_PIXELS = 40_000_000
+#: The environment variable that replaces :data:`DEFAULT_MAX_PIXELS` (a whole number of pixels).
+MAX_PIXELS_ENV = "HRSTREAM_MAX_PIXELS"
+_RAISE_CAP = f"if the input is trusted, raise the cap: {MAX_PIXELS_ENV}=N (max_pixels= in the Python API)"
+
+
+def default_max_pixels() -> int:
+    """The pixel cap of inputs opened without an explicit ``max_pixels``: ``$HRSTREAM_MAX_PIXELS`` where set,
+    else :data:`DEFAULT_MAX_PIXELS`.
+
+    Raises:
+        InputError: the variable is not a positive whole number.
+    """
+    text = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not text:
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = int(text.replace("_", ""))
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise InputError(
+            f"{MAX_PIXELS_ENV}={text!r} is not a positive whole number of pixels; fix or unset it"
+        )
+    return value
 
 
 def limit_decoder(codec_context: Any, max_pixels: int) -> None:
@@ -52,8 +79,40 @@ def check_pixels(display: str, width: int, height: int, max_pixels: int, *, head
     if width * height > max_pixels:
         raise InputError(
             f"{display}: frame size {width}x{height} ({width * height} pixels) exceeds the cap of {max_pixels} "
-            "pixels; refused as a possible decompression bomb (raise max_pixels if the input is trusted)"
+            f"pixels; refused as a possible decompression bomb ({_RAISE_CAP})"
         )
+
+
+def check_header_size(
+    display: str,
+    target: str,
+    size: tuple[int, int],
+    max_pixels: int,
+    *,
+    fmt: str | None = None,
+    container_options: dict[str, str] | None = None,
+) -> None:
+    """Refuse a local file whose frame size, as its container's header states it, exceeds ``max_pixels``.
+
+    ``size`` is what the opened stream reports. A file opened with the cap reports ``0x0`` where FFmpeg's
+    probe refused a frame size over it (it then clears the size), so the decoder would fail later with an
+    error that reads like a damaged file. Only then is the header read again, with no decoder allowed
+    (``codec_whitelist``), which reads the size without decoding anything; a size over the cap raises
+    :func:`check_pixels`' error (what the size is, the cap, and how to raise it).
+    """
+    if size[0] > 0 and size[1] > 0:
+        return
+    options = dict(container_options or {}, codec_whitelist="none")  # the demuxer only: nothing is decoded
+    try:
+        with av.open(target, mode="r", format=fmt, container_options=options) as c:
+            if not c.streams.video:
+                return
+            cc = c.streams.video[0].codec_context
+            width, height = int(cc.width), int(cc.height)
+    except (av.error.FFmpegError, OSError):
+        return
+    if width > 0 and height > 0:
+        check_pixels(display, width, height, max_pixels)
 
 
 def rotate_upright(image: np.ndarray, rotation: float | int | None) -> tuple[np.ndarray, int]:

@@ -9,6 +9,15 @@ the run lasts (cameras reboot in 30-90 s), with exponential backoff, jittered an
 also for the very first open; ``max_reconnects`` sets a limit of consecutive failed attempts, after which the
 source gives up.
 
+Coming back quickly: between full opens the source probes the server cheaply every ``probe_s`` seconds (1 s
+by default): a TCP connection to the URL's host and port, closed at once (nothing is sent), or, for a camera,
+whether its device node exists. The backoff applies to full opens that fail; when a server that a probe saw
+away (a refused connection, or two probes in a row without an answer) answers a probe again (the camera is
+back), the full open runs at once and the backoff starts again from its first step, so a camera away for minutes is read again within about a second of its return (plus its own start-up),
+while a dead one costs one refused connection a second. A failed probe is not an attempt: ``max_reconnects``
+counts full opens, which go on on the backoff schedule whatever the probes say, so a limit gives up after as
+many failed opens, and about as soon, as without probes.
+
 Failures are told apart (:attr:`hrstream.errors.InputError.permanent`): timeouts, refused connections and
 dropped streams are transient and retried with the backoff; a refused login, a 404, a server error or a format
 FFmpeg cannot read is permanent: it is reported at once with what to fix, and then either ends the source (a
@@ -33,9 +42,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import queue
 import random
 import signal
+import socket
 import threading
 import time
 from collections import deque
@@ -44,6 +55,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from hrstream.errors import InputError, SourceGaveUp
 from hrstream.io.base import Source
@@ -52,11 +64,50 @@ from hrstream.io.sources import open_source
 from hrstream.io.urls import redact_text
 from hrstream.types import Frame
 
-__all__ = ["LiveSource", "SourceEvent", "backoff_delay", "open_live_source"]
+__all__ = ["LiveSource", "SourceEvent", "backoff_delay", "make_probe", "open_live_source"]
 
 log = logging.getLogger(__name__)
 
 _POLL_S = 0.05
+#: The port of each URL scheme when the URL names none.
+_DEFAULT_PORTS = {"rtsp": 554, "rtsps": 322, "rtmp": 1935, "http": 80, "https": 443}
+
+
+#: ``probe(timeout_s)``: ``True`` the server answered, ``False`` it is not there (a refused connection, an
+#: unreachable host, no device node), ``None`` no answer within the timeout (on its own, not conclusive: a
+#: busy server's full listen queue drops connections too).
+Probe = Callable[[float], bool | None]
+
+
+def make_probe(job: InputSpec) -> Probe | None:
+    """A cheap check that the server or camera of ``job`` is there (see :data:`Probe`).
+
+    URLs: a TCP connection to the host and port, closed at once without sending anything. Cameras: the device
+    node exists. ``None`` where there is nothing to probe.
+    """
+    if job.kind == "camera":
+        device = job.spec if job.spec.startswith("/dev/") else f"/dev/video{job.spec}"
+        return lambda timeout_s: os.path.exists(device)
+    if job.kind != "url":
+        return None
+    try:
+        parts = urlsplit(job.spec)
+        host, port = parts.hostname, parts.port or _DEFAULT_PORTS.get(parts.scheme.lower())
+    except ValueError:
+        return None
+    if not host or not port:
+        return None
+
+    def probe(timeout_s: float) -> bool | None:
+        try:
+            with socket.create_connection((host, port), timeout=max(0.05, timeout_s)):
+                return True
+        except TimeoutError:
+            return None
+        except OSError:
+            return False
+
+    return probe
 
 
 def backoff_delay(attempt: int, base_s: float, max_s: float, rng: random.Random | None = None) -> float:
@@ -219,6 +270,8 @@ class LiveSource(Source):
         open_options: dict[str, Any],
         stop: threading.Event | None = None,
         wait: Callable[[float], bool] | None = None,
+        probe_s: float | None = 1.0,
+        probe: Probe | None = None,
     ) -> None:
         super().__init__()
         if max_reconnects is not None and max_reconnects < 1:
@@ -232,6 +285,10 @@ class LiveSource(Source):
         self._options = open_options
         self._stop = stop if stop is not None else threading.Event()
         self._wait = wait if wait is not None else self._stop.wait
+        if probe_s is not None and not probe_s > 0:
+            raise ValueError(f"probe_s must be > 0 or None (no probes), got {probe_s}")
+        self._probe_s = probe_s
+        self._probe = (probe if probe is not None else make_probe(job)) if probe_s is not None else None
         self._closed = False
         self.state: SourceState = "connecting"
         self.gaps: deque[tuple[float, float]] = deque(maxlen=64)
@@ -286,10 +343,12 @@ class LiveSource(Source):
                 up), or a stop request ended the attempts.
         """
         t0 = time.monotonic()
-        attempts = 0
+        attempts = 0  # full opens that failed, in a row: what max_reconnects counts
+        step = 0  # the backoff's step: failed opens since the server was last seen coming back
         told: str | None = None  # the permanent failure already reported
         while not self._stop.is_set():
             attempts += 1
+            step += 1
             try:
                 src = self._open_once()
                 self._attempts = attempts
@@ -311,21 +370,64 @@ class LiveSource(Source):
                             last,
                             delay,
                         )
+                    else:
+                        log.debug("%s: %s attempt %d failed again (%s)", self._display, what, attempts, last)
                 else:
-                    delay = backoff_delay(attempts, *self._backoff)
+                    delay = backoff_delay(step, *self._backoff)
                     log.warning(
-                        "%s: %s attempt %d%s failed (%s); retrying in %.2f s",
+                        "%s: %s attempt %d%s failed (%s); retrying in %.2f s%s",
                         self._display,
                         what,
                         attempts,
                         "" if self._max is None else f" of {self._max}",
                         last,
                         delay,
+                        " or as soon as the server answers again" if self._probe is not None else "",
                     )
-                if self._wait(delay):
-                    break
+            back = self._wait_to_reopen(delay)
+            if back is None:
+                break
+            if back:
+                step = 0
         elapsed = time.monotonic() - t0
         raise InputError(f"{self._display}: interrupted while connecting ({what}, {elapsed:.1f} s)")
+
+    def _wait_to_reopen(self, delay: float) -> bool | None:
+        """Wait ``delay`` seconds before the next full open, probing the server every ``probe_s`` meanwhile.
+
+        Returns ``True`` when a probe answered after the server was seen away (a probe refused, or two in a
+        row unanswered: the server is back, open now), ``False`` when the delay ran out, ``None`` when a stop
+        request ended the wait. The delay is counted down by the waits (and the probes' own time), so an
+        injected ``wait`` is the clock.
+        """
+        probe, every = self._probe, self._probe_s
+        if probe is None or every is None:
+            return None if self._wait(delay) else False
+        timeout = min(every, 1.0)
+        away, misses = False, 0
+        remaining = delay
+        while True:
+            t = time.monotonic()
+            answer = probe(timeout)  # the first one at once: a server back in a moment is noticed
+            remaining -= time.monotonic() - t
+            if answer is True:
+                if away:
+                    log.info("%s: the server answers again; reconnecting now", self._display)
+                    return True
+                misses = 0
+            elif answer is False:
+                away = True
+            else:
+                misses += 1
+                away = away or misses >= 2
+            if remaining <= 0:
+                return False
+            pause = min(every, remaining)
+            if self._wait(pause):
+                return None
+            remaining -= pause
+            if remaining <= 0:
+                return False
 
     def _give_up(self, what: str, attempts: int, elapsed: float, last: str) -> SourceGaveUp:
         self.state = "gave_up"
@@ -477,6 +579,7 @@ def open_live_source(
     reconnect_on_eof: bool | None = None,
     stop: threading.Event | None = None,
     wait: Callable[[float], bool] | None = None,
+    probe_s: float | None = 1.0,
     **open_source_options: Any,
 ) -> Source:
     """Open a URL or camera that reconnects after outages; the first frame is decoded before this returns.
@@ -486,16 +589,20 @@ def open_live_source(
         open_timeout_s, read_timeout_s: deadlines of each open and read (see :func:`open_source`).
         stall_s: reopen when no frame arrives for this many seconds; ``None``: ``2 * read_timeout_s``.
         max_reconnects: consecutive failed attempts to (re)open before the source gives up (the first open
-            included); ``None``: never give up (a permanent failure is then retried every ``backoff_max_s``).
+            included; probes are not attempts); ``None``: never give up (a permanent failure is then retried
+            every ``backoff_max_s``).
         backoff_s, backoff_max_s: the wait before retry ``k`` is ``min(backoff_max_s, backoff_s * 2**(k-1))``
             with jitter (half of it fixed, half random); the first attempt after a loss is immediate.
+        probe_s: seconds between cheap probes of the server while waiting to reopen (see the module
+            docstring): a server that answers again after a failed probe is reopened at once, with the backoff
+            back at its first step. ``None``: no probes, the backoff alone.
         reconnect_on_eof: treat the end of the stream as an outage (a live server that went away ends the
             stream cleanly); ``False`` ends the iteration there instead. ``None``: true for RTSP/RTMP and
             cameras, false for HTTP(S), where the end of a stream is usually the end of a finite file.
         stop: an event that, once set, ends the retries (also of the first open, from any thread) and the
             iteration, as :meth:`LiveSource.interrupt` does.
-        wait: ``wait(seconds) -> interrupted`` used for the backoff waits (default: waiting on ``stop``);
-            tests inject a clock here.
+        wait: ``wait(seconds) -> interrupted`` used for the backoff waits and between probes (default: waiting
+            on ``stop``); tests inject a clock here.
         open_source_options: passed to :func:`open_source` (``rtsp_transport``, ``max_pixels``, ``name`` ...).
 
     Returns:
@@ -531,4 +638,5 @@ def open_live_source(
         open_options=options,
         stop=stop,
         wait=wait,
+        probe_s=probe_s,
     )

@@ -4,6 +4,8 @@
   leaves every complete line parseable (at most the last line is partial).
 * :func:`write_json_atomic` replaces a file via a temp file in the same directory + fsync + ``os.replace``,
   so readers see the old or the new content, never a partial one.
+* Every file is created with the mode a new file gets (``0666`` less the umask), temporary files included
+  (:func:`new_temp_file`, unlike ``tempfile.mkstemp``'s ``0600``).
 * :func:`safe_name` / :func:`output_path` turn any input spec (path, URL with credentials, ``../../x``)
   into a name that stays inside the output directory.
 """
@@ -15,7 +17,7 @@ import json
 import math
 import os
 import re
-import tempfile
+import secrets
 import unicodedata
 from collections.abc import Mapping
 from pathlib import Path
@@ -30,6 +32,7 @@ from hrstream.errors import InputError
 __all__ = [
     "JsonlWriter",
     "NumpyJSONEncoder",
+    "new_temp_file",
     "output_path",
     "safe_name",
     "to_jsonable",
@@ -124,16 +127,32 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def new_temp_file(folder: str | os.PathLike[str], name: str, suffix: str = ".tmp") -> tuple[int, Path]:
+    """Create a new, empty file ``folder/.NAME.XXXXXXXX{suffix}`` for writing; returns its descriptor and path.
+
+    Like ``tempfile.mkstemp`` (created exclusively, never an existing file or a planted link) but with the mode
+    every new file gets, ``0666`` less the process umask, instead of ``0600``: a file moved into place from it
+    is as readable as any other output.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
+    for _ in range(100):
+        path = Path(folder) / f".{name}.{secrets.token_hex(4)}{suffix}"
+        try:
+            return os.open(path, flags, 0o666), path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{folder}: no free temporary name for {name}")
+
+
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically: temp file in the same dir, flush, fsync, replace, fsync dir."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = new_temp_file(path.parent, path.name)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
             fh.write(text)
             fh.flush()
-            os.fchmod(fh.fileno(), 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual mode
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -146,12 +165,6 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
 def write_json_atomic(path: str | os.PathLike[str], obj: Any, *, indent: int | None = 2) -> None:
     """Write ``obj`` as JSON to ``path`` atomically (:func:`write_text_atomic`)."""
     write_text_atomic(path, _dumps(obj, indent=indent) + "\n")
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_\-]+")

@@ -28,7 +28,9 @@ from hrstream.io.inputs import InputSpec, expand_inputs
 from hrstream.io.probe import (
     DEFAULT_MAX_PIXELS,
     check_file,
+    check_header_size,
     check_pixels,
+    default_max_pixels,
     limit_decoder,
     open_container,
     rotate_upright,
@@ -66,9 +68,10 @@ class VideoSource(Source):
         fmt: str | None = None,
         container_options: dict[str, str] | None = None,
         timeout: tuple[float, float] | None = None,
-        max_pixels: int = DEFAULT_MAX_PIXELS,
+        max_pixels: int | None = None,
     ) -> None:
         super().__init__()
+        max_pixels = default_max_pixels() if max_pixels is None else int(max_pixels)
         self._display = display
         self._max_pixels = max_pixels
         self._is_live = is_live
@@ -82,12 +85,12 @@ class VideoSource(Source):
         )
         self._closed = False
         try:
-            self.info = self._open(name)
+            self.info = self._open(name, target, container_options)
         except BaseException:
             self.close()
             raise
 
-    def _open(self, name: str) -> SourceInfo:
+    def _open(self, name: str, target: str, container_options: dict[str, str] | None) -> SourceInfo:
         c = self._container
         if not c.streams.video:
             kinds = sorted({s.type for s in c.streams}) or ["nothing"]
@@ -98,6 +101,14 @@ class VideoSource(Source):
         stream.thread_type = "AUTO"
         self._stream = stream
         cc = stream.codec_context
+        if not self._is_live and "://" not in target:  # a file over the cap must not read as a damaged one
+            check_header_size(
+                self._display,
+                target,
+                (cc.width, cc.height),
+                self._max_pixels,
+                container_options=container_options,
+            )
         check_pixels(self._display, cc.width, cc.height, self._max_pixels, header=True)
         limit_decoder(cc, self._max_pixels)
         self._time_base = Fraction(stream.time_base) if stream.time_base is not None else None
@@ -241,7 +252,7 @@ def open_source(
     open_timeout_s: float = 10.0,
     read_timeout_s: float = 10.0,
     rtsp_transport: str = "tcp",
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_pixels: int | None = None,
     image_fps: float = 30.0,
     name: str | None = None,
 ) -> Source:
@@ -253,7 +264,8 @@ def open_source(
         live: force live handling on/off; default: URLs and cameras are live, files are not.
         open_timeout_s, read_timeout_s: deadlines for network and camera sources (PyAV ``timeout``).
         rtsp_transport: ``"tcp"`` (default) or ``"udp"`` etc. for RTSP.
-        max_pixels: refuse frames with more pixels than this (decompression bombs).
+        max_pixels: refuse frames with more pixels than this (decompression bombs); ``None``:
+            ``$HRSTREAM_MAX_PIXELS`` where set, else :data:`DEFAULT_MAX_PIXELS` (40 MP).
         image_fps: the frame rate assigned to an image sequence (images have no timestamps).
         name: the ``info.name`` / ``Frame.source_id`` to use instead of the sanitised basename (for callers
             that must tell apart inputs with equal basenames).
@@ -271,6 +283,7 @@ def open_source(
     if job.error is not None:
         raise job.error
     display, name = job.display, name or job.name
+    max_pixels = default_max_pixels() if max_pixels is None else int(max_pixels)
     if job.kind == "images":
         return ImageSource(list(job.paths), name=name, display=display, fps=image_fps, max_pixels=max_pixels)
     if job.kind == "image":

@@ -10,6 +10,12 @@
 * Fragmented MP4 (``frag_keyframe+empty_moov+default_base_moof``) **and** ``flush_packets=1``, with a
   keyframe at least every ``gop_s`` seconds: a process killed with SIGKILL leaves a file that decodes up to
   the last complete fragment (at most about one GOP is lost).
+* Finished at a clean :meth:`~VideoWriter.close` (``finish``, the default): the fragmented file is remuxed,
+  without re-encoding, into a regular MP4 with its index (``moov``) at the front, written beside it and moved
+  over it atomically, so players see the duration and seek at once. Until then, and wherever the process dies,
+  the fragmented file stays as it is.
+* ``rebase``: the first frame written is at time 0 and every later one keeps its distance to it, so a file that
+  starts mid-stream (a live segment) is a video of its own, whose duration is what it holds.
 * ``audio_source``: a file whose first audio stream is copied (no re-encode) up to the current video time.
 """
 
@@ -26,15 +32,48 @@ import av
 import numpy as np
 
 from hrstream.errors import InputError
+from hrstream.io.records import new_temp_file
 from hrstream.io.urls import redact_text
 
-__all__ = ["VideoWriter"]
+__all__ = ["VideoWriter", "finish_mp4"]
 
 log = logging.getLogger(__name__)
 
 _MOVFLAGS = "frag_keyframe+empty_moov+default_base_moof+frag_discont"
 #: Fragments carry their own start time (``tfdt``) from the first packet's PTS, so no track is moved to 0.
 _MUXER_OPTIONS = {"movflags": _MOVFLAGS, "use_editlist": "1", "flush_packets": "1"}
+#: The finished file: one index in front of the samples; an edit list keeps a first frame that is not at 0.
+_FINISHED_OPTIONS = {"movflags": "faststart", "use_editlist": "1"}
+
+
+def finish_mp4(path: str | os.PathLike[str]) -> None:
+    """Rewrite a fragmented MP4 as a regular one with its index at the front, packets copied (no re-encoding)
+    with their timestamps: into a temporary file beside it (the umask's mode), then moved over it atomically.
+    On any failure the temporary file is removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    fd, tmp = new_temp_file(path.parent, path.name)
+    os.close(fd)
+    try:
+        with (
+            av.open(str(path), mode="r") as src,
+            av.open(str(tmp), mode="w", format="mp4", container_options=dict(_FINISHED_OPTIONS)) as dst,
+        ):
+            streams = [s for s in src.streams if s.type in ("video", "audio")]
+            out = {}
+            for s in streams:
+                o = dst.add_stream_from_template(s)
+                o.time_base = s.time_base
+                out[s.index] = o
+            for packet in src.demux(streams):
+                if packet.dts is None:  # the demuxer's end-of-stream packets
+                    continue
+                packet.stream = out[packet.stream.index]
+                dst.mux(packet)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _as_fraction(value: Any, what: str) -> Fraction:
@@ -59,6 +98,12 @@ class VideoWriter:
         crf: libx264 constant rate factor (0-51, lower is better quality).
         audio_source: a media file whose first audio stream is copied into the output, or ``None``.
         gop_s: seconds between keyframes at most (bounds what a crash loses); ``max_gop`` caps it in frames.
+        rebase: write the first frame at time 0 and each later one at its distance to the first, instead of
+            at the source's times (a segment cut from a live stream: its container starts at 0 and its duration
+            is the segment's). Not with ``audio_source``.
+        finish: at a clean :meth:`close`, remux the crash-safe fragmented file into a regular MP4 with its index
+            at the front (:func:`finish_mp4`; the duration is in the header). ``False`` leaves it fragmented
+            (closing is then immediate whatever the file's size).
     """
 
     def __init__(
@@ -74,9 +119,15 @@ class VideoWriter:
         audio_source: str | None = None,
         gop_s: float = 1.0,
         max_gop: int = 60,
+        rebase: bool = False,
+        finish: bool = True,
     ) -> None:
         if width <= 0 or height <= 0:
             raise ValueError(f"VideoWriter: width and height must be > 0, got {width}x{height}")
+        if rebase and audio_source is not None:
+            raise ValueError(
+                "VideoWriter: rebase does not shift an audio_source's times; give one or the other"
+            )
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.width, self.height = int(width), int(height)
@@ -88,6 +139,9 @@ class VideoWriter:
         )
         self.frames_written = 0
         self.frames_skipped = 0
+        self.rebase = bool(rebase)
+        self.finish = bool(finish)
+        self._offset: int | None = None  # with rebase: the first frame's time, in time_base units
         self._last_pts: int | None = None
         self._closed = False
         gop = max(1, min(int(max_gop), round(float(fps_frac) * gop_s)))
@@ -182,7 +236,8 @@ class VideoWriter:
             time_base: the unit of ``pts``; ``None`` means the writer's ``time_base``. Other time bases are
                 rescaled (rounded) to the writer's.
 
-        Frames whose PTS is not after the previous frame's are skipped (counted in ``frames_skipped``).
+        Frames whose PTS is not after the previous frame's are skipped (counted in ``frames_skipped``). With
+        ``rebase`` the first frame's time is subtracted from every frame's.
         """
         if self._closed:
             raise ValueError(f"VideoWriter({self.path}) is closed")
@@ -194,6 +249,10 @@ class VideoWriter:
             out_pts = int(pts)
         else:
             out_pts = round(Fraction(int(pts)) * Fraction(time_base) / self.time_base)
+        if self.rebase and pts is not None:
+            if self._offset is None:
+                self._offset = out_pts
+            out_pts -= self._offset
         if self._last_pts is not None and out_pts <= self._last_pts:
             self.frames_skipped += 1
             if self.frames_skipped == 1:
@@ -208,8 +267,12 @@ class VideoWriter:
         self.frames_written += 1
         self._mux_audio_until(float(out_pts * self.time_base))
 
-    def close(self) -> None:
-        """Flush the encoder, copy the audio up to the end of the video, and close the file; idempotent."""
+    def close(self, *, finish: bool | None = None) -> None:
+        """Flush the encoder, copy the audio up to the end of the video, close the file and, with ``finish``
+        (default: the writer's), remux it into a regular MP4; idempotent.
+
+        A failed remux leaves the fragmented file, complete and playable, and logs a warning.
+        """
         if self._closed:
             return
         self._closed = True
@@ -223,6 +286,15 @@ class VideoWriter:
             self._container.close()
             if self._audio_in is not None:
                 self._audio_in.close()
+        if (self.finish if finish is None else finish) and self.frames_written > 0:
+            try:
+                finish_mp4(self.path)
+            except (av.error.FFmpegError, OSError) as exc:
+                log.warning(
+                    "%s: left as fragmented MP4 (playable, its duration not in the header): finishing failed (%s)",
+                    self.path,
+                    redact_text(str(exc)),
+                )
 
     def __enter__(self) -> VideoWriter:
         return self
@@ -230,4 +302,4 @@ class VideoWriter:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self.close()
+        self.close(finish=None if exc_type is None else False)  # leaving on an error: no remux to wait for

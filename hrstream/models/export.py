@@ -29,7 +29,6 @@ import io
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +38,7 @@ import torch
 from torch import nn
 
 from hrstream.errors import ConfigError
+from hrstream.io.records import new_temp_file
 
 __all__ = [
     "DEFAULT_OPSET",
@@ -212,7 +212,7 @@ def export_onnx(
         raise RuntimeError("torch.onnx.export returned no program")
     program.model.metadata_props.update(props)
     written = int(program.model.opset_imports.get("", opset))
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    fd, tmp = new_temp_file(out.parent, out.name)  # the umask's mode, as every output
     os.close(fd)
     try:
         program.save(tmp, external_data=False)

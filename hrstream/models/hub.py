@@ -19,7 +19,6 @@ import hashlib
 import http.client
 import logging
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -29,6 +28,7 @@ from urllib.parse import urlsplit
 from tqdm.auto import tqdm
 
 from hrstream.errors import ConfigError, WeightsError, WeightsUnavailableError
+from hrstream.io.records import new_temp_file
 from hrstream.io.urls import redact_url
 from hrstream.models.registry import WeightsEntry, default_weights, get_weights, list_weights
 
@@ -141,12 +141,11 @@ def _atomic_write(entry: WeightsEntry, write: Any, what: str) -> Path:
     final = cached_path(entry)
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".part")
+        fd, tmp = new_temp_file(final.parent, final.name, ".part")  # the umask's mode, as every output
     except OSError as exc:
         raise WeightsError(
             f"cannot write to the weights cache {final.parent} ({exc}); set HRSTREAM_HOME to a writable folder"
         ) from exc
-    tmp = Path(tmp_name)
     try:
         digest = hashlib.sha256()
         with os.fdopen(fd, "wb") as f:

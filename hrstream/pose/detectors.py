@@ -8,7 +8,9 @@ Specs for :func:`make_detector`:
 
 * ``full-frame``: one box ``(0, 0, W, H)`` with score 1 per frame.
 * ``file:PATH``: COCO results-format JSON (``[{image_id, category_id, bbox: [x, y, w, h], score}]``);
-  ``image_id`` is the frame index; only ``category_id == 1`` (person) is kept. Unless a threshold is given,
+  ``image_id`` is the frame index; only ``category_id == 1`` (person) is kept. The file is untrusted input:
+  a box or score that is not a finite number, a box reaching past :data:`MAX_BOX_COORD` or with a negative
+  width or height is refused (:class:`~hrstream.errors.InputError` naming the file and the entry). Unless a threshold is given,
   boxes are selected as the official top-down evaluation selects them (:class:`FileSelection`, from the
   pose config's ``TEST`` section): every person box scoring at least ``TEST.IMAGE_THRE``, no box NMS, no
   cap; the poses are then rescored and OKS-suppressed with ``TEST.IN_VIS_THRE`` / ``TEST.OKS_THRE``.
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import socket
 from collections.abc import Callable, Mapping, Sequence
@@ -218,6 +221,28 @@ class FileSelection:
             ) from None
 
 
+#: Largest coordinate or size a detections file may give, in pixels (far beyond any frame the pixel cap
+#: admits, yet exact in float32 arithmetic and safe for drawing).
+MAX_BOX_COORD = 1e7
+
+
+def _box_problem(x: float, y: float, w: float, h: float, score: float) -> str | None:
+    """What is wrong with one detection of a file (``None``: nothing): numbers that are not finite, a box
+    reaching past :data:`MAX_BOX_COORD`, a negative width or height."""
+    box = f"bbox [{x:g}, {y:g}, {w:g}, {h:g}]"
+    if not all(math.isfinite(v) for v in (x, y, w, h)):
+        return f"{box} holds a value that is not a finite number"
+    if not math.isfinite(score):
+        return f"score {score:g} is not a finite number"
+    if max(abs(x), abs(y), abs(x + w), abs(y + h)) > MAX_BOX_COORD:
+        return f"{box} reaches outside +-{MAX_BOX_COORD:g} pixels"
+    if w < 0:
+        return f"{box} has a negative width"
+    if h < 0:
+        return f"{box} has a negative height"
+    return None
+
+
 class FileDetector:
     """Detections read from a COCO results-format JSON file; ``image_id`` is the frame index.
 
@@ -255,13 +280,20 @@ class FileDetector:
                 if int(det.get("category_id", PERSON)) != PERSON:
                     continue
                 x, y, w, h = (float(v) for v in det["bbox"])
-                entry = per_frame.setdefault(int(det["image_id"]), ([], []))
-                entry[0].append([x, y, x + w, y + h])
-                entry[1].append(float(det["score"]))
-            except (KeyError, TypeError, ValueError) as e:
+                image_id, score = int(det["image_id"]), float(det["score"])
+            except (KeyError, TypeError, ValueError, AttributeError) as e:
                 raise InputError(
                     f"detections file {self.path}: entry {i} needs image_id, bbox [x, y, w, h] and score ({e})"
                 ) from e
+            problem = _box_problem(x, y, w, h, score)
+            if problem is not None:
+                raise InputError(
+                    f"detections file {self.path}: entry {i} (image_id {image_id}): {problem}; fix the entry or "
+                    "remove it (boxes are COCO [x, y, width, height] in pixels, width and height >= 0)"
+                )
+            entry = per_frame.setdefault(image_id, ([], []))
+            entry[0].append([x, y, x + w, y + h])
+            entry[1].append(score)
         self._dets = {
             k: filter_people(
                 np.asarray(v[0], np.float32),

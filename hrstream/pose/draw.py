@@ -46,7 +46,8 @@ def draw_poses(
     thickness: int = 2,
     radius: int = 3,
 ) -> np.ndarray:
-    """Draw limbs, keypoints, optional boxes and track-id labels.
+    """Draw limbs, keypoints, optional boxes and track-id labels (``id N``; a tentative person, track id
+    ``-1``, is drawn without a label: it has no identity yet).
 
     Args:
         image_rgb: ``uint8 (H, W, 3)`` RGB; not modified.
@@ -86,7 +87,7 @@ def draw_poses(
         x1, y1, x2, y2 = (int(round(float(v))) for v in poses.boxes[i])
         if draw_boxes:
             cv2.rectangle(out, (x1, y1), (x2, y2), color, thickness, cv2.LINE_AA)
-        if poses.track_ids is not None:
+        if poses.track_ids is not None and int(poses.track_ids[i]) >= 0:
             label = f"id {int(poses.track_ids[i])}"
             if ok.any():
                 anchor = kp[ok].min(axis=0)

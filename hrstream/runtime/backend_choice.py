@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -35,7 +36,8 @@ import torch
 from torch import nn
 
 from hrstream.errors import ConfigError
-from hrstream.runtime.engine import cpu_has_native_bf16, resolve_amp
+from hrstream.runtime.cpu import cpu_has_amx, cpu_has_native_bf16
+from hrstream.runtime.engine import resolve_amp
 
 __all__ = [
     "AUTO_RULES",
@@ -83,13 +85,6 @@ class BackendChoice:
         return "off" if self.precision == "fp32" else self.precision
 
 
-def cpu_has_amx() -> bool:
-    """True when the CPU has AMX tiles (torch's own CPU feature probe), where OpenVINO's bf16 runs HRNet-W32
-    several times faster than torch."""
-    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    return bool(probe is not None and probe())
-
-
 def _installed(backend: str) -> bool:
     return importlib.util.find_spec(_LIBRARY[backend][0]) is not None
 
@@ -99,13 +94,13 @@ def _family(model: nn.Module) -> str:
     return str(getattr(spec, "name", type(model).__name__))
 
 
-def _wanted_precision(amp: str, device: torch.device) -> str:
+def _wanted_precision(amp: str, device: torch.device, flags: Iterable[str] | None) -> str:
     """``amp`` as a precision: ``auto`` is :func:`~hrstream.runtime.engine.amp_default`'s choice."""
-    resolved = resolve_amp(amp, device)
+    resolved = resolve_amp(amp, device, cpu_flags=flags)
     return "fp32" if resolved == "off" else resolved
 
 
-def _explicit(name: str, amp: str, device: torch.device) -> BackendChoice:
+def _explicit(name: str, amp: str, device: torch.device, flags: Iterable[str] | None) -> BackendChoice:
     """A backend named by the user, with the precision ``amp`` asks of it."""
     if device.type != "cpu":
         raise ConfigError(
@@ -121,11 +116,18 @@ def _explicit(name: str, amp: str, device: torch.device) -> BackendChoice:
         return BackendChoice("onnxruntime", "fp32", "asked for (fp32)")
     if a == "fp16":
         raise ConfigError("--backend openvino runs fp32 or bf16, not --amp fp16; use --amp off, bf16 or auto")
-    precision = "bf16" if a == "bf16" or (a == "auto" and cpu_has_native_bf16()) else "fp32"
+    precision = "bf16" if a == "bf16" or (a == "auto" and cpu_has_native_bf16(flags)) else "fp32"
     return BackendChoice("openvino", precision, f"asked for ({precision})")  # type: ignore[arg-type]
 
 
-def choose_backend(backend: str, model: nn.Module, device: torch.device, amp: str = "auto") -> BackendChoice:
+def choose_backend(
+    backend: str,
+    model: nn.Module,
+    device: torch.device,
+    amp: str = "auto",
+    *,
+    cpu_flags: Iterable[str] | None = None,
+) -> BackendChoice:
     """The backend and precision that run ``model`` on ``device``.
 
     Args:
@@ -133,6 +135,8 @@ def choose_backend(backend: str, model: nn.Module, device: torch.device, amp: st
         model: the network (its ``spec.name`` is the family ``auto`` decides by).
         device: the resolved device.
         amp: ``auto``, ``off``, ``fp16`` or ``bf16``.
+        cpu_flags: decide for a CPU with these ``/proc/cpuinfo`` flags (native bf16: ``avx512_bf16`` or
+            ``amx_bf16``; AMX: ``amx_tile`` and ``amx_bf16``); default: this machine's CPU.
 
     Raises:
         ConfigError: an unknown backend or ``amp``, a CPU backend on a GPU, or a precision the backend does not
@@ -141,16 +145,17 @@ def choose_backend(backend: str, model: nn.Module, device: torch.device, amp: st
     name = str(backend).strip().lower()
     if name not in BACKEND_CHOICES:
         raise ConfigError(f"--backend {backend!r} is not one of {', '.join(BACKEND_CHOICES)}")
-    precision = _wanted_precision(amp, device)
+    flags = None if cpu_flags is None else frozenset(cpu_flags)
+    precision = _wanted_precision(amp, device, flags)
     if name == "torch":
         return BackendChoice("torch", precision, "asked for")  # type: ignore[arg-type]
     if name != "auto":
-        return _explicit(name, amp, device)
+        return _explicit(name, amp, device, flags)
     family = _family(model)
     if device.type != "cpu":
         return BackendChoice("torch", precision, f"auto: {device.type} runs torch")  # type: ignore[arg-type]
     if precision == "bf16":
-        klass = "bf16+amx" if cpu_has_amx() else "bf16" if cpu_has_native_bf16() else "emulated"
+        klass = "bf16+amx" if cpu_has_amx(flags) else "bf16" if cpu_has_native_bf16(flags) else "emulated"
     else:
         klass = precision
     pick = AUTO_RULES.get((family, klass), "torch")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -87,10 +87,11 @@ def resolve_device(spec: str | torch.device = "auto") -> torch.device:
     raise ConfigError(f"--device {spec!r} is not one of auto, cpu, cuda, cuda:N")
 
 
-def amp_default(device: torch.device | str) -> str:
+def amp_default(device: torch.device | str, *, cpu_flags: Iterable[str] | None = None) -> str:
     """The precision ``amp="auto"`` picks: ``"fp16"`` on CUDA; on the CPU ``"bf16"`` where the CPU has native
     bf16 (AVX512-BF16/AMX, :func:`~hrstream.runtime.cpu.cpu_has_native_bf16`: about 2x faster for HRNet-W32),
-    else ``"off"`` (emulated bf16 is several times slower than fp32).
+    else ``"off"`` (emulated bf16 is several times slower than fp32). ``cpu_flags``: the ``/proc/cpuinfo``
+    flags of the CPU to decide for (default: this one's, as torch probes them).
 
     Reduced precision is on by default only because it keeps results: with the trained shipped models, bf16
     and fp16 autocast keep 100% of visible keypoints within one heatmap pixel of fp32 and >= 99.9% of label-map
@@ -98,18 +99,19 @@ def amp_default(device: torch.device | str) -> str:
     """
     if torch.device(device).type == "cuda":
         return "fp16"
-    return "bf16" if cpu_has_native_bf16() else "off"
+    return "bf16" if cpu_has_native_bf16(cpu_flags) else "off"
 
 
-def resolve_amp(amp: str, device: torch.device) -> str:
-    """Turns ``amp`` (``auto``/``off``/``fp16``/``bf16``) into a concrete choice for ``device``.
+def resolve_amp(amp: str, device: torch.device, *, cpu_flags: Iterable[str] | None = None) -> str:
+    """Turns ``amp`` (``auto``/``off``/``fp16``/``bf16``) into a concrete choice for ``device`` (``cpu_flags``:
+    see :func:`amp_default`).
 
     Raises:
         ConfigError: unknown value, or bf16 on a GPU without bf16 support.
     """
     a = str(amp).strip().lower()
     if a == "auto":
-        return amp_default(device)
+        return amp_default(device, cpu_flags=cpu_flags)
     if a not in ("off", "fp16", "bf16"):
         raise ConfigError(f"--amp {amp!r} is not one of auto, off, fp16, bf16")
     if a == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
