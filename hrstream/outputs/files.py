@@ -46,9 +46,22 @@ def is_image_source(info: SourceInfo) -> bool:
 
 
 class VideoSink(Sink):
-    """The annotated frames (``FrameResult.plot()``) as H.264 video with the source's timestamps."""
+    """The annotated frames (``FrameResult.plot()``) as H.264 video with the source's timestamps.
 
-    def __init__(self, path: Path, info: SourceInfo, *, preset: str, audio_source: str | None = None) -> None:
+    ``segment``: the file is one segment of a source (a live source's, or a file cut by ``--segment-s``): it
+    starts at 0 with its own duration (the source's timestamps stay in the JSONL); a live segment stays
+    fragmented (crash-safe) when closed, so that a rotation never holds up the frames, while a file's video is
+    finished with its duration in the header (:class:`~hrstream.io.video_writer.VideoWriter`)."""
+
+    def __init__(
+        self,
+        path: Path,
+        info: SourceInfo,
+        *,
+        preset: str,
+        audio_source: str | None = None,
+        segment: bool = False,
+    ) -> None:
         self.path = path
         self._writer = VideoWriter(
             path,
@@ -58,6 +71,8 @@ class VideoSink(Sink):
             fps=info.fps,
             preset=preset,
             audio_source=audio_source,
+            rebase=segment,
+            finish=not info.is_live,
         )
 
     def write(self, result: FrameResult) -> None:
@@ -223,7 +238,8 @@ def _video(ctx: SegmentContext) -> Sink | None:
         return None
     info = ctx.source
     audio = info.path if (info.has_audio and not info.is_live and ctx.label is None) else None
-    return VideoSink(ctx.path(".mp4"), info, preset=cfg.preset, audio_source=audio)
+    segment = info.is_live or ctx.label is not None
+    return VideoSink(ctx.path(".mp4"), info, preset=cfg.preset, audio_source=audio, segment=segment)
 
 
 def _images(ctx: SegmentContext) -> Sink | None:
