@@ -138,18 +138,23 @@ class ManifestEvents:
 
 
 def expand(
-    specs: Sequence[str], names: Sequence[str | None] | None
-) -> tuple[list[InputSpec], list[str | None]]:
-    """The inputs of ``specs`` (:func:`~hrstream.io.expand_inputs`: folders and globs expand to their videos)
-    and the name given to each (``names[i]`` names ``specs[i]`` when that spec is one input)."""
+    specs: Sequence[str],
+    names: Sequence[str | None] | None,
+    options: Sequence[dict[str, Any] | None] | None = None,
+) -> tuple[list[InputSpec], list[str | None], list[dict[str, Any] | None]]:
+    """The inputs of ``specs`` (:func:`~hrstream.io.expand_inputs`: folders and globs expand to their videos),
+    the name given to each (``names[i]`` names ``specs[i]`` when that spec is one input) and each one's
+    ``options`` (``options[i]`` for every input of ``specs[i]``)."""
     given: list[str | None] = []
     jobs: list[InputSpec] = []
+    opts: list[dict[str, Any] | None] = []
     for i, spec in enumerate(specs):
         expanded = expand_inputs([str(spec)])
         jobs.extend(expanded)
         name = names[i] if names is not None and i < len(names) else None
         given.extend([name] if len(expanded) == 1 else [None] * len(expanded))
-    return jobs, given
+        opts.extend([options[i] if options is not None and i < len(options) else None] * len(expanded))
+    return jobs, given, opts
 
 
 def run_inputs(
