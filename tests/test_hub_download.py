@@ -104,7 +104,7 @@ def _entry(url: str, sha256: str = SHA, hash_kind: str = "sha256") -> WeightsEnt
         url=url,
         sha256=sha256,
         hash_kind=hash_kind,  # type: ignore[arg-type]
-        layout="official_pose",
+        layout="official",
         config="pose_hrnet_w32_256x192",
         task="pose",
     )
@@ -203,7 +203,7 @@ from hrstream.models import hub
 from hrstream.models.registry import WeightsEntry
 
 entry = WeightsEntry(name="tiny.test", url=sys.argv[1], sha256=sys.argv[2], hash_kind="sha256",
-                     layout="official_pose", config="pose_hrnet_w32_256x192", task="pose")
+                     layout="official", config="pose_hrnet_w32_256x192", task="pose")
 hub.fetch(entry, progress=False, timeout_s=30)
 """
 

@@ -40,13 +40,14 @@ from hrstream.models.higherhrnet import HigherHRNetSpec
 from hrstream.models.hrnet import BLOCKS, StageSpec
 from hrstream.models.litehrnet import MODULE_TYPES, LiteHRNetSpec
 
-__all__ = ["ModelSpec", "load_config", "parse_config"]
+__all__ = ["ModelSpec", "NetworkTask", "load_config", "parse_config"]
 
-Task = Literal["pose", "seg", "det", "cls"]
+#: What a network computes (its config's MODEL.NAME says): the one list of network tasks.
+NetworkTask = Literal["pose", "seg", "det", "cls"]
 #: How a pose network finds people: ``topdown`` (one call per person crop, boxes from a detector) or
 #: ``bottomup`` (one call per image; keypoints grouped into people by their tags).
 Method = Literal["topdown", "bottomup"]
-NAMES: dict[str, Task] = {
+NAMES: dict[str, NetworkTask] = {
     "pose_hrnet": "pose",
     "pose_higher_hrnet": "pose",
     "seg_hrnet": "seg",
@@ -70,7 +71,7 @@ class ModelSpec:
     """
 
     name: str
-    task: Task
+    task: NetworkTask
     stages: tuple[StageSpec, ...]
     final_conv_kernel: int
     num_outputs: int

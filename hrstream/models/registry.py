@@ -31,11 +31,11 @@ import yaml
 from hrstream import resources
 from hrstream.errors import ConfigError
 from hrstream.models import datasets_meta as dm
+from hrstream.models.checkpoints import Layout
+from hrstream.models.config import NetworkTask
 
 __all__ = [
     "HashKind",
-    "Layout",
-    "Task",
     "WeightsEntry",
     "config_path",
     "configs_dir",
@@ -45,8 +45,6 @@ __all__ = [
     "list_weights",
 ]
 
-Layout = Literal["official_pose", "official_seg", "mmpose0", "mmpose1", "mmseg", "timm", "hrstream"]
-Task = Literal["pose", "seg", "det"]
 #: ``sha256``: 64 hex digits; ``sha256_prefix``: the leading hex digits a file name carries (OpenMMLab:
 #: 8); ``none``: the publisher gives no hash (the download is accepted and its sha256 logged).
 HashKind = Literal["sha256", "sha256_prefix", "none"]
@@ -63,7 +61,7 @@ class WeightsEntry:
     sha256: str
     layout: Layout
     config: str
-    task: Task
+    task: NetworkTask
     meta: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
     hash_kind: HashKind = "sha256_prefix"
 
@@ -72,8 +70,8 @@ class WeightsEntry:
             raise ConfigError(
                 f"weights '{self.name}': layout '{self.layout}' is not one of {get_args(Layout)}"
             )
-        if self.task not in get_args(Task):
-            raise ConfigError(f"weights '{self.name}': task '{self.task}' is not one of {get_args(Task)}")
+        if self.task not in get_args(NetworkTask):
+            raise ConfigError(f"weights '{self.name}': task '{self.task}' is not one of {get_args(NetworkTask)}")
         if self.hash_kind not in get_args(HashKind):
             raise ConfigError(
                 f"weights '{self.name}': hash_kind '{self.hash_kind}' is not one of {get_args(HashKind)}"
@@ -364,7 +362,7 @@ _ENTRIES: tuple[WeightsEntry, ...] = (
         url="https://github.com/hsfzxjy/models.storage/releases/download/HRNet-OCR/hrnet_cs_8090_torch11.pth",
         sha256="",
         hash_kind="none",
-        layout="official_seg",
+        layout="official",
         config="seg_hrnet_w48_cityscapes",
         task="seg",
         meta=_seg_meta(
@@ -437,7 +435,7 @@ _ENTRIES += (
         "higher-hrnet-w32-human-pose-estimation/ckpt/pose_higher_hrnet_w32_512.pth",
         sha256="",
         hash_kind="none",
-        layout="official_pose",
+        layout="official",
         config="pose_higher_hrnet_w32_512",
         task="pose",
         meta={
@@ -475,13 +473,13 @@ _ENTRIES += (
 _SYNTHETIC_NOTE = "synthetic figures only; not meant for real footage"
 
 
-def _shipped(config: str, task: Task, sha256: str, meta: dict[str, Any]) -> WeightsEntry:
+def _shipped(config: str, task: NetworkTask, sha256: str, meta: dict[str, Any]) -> WeightsEntry:
     return WeightsEntry(
         name=f"{config}.synthetic",
         url=f"package:weights/{config}.safetensors",
         sha256=sha256,
         hash_kind="sha256",
-        layout="hrstream",
+        layout="fcos" if task == "det" else "official",
         config=config,
         task=task,
         meta={
@@ -594,7 +592,7 @@ if len(_BY_NAME) != len(_ENTRIES):  # pragma: no cover - guards edits to the tab
 # Look-ups.
 
 
-def list_weights(task: Task | None = None) -> list[WeightsEntry]:
+def list_weights(task: NetworkTask | None = None) -> list[WeightsEntry]:
     """Every registered checkpoint (optionally of one ``task``), in table order."""
     return [e for e in _ENTRIES if task is None or e.task == task]
 
