@@ -11,7 +11,14 @@ from types import TracebackType
 from hrstream.io.urls import redact_text
 from hrstream.types import Frame
 
-__all__ = ["Source", "SourceInfo"]
+__all__ = ["Source", "SourceInfo", "later"]
+
+
+def later(last: float | None, value: float) -> bool:
+    """The one rule of a stream's timeline: a frame's time (seconds or PTS ticks) must come after the last kept
+    frame's. Sources skip a frame that breaks it (a file) or move it just after (a live stream across a
+    reconnect); the video writer skips it (its muxer refuses it)."""
+    return last is None or value > last
 
 log = logging.getLogger(__name__)
 

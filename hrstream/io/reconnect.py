@@ -58,7 +58,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from hrstream.errors import InputError, SourceGaveUp
-from hrstream.io.base import Source
+from hrstream.io.base import Source, later
 from hrstream.io.inputs import InputSpec, expand_inputs
 from hrstream.io.sources import open_source
 from hrstream.io.urls import redact_text
@@ -254,7 +254,6 @@ class LiveSource(Source):
         state: ``connecting``, ``connected``, ``reconnecting``, ``gave_up`` or ``ended`` (read from any thread).
         gaps: the latest outages (at most 64) as ``(t_lost, t_back)`` wall-clock pairs (``time.time()``
             seconds): the capture time of the last frame before and of the first frame after.
-        gap_count, gap_seconds: every outage so far, and their total length.
         reconnects: how many times the stream was reopened after a loss.
     """
 
@@ -292,8 +291,6 @@ class LiveSource(Source):
         self._closed = False
         self.state: SourceState = "connecting"
         self.gaps: deque[tuple[float, float]] = deque(maxlen=64)
-        self.gap_count = 0
-        self.gap_seconds = 0.0
         self.reconnects = 0
         self._events: deque[SourceEvent] = deque(maxlen=1024)  # bounded when nobody takes them
         self._last_pts_s: float | None = None
@@ -497,20 +494,18 @@ class LiveSource(Source):
         pts, tb = None, self._time_base
         if f.pts is not None and tb and f.time_base:
             pts = round(f.pts * Fraction(f.time_base) / tb) + self._offset_ticks
-            if self._last_pts is not None and pts <= self._last_pts:
-                pts = self._last_pts + 1
+            if not later(self._last_pts, pts):
+                pts = self._last_pts + 1  # type: ignore[operator]
             pts_s = float(pts * tb)
         else:
             pts_s = pts_s_in + self._offset_s
-        if self._last_pts_s is not None and pts_s <= self._last_pts_s:
-            pts_s = self._last_pts_s + 1e-6
+        if not later(self._last_pts_s, pts_s):
+            pts_s = self._last_pts_s + 1e-6  # type: ignore[operator]
         if self._lost is not None:
             t_lost, reason = self._lost
             self._lost = None
             gap, why = captured - t_lost, redact_text(reason)
             self.gaps.append((t_lost, captured))
-            self.gap_count += 1
-            self.gap_seconds += gap
             self._events.append(
                 SourceEvent(
                     "gap",

@@ -22,7 +22,7 @@ import av
 import numpy as np
 
 from hrstream.errors import InputError
-from hrstream.io.base import Source, SourceInfo
+from hrstream.io.base import Source, SourceInfo, later
 from hrstream.io.images import ImageSource
 from hrstream.io.inputs import InputSpec, expand_inputs
 from hrstream.io.probe import (
@@ -202,7 +202,7 @@ class VideoSource(Source):
                 pts_s = self._last_pts_s + max(1e-6, captured_at - self._last_captured)
             else:
                 pts_s = float(item.pts * self._time_base) if self._time_base is not None else None
-            if pts_s is not None and self._last_pts_s is not None and pts_s <= self._last_pts_s:
+            if pts_s is not None and not later(self._last_pts_s, pts_s):
                 self._nonmonotonic += 1
                 if self._nonmonotonic == 1:
                     self._warn(

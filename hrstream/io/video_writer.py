@@ -32,6 +32,7 @@ import av
 import numpy as np
 
 from hrstream.errors import InputError
+from hrstream.io.base import later
 from hrstream.io.records import new_temp_file
 from hrstream.io.urls import redact_text
 
@@ -253,7 +254,7 @@ class VideoWriter:
             if self._offset is None:
                 self._offset = out_pts
             out_pts -= self._offset
-        if self._last_pts is not None and out_pts <= self._last_pts:
+        if not later(self._last_pts, out_pts):
             self.frames_skipped += 1
             if self.frames_skipped == 1:
                 log.warning("%s: frame with non-increasing pts %d skipped", self.path.name, out_pts)
