@@ -504,3 +504,49 @@ def test_metrics_are_served_to_prometheus_during_a_live_run(tiny_pose, clips, tm
     assert "hrstream_queue_depth" in families and "hrstream_network_seconds" in families
     assert "S3cr" not in text and "rtsp://" not in text  # labels are names, never URLs
     assert "lobby: connected" in stderr  # the status line
+
+
+@needs_rtsp
+def test_an_outage_still_open_at_the_stop_is_recorded_as_a_gap_ending_at_the_stop(tiny_pose, clips, tmp_path):
+    cam = RtspServer(clip=clips["long"]).start()
+    out = tmp_path / "out"
+    listing = tmp_path / "cams.txt"
+    listing.write_text(f"gate {cam.url}\n")
+    args = ["--sources", str(listing), "--pipeline", str(_quick_recipe(tmp_path, 1.0)), "--task", "pose"]
+    proc = popen_run([*args, *tiny_pose.args(), "--detector", "full-frame", "--no-video", "--out", str(out)])
+    try:
+        _wait(lambda: len(_frames(_records(out, "gate"))) >= 10, 90, "the camera's first frames")
+        cam.kill()
+        t_down = time.time()
+
+        def reconnecting() -> bool:
+            try:
+                (job,) = manifest_jobs(out)[1].values()
+            except (OSError, ValueError):
+                return False
+            return (job.get("live") or {}).get("state") == "reconnecting"
+
+        _wait(reconnecting, 60, "the camera seen down")  # down, reconnecting, when the run stops
+        time.sleep(1.0)
+        t_stop = time.time()
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        cam.kill()
+    assert proc.returncode == 130, stderr[-3000:]
+    records = _records(out, "gate")
+    for path in out.glob("*.jsonl"):
+        validate_jsonl(str(path))
+    gap = records[-1]
+    assert gap.get("event") == "gap" and gap["open"] is True, records[-3:]
+    last_frame = _frames(records)[-1]
+    assert gap["from"] == pytest.approx(last_frame["captured_at"], abs=1e-6) and gap["from"] < t_down + 0.5
+    assert t_stop - 0.5 <= gap["to"] <= t_stop + 10.0 and gap["duration_s"] >= 1.0
+    _, jobs = manifest_jobs(out)
+    (job,) = jobs.values()
+    assert job["live"]["gaps"] == 1  # counted with the others
+    # the end-of-run line covers frames written: none in the last 4 s, so no latency figure from before
+    last = [line for line in stderr.splitlines() if "gate:" in line and "frames in" in line][-1]
+    assert "reconnects" in last

@@ -444,6 +444,29 @@ class LiveSource(Source):
         self._lost = (t_lost, reason)
         log.warning("%s: stream lost (%s); reconnecting", self._display, redact_text(reason))
 
+    def _close_outage(self) -> None:
+        """The source stops during an outage: the outage is recorded as a gap ending at the stop (``open``)."""
+        if self._lost is None:
+            return
+        (t_lost, reason), self._lost = self._lost, None
+        now = time.time()
+        pts_after = None if self._last_pts_s is None else self._last_pts_s + max(0.0, now - t_lost)
+        self._events.append(
+            SourceEvent(
+                "gap",
+                {
+                    "from": t_lost,
+                    "to": now,
+                    "duration_s": round(now - t_lost, 3),
+                    "pts_before": self._last_pts_s,
+                    "pts_after": pts_after if pts_after is not None else 0.0,
+                    "reason": redact_text(reason),
+                    "open": True,
+                },
+            )
+        )
+        self.gaps.append((t_lost, now))
+
     def _reconnect(self) -> None:
         src = self._connect("reconnect")
         self.reconnects += 1
@@ -456,6 +479,7 @@ class LiveSource(Source):
     def __next__(self) -> Frame:
         while True:
             if self._stop.is_set() or self._closed:
+                self._close_outage()
                 raise StopIteration
             reader = self._reader
             if reader is None:
@@ -463,6 +487,7 @@ class LiveSource(Source):
                     self._reconnect()
                 except InputError:
                     if self._stop.is_set():
+                        self._close_outage()
                         raise StopIteration from None
                     raise
                 continue
