@@ -16,8 +16,8 @@ import numpy as np
 
 from hrstream.io import open_source
 from hrstream.models.bundle import load_model_bundle
+from hrstream.pipeline.estimators import segmentation_estimator
 from hrstream.pipeline.recipe_load import load_recipe
-from hrstream.pipeline.segmentation import segmentation_estimator
 from hrstream.runtime import InferenceEngine
 
 

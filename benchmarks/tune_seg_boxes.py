@@ -19,8 +19,8 @@ import numpy as np
 from hrstream.io import open_source
 from hrstream.metrics import box_iou, match_boxes
 from hrstream.models.bundle import load_model_bundle
+from hrstream.pipeline.estimators import segmentation_estimator
 from hrstream.pipeline.recipe_load import load_recipe
-from hrstream.pipeline.segmentation import segmentation_estimator
 from hrstream.runtime import InferenceEngine
 from hrstream.seg import boxes_from_segmentation
 

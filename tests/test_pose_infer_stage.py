@@ -9,8 +9,8 @@ from support.tiny_models import tiny_pose_model
 
 from hrstream.models import from_config, load_weights
 from hrstream.pipeline.estimators import InferStage
-from hrstream.pipeline.topdown import TopDownPose
 from hrstream.pose import TopDownEstimator
+from hrstream.pose.topdown import TopDownPose
 from hrstream.runtime import InferenceEngine
 from hrstream.runtime.markers import SourceEnded
 from hrstream.types import Detections, Frame, FrameResult

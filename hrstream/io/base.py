@@ -20,6 +20,7 @@ def later(last: float | None, value: float) -> bool:
     reconnect); the video writer skips it (its muxer refuses it)."""
     return last is None or value > last
 
+
 log = logging.getLogger(__name__)
 
 

@@ -71,7 +71,9 @@ class WeightsEntry:
                 f"weights '{self.name}': layout '{self.layout}' is not one of {get_args(Layout)}"
             )
         if self.task not in get_args(NetworkTask):
-            raise ConfigError(f"weights '{self.name}': task '{self.task}' is not one of {get_args(NetworkTask)}")
+            raise ConfigError(
+                f"weights '{self.name}': task '{self.task}' is not one of {get_args(NetworkTask)}"
+            )
         if self.hash_kind not in get_args(HashKind):
             raise ConfigError(
                 f"weights '{self.name}': hash_kind '{self.hash_kind}' is not one of {get_args(HashKind)}"

@@ -8,7 +8,7 @@ Importing this package registers the built-in sinks (:mod:`hrstream.outputs.file
 from __future__ import annotations
 
 from hrstream.outputs import files as _files  # noqa: F401  (registers the built-in sinks)
-from hrstream.outputs.records import frame_record, seg_record, source_metadata
+from hrstream.outputs.files import frame_record, seg_record, source_metadata
 from hrstream.outputs.router import SinkRouter
 from hrstream.outputs.segments import SourceOutputs, open_source_outputs, segment_label
 from hrstream.outputs.sinks import (

@@ -33,13 +33,10 @@ from hrstream.models.builder import resolve_config
 from hrstream.models.bundle import ModelBundle, load_model_bundle
 from hrstream.models.config import parse_config
 from hrstream.models.meta import estimator_kind
-from hrstream.pipeline.bottomup import bottomup_estimator
 from hrstream.pipeline.detection import DetectStage, SegPersonDetector, build_detector
 from hrstream.pipeline.drawing import DrawStage, SegOverlay
-from hrstream.pipeline.estimators import Estimator, InferStage
+from hrstream.pipeline.estimators import ESTIMATORS, Estimator, InferStage
 from hrstream.pipeline.recipe import PoseSections, Recipe
-from hrstream.pipeline.segmentation import segmentation_estimator
-from hrstream.pipeline.topdown import topdown_estimator
 from hrstream.pipeline.tracking import SourceTracking, TrackStage, source_trackers
 from hrstream.pose.detectors import Detector
 from hrstream.runtime import InferenceEngine, Pipeline
@@ -48,7 +45,7 @@ from hrstream.runtime.feeder import SourceFeeder
 from hrstream.runtime.markers import SharedPerSource
 from hrstream.runtime.mux import SourceMux
 
-__all__ = ["ESTIMATORS", "LoadedNetwork", "Networks", "default_streams", "load_networks", "pose_method"]
+__all__ = ["LoadedNetwork", "Networks", "default_streams", "load_networks", "pose_method"]
 
 log = logging.getLogger(__name__)
 
@@ -244,26 +241,6 @@ def _engine(bundle: ModelBundle, recipe: Recipe, *, backend: str) -> InferenceEn
         backend=backend,
         pad_batches=rt.pad_batches,
     )
-
-
-#: The estimator each kind of network gets (:data:`~hrstream.models.meta.EstimatorKind`).
-ESTIMATORS: dict[str, Callable[[InferenceEngine, ModelBundle, Recipe], Estimator]] = {
-    "topdown": lambda engine, bundle, recipe: topdown_estimator(
-        engine,
-        bundle,
-        recipe.pose_sections,
-        batch_size=recipe.runtime.batch_size,  # type: ignore[arg-type]
-    ),
-    "bottomup": lambda engine, bundle, recipe: bottomup_estimator(
-        engine,
-        bundle,
-        recipe.pose_sections,
-        batch_size=recipe.runtime.batch_size,  # type: ignore[arg-type]
-    ),
-    "segmentation": lambda engine, bundle, recipe: segmentation_estimator(
-        engine, bundle, recipe.seg, batch_size=recipe.runtime.batch_size
-    ),
-}
 
 
 def _network(recipe: Recipe, bundle: ModelBundle, *, backend: str) -> LoadedNetwork:

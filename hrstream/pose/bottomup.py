@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import cv2
 import numpy as np
@@ -37,10 +38,12 @@ from torch import nn
 from hrstream.models.higherhrnet import BottomUpTestSpec
 from hrstream.pose.bottomup_group import parse
 from hrstream.pose.crops import IMAGENET_MEAN, IMAGENET_STD
-from hrstream.types import Poses
+from hrstream.runtime.engine import Chunk, Output
+from hrstream.types import FrameResult, Poses
 
 __all__ = [
     "BottomUpBatch",
+    "BottomUpPose",
     "BottomUpResult",
     "aggregate",
     "bottomup_infer",
@@ -414,3 +417,44 @@ def to_poses(result: BottomUpResult, *, score_threshold: float = 0.0, max_people
         if len(seen):
             boxes[i] = [*seen.min(axis=0), *seen.max(axis=0)]
     return Poses(boxes, scores[order], kps.reshape(-1, k, 2), kscores.reshape(-1, k))
+
+
+class BottomUpPose:
+    """The bottom-up estimator of a pipeline (:class:`hrstream.pipeline.estimators.Estimator`): every person of
+    whole frames of any sources, no detector and no crops; the frames of a batch padded to a common size (the
+    padding masked out of the peaks), the people into ``FrameResult.poses`` best first (boxes from their joints;
+    ``score_thr``: the lowest person score kept; ``max_people``: at most this many). Its maps are decoded where
+    the network ran (``device_outputs``)."""
+
+    needs_boxes: ClassVar[bool] = False
+    fills: ClassVar[str] = "poses"
+    device_outputs: ClassVar[bool] = True
+
+    def __init__(
+        self, test: BottomUpTestSpec, device: torch.device, *, score_thr: float, max_people: int | None
+    ) -> None:
+        self.test = test
+        self.device = device
+        self.score_thr = score_thr
+        self.max_people = max_people
+
+    def weight(self, result: FrameResult) -> int:
+        """A frame weighs what its network input costs in top-down crops of 256x192 (``runtime.batch_size``
+        counts those): a 16:9 frame at input size 512 (512x960) weighs 10."""
+        base, _, _ = get_multi_scale_size(
+            result.frame.height, result.frame.width, self.test.input_size, 1.0, 1.0
+        )
+        return max(1, round(base[0] * base[1] / (256 * 192)))
+
+    def prepare(self, batch: Sequence[FrameResult]) -> BottomUpBatch:
+        return prepare_batch([r.frame.image for r in batch], self.test, self.device)
+
+    def chunks(self, prepared: BottomUpBatch) -> list[Chunk]:
+        return [Chunk(x, normalized=True) for x in prepared.inputs()]
+
+    def decode(
+        self, batch: Sequence[FrameResult], prepared: BottomUpBatch, outputs: Sequence[Output]
+    ) -> None:
+        calls = [o if isinstance(o, tuple) else (o,) for o in outputs]
+        for r, found in zip(batch, decode_batch(prepared, calls), strict=True):
+            r.poses = to_poses(found, score_threshold=self.score_thr, max_people=self.max_people)

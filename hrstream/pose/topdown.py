@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -13,10 +14,10 @@ from hrstream.pose.crops import IMAGENET_MEAN, IMAGENET_STD, box_to_center_scale
 from hrstream.pose.decode import DECODE_METHODS, DecodeMethod, decode_heatmaps, flip_test_merge
 from hrstream.pose.keypoints import COCO_FLIP_PAIRS
 from hrstream.pose.nms import oks_nms
-from hrstream.runtime.engine import normalize_uint8
-from hrstream.types import Frame, Poses
+from hrstream.runtime.engine import Chunk, Output, normalize_uint8
+from hrstream.types import Detections, Frame, FrameResult, Poses
 
-__all__ = ["CropBatch", "TopDownEstimator"]
+__all__ = ["CropBatch", "TopDownEstimator", "TopDownPose"]
 
 logger = logging.getLogger(__name__)
 
@@ -289,3 +290,37 @@ class TopDownEstimator:
             x = chunk if crops.normalized else normalize_uint8(torch.from_numpy(chunk), self._mean, self._std)
             outs.append(self.model_fn(x))
         return self.decode(crops, torch.cat(outs, 0) if len(outs) > 1 else outs[0])
+
+
+class TopDownPose:
+    """The top-down estimator of a pipeline (:class:`hrstream.pipeline.estimators.Estimator`): the crops of every
+    person box of a batch of frames of any sources (``FrameResult.detections``), through the network in as few
+    calls as the engine's batch allows, decoded into ``FrameResult.poses`` (keypoints in image pixels, the boxes
+    and their scores kept); frames without boxes get no people."""
+
+    needs_boxes: ClassVar[bool] = True
+    fills: ClassVar[str] = "poses"
+    device_outputs: ClassVar[bool] = False
+
+    def __init__(self, estimator: TopDownEstimator) -> None:
+        self.estimator = estimator
+
+    def weight(self, result: FrameResult) -> int:
+        return max(1, len(result.detections) if result.detections is not None else 0)
+
+    def prepare(self, batch: Sequence[FrameResult]) -> CropBatch:
+        dets = [r.detections if r.detections is not None else Detections.empty() for r in batch]
+        return self.estimator.prepare(
+            [r.frame.image for r in batch], [d.boxes for d in dets], [d.scores for d in dets]
+        )
+
+    def chunks(self, crops: CropBatch) -> list[Chunk]:
+        if not crops.total:
+            return []
+        return [Chunk(c, crops.normalized) for c in crops.chunks(self.estimator.max_batch)]
+
+    def decode(self, batch: Sequence[FrameResult], crops: CropBatch, outputs: Sequence[Output]) -> None:
+        heatmaps = torch.cat(outputs, 0) if len(outputs) > 1 else (outputs[0] if outputs else torch.zeros(0))  # type: ignore[arg-type]
+        for r, poses in zip(batch, self.estimator.decode(crops, heatmaps), strict=True):  # type: ignore[arg-type]
+            r.poses = poses
+            r.frame.release_device()  # the last network that needs the frame on the device

@@ -19,6 +19,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -31,6 +32,7 @@ from hrstream.runtime.cpu import cpu_has_native_bf16
 __all__ = [
     "AmpMode",
     "BatchInput",
+    "Chunk",
     "InferenceEngine",
     "InferenceHandle",
     "Output",
@@ -51,6 +53,16 @@ _AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 Output = torch.Tensor | tuple[torch.Tensor, ...]
 #: uint8 ``(N, H, W, C)`` as numpy or torch, or a sequence of ``(H, W, C)`` uint8 arrays of one shape.
 BatchInput = np.ndarray | torch.Tensor | Sequence[np.ndarray]
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One network call an estimator asks for: ``inputs`` ``uint8 (N, H, W, 3)`` RGB on the host (the engine
+    normalises them on its device) or, with ``normalized``, a normalised ``float32 (N, 3, H, W)`` tensor already
+    on the device."""
+
+    inputs: np.ndarray | torch.Tensor
+    normalized: bool = False
 
 
 def resolve_device(spec: str | torch.device = "auto") -> torch.device:

@@ -16,18 +16,23 @@ import math
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from hrstream.errors import ConfigError
+from hrstream.runtime.engine import Chunk, Output
+from hrstream.runtime.markers import Marker, PerSource
+from hrstream.seg.temporal import ProbabilitySmoother
+from hrstream.types import FrameResult, SegMap
 
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "SegInputs",
+    "Segmentation",
     "SegmentationEstimator",
     "estimator_options_from_config",
 ]
@@ -340,3 +345,48 @@ class SegmentationEstimator:
     def _add(total: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
         """``total + x`` in place; ``x`` itself (a tensor owned by the caller) when there is no total."""
         return x if total is None else total.add_(x)
+
+
+class Segmentation:
+    """The segmentation estimator of a pipeline (:class:`hrstream.pipeline.estimators.Estimator`): whole frames
+    of any sources through a :class:`SegmentationEstimator`, label maps ``uint8 (H, W)`` at each frame's
+    resolution into ``FrameResult.seg``; with ``tau_s`` the argmax of per-source exponentially smoothed class
+    probabilities (:class:`~hrstream.seg.temporal.ProbabilitySmoother`, reset at scene cuts). Its outputs are
+    decoded on the engine's device (``device_outputs``)."""
+
+    needs_boxes: ClassVar[bool] = False
+    fills: ClassVar[str] = "seg"
+    device_outputs: ClassVar[bool] = True
+
+    def __init__(
+        self, estimator: SegmentationEstimator, classes: Sequence[str], *, tau_s: float | None
+    ) -> None:
+        self.estimator = estimator
+        self.classes = tuple(classes)
+        self.tau_s = tau_s
+        self._smoothers: PerSource[ProbabilitySmoother] = PerSource(
+            lambda info: ProbabilitySmoother(tau_s)  # type: ignore[arg-type]
+        )
+
+    def weight(self, result: FrameResult) -> int:
+        return 1
+
+    def on_marker(self, marker: Marker) -> None:
+        if self.tau_s:
+            self._smoothers.on_marker(marker)
+
+    def prepare(self, batch: Sequence[FrameResult]) -> SegInputs:
+        return self.estimator.prepare_inputs([r.frame.image for r in batch])
+
+    def chunks(self, prepared: SegInputs) -> list[Chunk]:
+        return [Chunk(x, normalized=True) for _, x in prepared.chunks]
+
+    def decode(self, batch: Sequence[FrameResult], prepared: SegInputs, outputs: Sequence[Output]) -> None:
+        logits = self.estimator.combine(prepared, outputs)
+        for r, lg in zip(batch, logits, strict=True):
+            if self.tau_s:
+                probs = self._smoothers[r.frame.source_id].update(
+                    torch.softmax(lg, dim=0), t=r.frame.time, image=r.frame.image
+                )
+                lg = probs
+            r.seg = SegMap(torch.argmax(lg, dim=0).to(torch.uint8).cpu().numpy(), self.classes)
