@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from hrstream.cli import fail, setup_logging
+from hrstream.cli.common import fail, setup_logging
 from hrstream.errors import HrstreamError
 
 __all__ = ["COMMANDS"]

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from hrstream.cli import fail, progress_factory, setup_logging
+from hrstream.cli.common import fail, progress_factory, setup_logging
 from hrstream.errors import HrstreamError
 
 __all__ = ["COMMANDS", "eval_group"]

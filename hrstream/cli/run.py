@@ -13,7 +13,7 @@ from typing import Any, get_args
 
 import click
 
-from hrstream.cli import fail, progress_factory, setup_logging
+from hrstream.cli.common import fail, progress_factory, setup_logging
 from hrstream.errors import ConfigError, HrstreamError
 from hrstream.pipeline.recipe import AmpChoice, BackendRequest, Decoder, Preset
 from hrstream.pipeline.recipe_load import TASKS

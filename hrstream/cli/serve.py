@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from hrstream.cli import fail, setup_logging
+from hrstream.cli.common import fail, setup_logging
 from hrstream.errors import ConfigError, HrstreamError
 from hrstream.pipeline.recipe_load import TASKS
 

@@ -36,6 +36,7 @@ from typing import Any, Literal
 import yaml
 
 from hrstream.errors import ConfigError
+from hrstream.models.config_fields import _get, _int_list, _positive_int
 from hrstream.models.higherhrnet import HigherHRNetSpec
 from hrstream.models.hrnet import BLOCKS, StageSpec
 from hrstream.models.litehrnet import MODULE_TYPES, LiteHRNetSpec
@@ -118,25 +119,6 @@ def load_config(source: str | Path | Mapping[str, Any]) -> dict[str, Any]:
     return data
 
 
-def _get(d: Mapping[str, Any], path: str, src: str, *, required: bool = True, default: Any = None) -> Any:
-    cur: Any = d
-    for part in path.split("."):
-        if not isinstance(cur, Mapping) or part not in cur:
-            if required:
-                raise ConfigError(f"{src}: missing field {path}")
-            return default
-        cur = cur[part]
-    return cur
-
-
-def _int_list(value: Any, path: str, src: str) -> tuple[int, ...]:
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = [value]
-    if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) and v > 0 for v in value):
-        raise ConfigError(f"{src}: field {path} must be a list of positive integers, got {value!r}")
-    return tuple(int(v) for v in value)
-
-
 def _stage(d: Mapping[str, Any], key: str, src: str) -> StageSpec:
     base = f"MODEL.EXTRA.{key}"
     s = _get(d, base, src)
@@ -190,12 +172,6 @@ _LITE_STAGE_FIELDS = (
     "reduce_ratios",
     "num_channels",
 )
-
-
-def _positive_int(value: Any, path: str, src: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ConfigError(f"{src}: field {path} must be a positive integer, got {value!r}")
-    return value
 
 
 def _lite(d: Mapping[str, Any], src: str) -> LiteHRNetSpec:

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from hrstream.errors import ConfigError
-from hrstream.models.config import _get, _int_list, _positive_int
+from hrstream.models.config_fields import _get, _int_list, _positive_int
 from hrstream.models.higherhrnet import BottomUpTestSpec, DeconvSpec, HigherHRNetSpec
 
 __all__ = ["FLIP_INDEX", "JOINT_ORDER", "parse_higher"]
