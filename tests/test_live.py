@@ -22,7 +22,8 @@ from support.rtsp import RtspServer, free_port, needs_rtsp
 from support.servers import SilentServer
 
 from hrstream.errors import InputError
-from hrstream.io.reconnect import backoff_delay, open_live_source
+from hrstream.io.opening import backoff_delay
+from hrstream.io.reconnect import open_live_source
 
 ROOT = Path(__file__).resolve().parents[1]
 SUPPORT = ROOT / "tests" / "support"

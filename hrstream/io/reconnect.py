@@ -42,79 +42,28 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import queue
-import random
-import signal
-import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 from hrstream.errors import InputError, SourceGaveUp
 from hrstream.io.base import Source, later
 from hrstream.io.inputs import InputSpec, expand_inputs
+from hrstream.io.opening import Attempt, Interrupted, Probe, backoff_delay, interrupt_on_signals, make_probe
 from hrstream.io.sources import open_source
 from hrstream.io.urls import redact_text
 from hrstream.types import Frame
 
-__all__ = ["LiveSource", "SourceEvent", "backoff_delay", "make_probe", "open_live_source"]
+__all__ = ["LiveSource", "SourceEvent", "open_live_source"]
 
 log = logging.getLogger(__name__)
 
 _POLL_S = 0.05
-#: The port of each URL scheme when the URL names none.
-_DEFAULT_PORTS = {"rtsp": 554, "rtsps": 322, "rtmp": 1935, "http": 80, "https": 443}
-
-
-#: ``probe(timeout_s)``: ``True`` the server answered, ``False`` it is not there (a refused connection, an
-#: unreachable host, no device node), ``None`` no answer within the timeout (on its own, not conclusive: a
-#: busy server's full listen queue drops connections too).
-Probe = Callable[[float], bool | None]
-
-
-def make_probe(job: InputSpec) -> Probe | None:
-    """A cheap check that the server or camera of ``job`` is there (see :data:`Probe`).
-
-    URLs: a TCP connection to the host and port, closed at once without sending anything. Cameras: the device
-    node exists. ``None`` where there is nothing to probe.
-    """
-    if job.kind == "camera":
-        device = job.spec if job.spec.startswith("/dev/") else f"/dev/video{job.spec}"
-        return lambda timeout_s: os.path.exists(device)
-    if job.kind != "url":
-        return None
-    try:
-        parts = urlsplit(job.spec)
-        host, port = parts.hostname, parts.port or _DEFAULT_PORTS.get(parts.scheme.lower())
-    except ValueError:
-        return None
-    if not host or not port:
-        return None
-
-    def probe(timeout_s: float) -> bool | None:
-        try:
-            with socket.create_connection((host, port), timeout=max(0.05, timeout_s)):
-                return True
-        except TimeoutError:
-            return None
-        except OSError:
-            return False
-
-    return probe
-
-
-def backoff_delay(attempt: int, base_s: float, max_s: float, rng: random.Random | None = None) -> float:
-    """Seconds to wait before retry number ``attempt`` (1 = first retry): ``min(max_s, base_s * 2**(attempt-1))``
-    with "equal jitter" (a uniform draw in the upper half of that value), so clients do not retry in lockstep."""
-    cap = min(max_s, base_s * 2.0 ** max(0, attempt - 1))
-    return cap / 2 + (rng or random).uniform(0.0, cap / 2)
 
 
 EventKind = Literal["gap", "reconnect", "resolution", "give_up"]
@@ -181,72 +130,6 @@ class _Reader(threading.Thread):
         self._put(end)
 
 
-class _Attempt:
-    """One open in a helper thread, so that waiting for it can be interrupted; an abandoned result is closed."""
-
-    def __init__(self, opener: Callable[[], Source]) -> None:
-        self._opener = opener
-        self._lock = threading.Lock()
-        self.done = threading.Event()
-        self.abandoned = False
-        self.source: Source | None = None
-        self.error: BaseException | None = None
-        threading.Thread(target=self._run, name="hrstream-open", daemon=True).start()
-
-    def _run(self) -> None:
-        try:
-            src = self._opener()
-        except BaseException as exc:
-            self.error = exc
-        else:
-            with self._lock:
-                if self.abandoned:
-                    src.close()
-                else:
-                    self.source = src
-        self.done.set()
-
-    def abandon(self) -> None:
-        with self._lock:
-            self.abandoned = True
-            if self.source is not None:
-                self.source.close()
-                self.source = None
-
-
-class _Interrupted(Exception):
-    pass
-
-
-@contextmanager
-def _interrupt_on_signals(event: threading.Event) -> Iterator[None]:
-    """While opening in the main thread, let SIGINT/SIGTERM set ``event`` too; previous handlers still run."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    old: dict[int, Any] = {}
-
-    def handler(signum: int, frame: Any) -> None:
-        event.set()
-        prev = old.get(signum)
-        if callable(prev):
-            prev(signum, frame)
-        elif prev == signal.SIG_DFL:
-            signal.signal(signum, signal.SIG_DFL)
-            signal.raise_signal(signum)
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        prev = signal.getsignal(sig)
-        if prev != signal.SIG_IGN and prev is not None:
-            old[sig] = prev
-            signal.signal(sig, handler)
-    try:
-        yield
-    finally:
-        for sig, prev in old.items():
-            signal.signal(sig, prev)
-
-
 class LiveSource(Source):
     """A URL or camera that reconnects on failure; see the module docstring and :func:`open_live_source`.
 
@@ -301,7 +184,7 @@ class LiveSource(Source):
         self._offset_s = 0.0
         self._lost: tuple[float, str] | None = None
         self._attempts = 0  # attempts the last (re)connection took
-        with _interrupt_on_signals(self._stop):
+        with interrupt_on_signals(self._stop):
             first = self._connect("open")
         self.state = "connected"
         self.info = first.info
@@ -322,11 +205,11 @@ class LiveSource(Source):
         return reader
 
     def _open_once(self) -> Source:
-        attempt = _Attempt(lambda: open_source(self._job, **self._options))
+        attempt = Attempt(lambda: open_source(self._job, **self._options))
         while not attempt.done.wait(_POLL_S):
             if self._stop.is_set():
                 attempt.abandon()
-                raise _Interrupted
+                raise Interrupted
         if attempt.error is not None:
             raise attempt.error
         assert attempt.source is not None
@@ -350,7 +233,7 @@ class LiveSource(Source):
                 src = self._open_once()
                 self._attempts = attempts
                 return src
-            except _Interrupted:
+            except Interrupted:
                 break
             except InputError as exc:
                 last = redact_text(str(exc)).removeprefix(f"{self._display}: ")
