@@ -77,7 +77,7 @@ CONFIGS = (
     ("OpenVINO bf16", "openvino", "bf16"),
 )
 CLIP = Path(__file__).resolve().parents[1] / "tests" / "data" / "videos" / "two_people_1080p30.mp4"
-STAGES = ("sources", "detect", "batch", "infer", "track", "draw", "write")
+STAGES = ("detect_batch", "detect", "batch", "infer", "track", "draw", "write")
 
 
 def camera_clip(folder: Path, clip: Path, *, frames: int, people: int) -> tuple[Path, Path]:

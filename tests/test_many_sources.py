@@ -286,7 +286,7 @@ def test_sources_file_names_sources_and_skips_comments(tiny_pose, tmp_path):
     assert {r["source"] for r in read_jsonl(out / "lobby.jsonl")} == {"lobby"}
     listing.write_text("a b c\n")
     res = run_cli(["run", "--sources", str(listing), *_pose_args(tiny_pose, out)])
-    assert res.returncode == 2 and f"{listing}:1: expected 'URL' or 'NAME URL'" in res.stderr
+    assert res.returncode == 2 and f"{listing}:1: expected 'URL', 'NAME URL' or 'NAME URL key=value ...', got 'c'" in res.stderr
 
 
 # ----------------------------------------------------------------------------------------- Python API

@@ -140,6 +140,29 @@ def test_file_mode_is_lossless_and_ordered_with_slow_consumer():
     assert not pipeline_threads("lossless")
 
 
+def test_then_runs_on_the_stage_before_without_a_thread_or_queue_of_its_own():
+    seen: list[str] = []
+
+    def tag(x: int) -> int:
+        seen.append(threading.current_thread().name)
+        return x + 1
+
+    sink = RecordingSink()
+    stats = (
+        Pipeline("fused")
+        .source("src", range(20))
+        .map("double", lambda x: 2 * x)
+        .then(tag)
+        .sink("out", sink)
+        .run()
+    )
+    assert sink.items == [2 * i + 1 for i in range(20)]
+    assert set(seen) == {"fused:double"}
+    assert [s.name for s in stats.stages] == ["src", "double", "out"]
+    with pytest.raises(ValueError, match="then"):
+        Pipeline("bad").source("src", range(3)).then(tag)
+
+
 # -- pipeline: failures, stop, abort ---------------------------------------------------------------
 def test_exception_in_middle_stage_raises_stage_error_and_stops_all_threads():
     def boom(x: int) -> int:

@@ -12,7 +12,6 @@ from hrstream.outputs.files import frame_record, seg_record, source_metadata
 from hrstream.outputs.router import SinkRouter
 from hrstream.outputs.segments import SourceOutputs, open_source_outputs, segment_label
 from hrstream.outputs.sinks import (
-    FanOut,
     OutputsSpec,
     SegmentContext,
     Sink,
@@ -24,7 +23,6 @@ from hrstream.outputs.sinks import (
 )
 
 __all__ = [
-    "FanOut",
     "OutputsSpec",
     "SegmentContext",
     "Sink",

@@ -15,12 +15,12 @@ import logging
 import shutil
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from hrstream.io import SourceInfo
-from hrstream.outputs.sinks import FanOut, OutputsSpec, SegmentContext, Sink, sink_factories
+from hrstream.outputs.sinks import OutputsSpec, SegmentContext, Sink, sink_factories
 from hrstream.runtime.counters import SourceCounters
 from hrstream.types import FrameResult
 
@@ -34,6 +34,35 @@ DEFAULT_LIVE_SEGMENT_S = 600.0
 #: ``open_segment(label, width, height) -> {kind: sink}``: the files of one segment (``label`` ``None``: the
 #: plain ``NAME.*`` files of an unsegmented source), for frames of ``width x height``.
 OpenSegment = Callable[[str | None, int, int], dict[str, Sink]]
+
+
+class FanOut:
+    """Writes each result to every sink; ``close()`` closes them all, then raises the first error (if any)."""
+
+    def __init__(self, sinks: Sequence[Sink]) -> None:
+        self.sinks = list(sinks)
+        self.closed = False
+
+    def write(self, result: FrameResult) -> None:
+        for s in self.sinks:
+            s.write(result)
+
+    def event(self, kind: str, fields: dict[str, Any]) -> None:
+        for s in self.sinks:
+            s.event(kind, fields)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        errors: list[BaseException] = []
+        for s in self.sinks:
+            try:
+                s.close()
+            except Exception as e:  # close the others, then report
+                errors.append(e)
+        if errors:
+            raise errors[0]
 
 
 def segment_sinks(

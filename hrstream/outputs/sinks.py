@@ -5,7 +5,7 @@ into segments (:mod:`hrstream.outputs.segments`); for every segment, every regis
 asked for its sink with a :class:`SegmentContext` (where files go, the segment's name and frame size, what the
 results mean, the recipe's ``sinks`` section) and returns one, or ``None`` when it has nothing to write there.
 :func:`register_sink` adds a kind (the built-in ones are in :mod:`hrstream.outputs.files`); the router and the
-segment logic never change to add one. :class:`FanOut` writes a result to all of a segment's sinks and closes
+segment logic never change to add one. :class:`~hrstream.outputs.segments.FanOut` writes a result to all of a segment's sinks and closes
 them all (the first error is raised after every sink was closed).
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -28,7 +28,6 @@ from hrstream.track.repair import RepairParams
 from hrstream.types import FrameResult
 
 __all__ = [
-    "FanOut",
     "OutputsSpec",
     "outputs_spec",
     "SegmentContext",
@@ -174,32 +173,3 @@ def sink_factories() -> dict[str, SinkFactory]:
     :mod:`hrstream.outputs` registers when it is imported, first)."""
     with _lock:
         return dict(_FACTORIES)
-
-
-class FanOut:
-    """Writes each result to every sink; ``close()`` closes them all, then raises the first error (if any)."""
-
-    def __init__(self, sinks: Sequence[Sink]) -> None:
-        self.sinks = list(sinks)
-        self.closed = False
-
-    def write(self, result: FrameResult) -> None:
-        for s in self.sinks:
-            s.write(result)
-
-    def event(self, kind: str, fields: dict[str, Any]) -> None:
-        for s in self.sinks:
-            s.event(kind, fields)
-
-    def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        errors: list[BaseException] = []
-        for s in self.sinks:
-            try:
-                s.close()
-            except Exception as e:  # close the others, then report
-                errors.append(e)
-        if errors:
-            raise errors[0]

@@ -7,7 +7,7 @@ detector when an estimator needs boxes. :meth:`Networks.build` wires one pipelin
 (each stage a thread, joined by bounded queues; per-source state inside the stages, keyed by ``source_id``),
 reading the estimators, never a task name::
 
-    sources -> [seg_batch -> segment] -> [detect_batch -> detect] -> batch -> infer -> track -> draw -> write
+    sources -> [seg_batch -> segment] -> [detect_batch -> detect] -> batch -> infer -> track -> [draw] -> write
 
 A segmentation network runs first (its maps feed ``--detector seg`` and the overlay); an estimator that needs
 boxes gets the detect stage and a batcher weighing frames by their people; the pose estimator's people go to
@@ -180,7 +180,11 @@ class Networks:
             elif self.writes_seg:
                 meta = net.bundle.meta
                 overlay = SegOverlay(meta.palette, meta.classes, opacity=self.recipe.seg.opacity)
-        p.map("draw", self._draw_stage(overlay, draw_now), queue_size=q)
+        draw = self._draw_stage(overlay, draw_now)
+        if draw_now:
+            p.map("draw", draw, queue_size=q)
+        else:  # nothing painted now: no thread, no queue hop
+            p.then(draw.attach)
         p.sink("write", sink)
         return p
 

@@ -34,7 +34,8 @@ class DrawStage:
     """Draws the class overlay of a segmentation, then skeletons per identity with ID labels.
 
     Every result gets this stage's renderer (so ``FrameResult.plot()`` can draw later); with ``eager`` (a video
-    is written) the drawing is done here, on this stage's thread.
+    is written) the drawing is done here, on this stage's thread. Without, the pipeline needs no draw stage:
+    :meth:`attach` gives each result the renderer on the thread of the stage before.
 
     Args:
         skeleton: keypoint index pairs joined by limbs (the pose network's weights say which).
@@ -70,6 +71,11 @@ class DrawStage:
         elif image is result.frame.image:
             image = image.copy()
         return image
+
+    def attach(self, result: FrameResult) -> FrameResult:
+        """The result with this renderer, drawn later by ``plot()``."""
+        result.renderer = self.render
+        return result
 
     def process(self, result: FrameResult) -> Iterable[FrameResult]:
         t0 = time.perf_counter()

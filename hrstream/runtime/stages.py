@@ -36,6 +36,7 @@ Stage callables:
   A stage runs on exactly one thread, so its state needs no lock.
 * **batch**: see :class:`~hrstream.runtime.batcher.Batcher`; emits ``list``s of items. A partial batch
   goes out when its deadline passes and no item is waiting in the input queue.
+* **then**: ``fn(item) -> item`` fused onto the stage before it (same thread, no queue).
 * **sink**: an object with ``write(item)`` and optional ``close()`` and ``on_marker(marker)``, or a plain
   callable.
 """
@@ -107,10 +108,13 @@ class _Stage:
         self.thread: threading.Thread | None = None
         self.threadless = False  # a source that is a queue itself (source_queue): no thread of its own
         self.idle_s: float | None = None  # map: call target.idle() after this long without input
+        self.then: list[Callable[[Any], Any]] = []  # run on each emitted item, on this stage's thread
 
     def emit(self, items: Iterable[Any]) -> None:
         assert self.out is not None
         for item in items:
+            for fn in self.then:
+                item = fn(item)
             self.out.put(item)
             self.items_out += 1
 
@@ -219,6 +223,15 @@ class Pipeline:
     ) -> Pipeline:
         """Groups items into lists of at most ``max_batch`` total ``weight``; see :class:`Batcher`."""
         return self._add(name, "batch", Batcher(max_batch, max_wait_s, weight=weight), queue_size)
+
+    def then(self, fn: Callable[[Any], Any]) -> Pipeline:
+        """``fn(item) -> item`` on each item the last stage emits, on that stage's thread: work too small for a
+        thread and a queue of its own (markers pass untouched)."""
+        last = self._stages[-1] if self._stages else None
+        if last is None or last.kind in ("source", "sink"):
+            raise ValueError(f"pipeline '{self.name}': then() follows a map or batch stage")
+        last.then.append(fn)
+        return self
 
     def sink(self, name: str, sink: Any) -> Pipeline:
         """The last stage: ``sink.write(item)`` (or ``sink(item)``) per item, ``sink.close()`` at the end."""
