@@ -7,8 +7,8 @@ import copy
 import json
 
 import pytest
-from hrstream.tasks.exports import posetrack18_sequence, to_posetrack18
-from hrstream.tasks.exports.posetrack import posetrack18_image_id
+from hrstream.exports import posetrack18_sequence, to_posetrack18
+from hrstream.exports.posetrack import posetrack18_image_id
 from support.cli_checks import pose_run
 
 from hrstream.errors import InputError
