@@ -7,11 +7,11 @@ import copy
 import json
 
 import pytest
-from hrstream.exports import posetrack18_sequence, to_posetrack18
-from hrstream.exports.posetrack import posetrack18_image_id
 from support.cli_checks import pose_run
 
 from hrstream.errors import InputError
+from hrstream.exports import posetrack18_sequence, to_posetrack18
+from hrstream.exports.posetrack import posetrack18_image_id
 
 
 def test_frames_0_to_9999_fit_an_image_id_and_10000_does_not() -> None:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from hrstream.errors import ConfigError
+from hrstream.models.meta import Decoder
 from hrstream.pipeline.typed_config import apply_overrides, parse_dataclass
 
 __all__ = [
@@ -57,7 +58,6 @@ Task = Literal["pose", "seg", "pose,seg"]
 TASK_NETWORKS: dict[str, tuple[str, ...]] = {"pose": ("pose",), "seg": ("seg",), "pose,seg": ("pose", "seg")}
 AmpChoice = Literal["auto", "off", "fp16", "bf16"]
 BackendRequest = Literal["torch", "onnxruntime", "openvino", "auto"]
-Decoder = Literal["msra", "dark", "udp"]
 PoseMethod = Literal["auto", "topdown", "bottomup"]
 SmootherMethod = Literal["one_euro", "kalman", "none"]
 RtspTransport = Literal["tcp", "udp"]

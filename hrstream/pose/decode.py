@@ -22,20 +22,20 @@ For ``"dark"`` and ``"udp"`` a joint without positive response starts from ``(-1
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal, TypeVar
+from typing import TypeVar, get_args
 
 import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from hrstream.models.meta import Decoder
 from hrstream.pose._decode_np import decode_dark_np, decode_msra_np, decode_udp_np
 from hrstream.pose.crops import PIXEL_STD
 
 __all__ = ["DECODE_METHODS", "decode_heatmaps", "flip_back", "flip_test_merge"]
 
-DecodeMethod = Literal["msra", "dark", "udp"]
-DECODE_METHODS: tuple[str, ...] = ("msra", "dark", "udp")
+DECODE_METHODS: tuple[str, ...] = get_args(Decoder)
 ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
 
 
@@ -79,7 +79,7 @@ def decode_heatmaps(
     heatmaps: ArrayT,
     center: np.ndarray | torch.Tensor,
     scale: np.ndarray | torch.Tensor,
-    method: DecodeMethod = "msra",
+    method: Decoder = "msra",
     *,
     post_process: bool = True,
     kernel: int = 11,

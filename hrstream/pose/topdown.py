@@ -10,8 +10,9 @@ from typing import ClassVar
 import numpy as np
 import torch
 
+from hrstream.models.meta import Decoder
 from hrstream.pose.crops import IMAGENET_MEAN, IMAGENET_STD, box_to_center_scale, crop_batch, crop_cpu
-from hrstream.pose.decode import DECODE_METHODS, DecodeMethod, decode_heatmaps, flip_test_merge
+from hrstream.pose.decode import DECODE_METHODS, decode_heatmaps, flip_test_merge
 from hrstream.pose.keypoints import COCO_FLIP_PAIRS
 from hrstream.pose.nms import oks_nms
 from hrstream.runtime.engine import Chunk, Output, normalize_uint8
@@ -95,7 +96,7 @@ class TopDownEstimator:
         flip_pairs: Sequence[Sequence[int]] = COCO_FLIP_PAIRS,
         flip_test: bool = False,
         shift_heatmap: bool = True,
-        decoder: DecodeMethod = "msra",
+        decoder: Decoder = "msra",
         device: str | torch.device = "cpu",
         max_batch: int | None = None,
         padding: float = 1.25,
@@ -117,7 +118,7 @@ class TopDownEstimator:
         self.flip_pairs = np.asarray(flip_pairs, dtype=np.int64).reshape(-1, 2)
         self.flip_test = flip_test
         self.shift_heatmap = shift_heatmap
-        self.decoder: DecodeMethod = decoder
+        self.decoder: Decoder = decoder
         self.device = torch.device(device)
         self.max_batch = max_batch
         self.padding = padding
