@@ -68,7 +68,7 @@ def test_weights_added_to_the_cache_follow_the_umask(
         url="https://weights.example.invalid/tiny.pth",
         sha256="",
         hash_kind="none",  # type: ignore[arg-type]
-        layout="official_pose",
+        layout="official",
         config="pose_hrnet_w32_256x192",
         task="pose",
     )
