@@ -122,7 +122,7 @@ def test_a_camera_down_for_40_s_resumes_with_one_gap_record_and_the_other_goes_o
     assert 40.0 <= g["to"] - g["from"] == pytest.approx(g["duration_s"], abs=1e-3)
     assert g["to"] - t_up < 2.0 + 4.0  # back within the backoff cap (2 s) plus an open
     assert any(r.get("event") == "reconnect" for r in door)
-    assert not any("event" in r for r in hall)  # the other camera never noticed
+    assert [r for r in hall if "event" in r] == []  # the other camera never noticed
     hall_frames = _frames(hall)
     rate_before = sum(t_down - 10 < r["captured_at"] < t_down for r in hall_frames) / 10
     rate_during = sum(t_down + 5 < r["captured_at"] < t_up for r in hall_frames) / (t_up - t_down - 5)

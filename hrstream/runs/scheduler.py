@@ -138,6 +138,7 @@ class Scheduler:
         self.pool = pool
         self.workers = int(workers)
         self.grace_s = float(grace_s)
+        self._drain_s = self.grace_s  # the drain time granted by the stop request in force
         self.input_timeout = input_timeout
         self.ready_timeout_s = ready_timeout_s
         self._slots: list[_Slot] = []
@@ -298,7 +299,12 @@ class Scheduler:
             if s.item is None:
                 continue
             if self._stop_at is not None and now > self._stop_at and s.told != "killed":
-                log.warning("%s: did not drain in time; killing its %s", s.item.display, self.pool.noun)
+                log.warning(
+                    "%s: did not drain within %g s; killing its %s",
+                    s.item.display,
+                    self._drain_s,
+                    self.pool.noun,
+                )
                 s.told = "killed"
                 self.pool.kill(s.handle)
             elif self.input_timeout is not None and s.told is None and now - s.since > self.input_timeout:
@@ -317,9 +323,9 @@ class Scheduler:
         what: Literal["stop", "abort"] = "abort" if self._abort_requested else "stop"
         now = time.monotonic()
         if self._stop_at is None:
-            self._stop_at = now + self.grace_s
-        if self._abort_requested:
-            self._stop_at = min(self._stop_at, now + 2.0)
+            self._stop_at, self._drain_s = now + self.grace_s, self.grace_s
+        if self._abort_requested and now + 2.0 < self._stop_at:
+            self._stop_at, self._drain_s = now + 2.0, 2.0
         for s in self._slots:
             if s.item is not None and s.told not in (what, "abort", "killed"):
                 s.told = what
