@@ -6,15 +6,19 @@ Topics (``PREFIX`` defaults to ``hrstream``; sources by name, never by URL):
   (the broker's last will); retained;
 * ``PREFIX/SOURCE/people``: the compact people message (:mod:`hrstream.serve.events`), at its set rate;
 * ``PREFIX/SOURCE/events``: each track's ``appeared`` and ``left`` event;
-* ``PREFIX/SOURCE/state``: the source's state when it changes; retained.
+* ``PREFIX/SOURCE/state``: the source's state when it changes; retained. When the source is removed from the
+  service, ``{"state": "removed"}`` (not retained), then an empty retained message clears the topic.
 
 Every message is JSON, QoS 1. A broker that is down or slow never stalls the pipeline: events wait in a bounded
-queue (the oldest dropped first) and in paho's bounded in-flight queue; what does not fit is counted in
-:attr:`MqttPublisher.dropped`; the client reconnects with a backoff growing to 30 s.
+queue (the oldest dropped first) and in paho's bounded queue of messages not yet acknowledged; what does not fit
+is counted in :attr:`MqttPublisher.dropped`; the client reconnects with a backoff growing to 10 s, and what was
+queued meanwhile is sent then. On a stop the events still queued are sent (a few seconds at most) before
+``offline``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import socket
@@ -68,12 +72,13 @@ class MqttPublisher:
             self._client.username_pw_set(user, password)
         self._client.will_set(f"{self.prefix}/availability", "offline", qos=1, retain=True)
         self._client.max_queued_messages_set(buffer)
-        self._client.reconnect_delay_set(min_delay=1, max_delay=30)
+        self._client.reconnect_delay_set(min_delay=1, max_delay=10)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._pump, name="hrstream-mqtt", daemon=True)
         self._rejected = 0
+        self._last: Any = None  # the last message handed to paho
         self.connected = False
         self.published = 0
 
@@ -88,10 +93,17 @@ class MqttPublisher:
         self._thread.start()
         log.info("MQTT events to %s (prefix %s)", self.display, self.prefix)
 
-    def stop(self) -> None:
-        """Say ``offline``, disconnect, stop the threads."""
+    def stop(self, drain_s: float = 3.0) -> None:
+        """Send what is queued (at most ``drain_s`` seconds), say ``offline``, disconnect, stop the threads."""
         self._stop.set()
         self._thread.join(timeout=5.0)
+        if self.connected:
+            while (event := self._sub.get(timeout=0)) is not None:
+                self._publish(event)
+            last = self._last
+            if last is not None:
+                with contextlib.suppress(RuntimeError, ValueError):  # not queued: nothing to wait for
+                    last.wait_for_publish(timeout=drain_s)  # QoS 1 in order: the last acknowledged, all were
         if self.connected:
             info = self._client.publish(f"{self.prefix}/availability", "offline", qos=1, retain=True)
             info.wait_for_publish(timeout=2.0)
@@ -113,23 +125,33 @@ class MqttPublisher:
         self.connected = False
 
     def _pump(self) -> None:
-        import paho.mqtt.client as mqtt
-
         while not self._stop.is_set():
             event = self._sub.get(timeout=0.2)
-            if event is None:
-                continue
-            kind, source = event.get("type"), event.get("source")
-            topic = {
-                "people": f"{self.prefix}/{source}/people",
-                "appeared": f"{self.prefix}/{source}/events",
-                "left": f"{self.prefix}/{source}/events",
-                "source": f"{self.prefix}/{source}/state",
-            }.get(str(kind))
-            if topic is None:
-                continue
-            info = self._client.publish(topic, json.dumps(event), qos=1, retain=kind == "source")
-            if info.rc == mqtt.MQTT_ERR_SUCCESS or info.rc == mqtt.MQTT_ERR_NO_CONN:
-                self.published += 1  # queued by paho until the broker is back
-            else:
-                self._rejected += 1  # paho's queue is full: the broker has been away long
+            if event is not None:
+                self._publish(event)
+
+    def _publish(self, event: dict[str, Any]) -> None:
+        kind, source = event.get("type"), event.get("source")
+        topic = {
+            "people": f"{self.prefix}/{source}/people",
+            "appeared": f"{self.prefix}/{source}/events",
+            "left": f"{self.prefix}/{source}/events",
+            "source": f"{self.prefix}/{source}/state",
+        }.get(str(kind))
+        if topic is None:
+            return
+        if kind == "source" and event.get("state") == "removed":
+            self._send(topic, json.dumps(event), retain=False)
+            self._send(topic, b"", retain=True)  # the source's retained state goes with it
+            return
+        self._send(topic, json.dumps(event), retain=kind == "source")
+
+    def _send(self, topic: str, payload: str | bytes, *, retain: bool) -> None:
+        import paho.mqtt.client as mqtt
+
+        info = self._client.publish(topic, payload, qos=1, retain=retain)
+        if info.rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+            self._last = info
+            self.published += 1  # sent, or queued by paho until the broker is back
+        else:
+            self._rejected += 1  # paho's queue is full: the broker has been away long
