@@ -337,10 +337,21 @@ class HttpServer:
     def __init__(self, app: Any, host: str, port: int) -> None:
         import uvicorn
 
+        class _Server(uvicorn.Server):
+            async def shutdown(self, sockets: Any = None) -> None:
+                # Live streams and event streams never end by themselves, and a stalled viewer cannot be
+                # written to: their connections are closed, so their handlers end as on a client's disconnect
+                # (instead of being cancelled after the graceful timeout, with a traceback each).
+                for connection in list(self.server_state.connections):
+                    transport = getattr(connection, "transport", None)
+                    if transport is not None:
+                        transport.abort()
+                await super().shutdown(sockets)
+
         config = uvicorn.Config(
             app, host=host, port=port, log_level="warning", access_log=False, timeout_graceful_shutdown=2
         )
-        self.server = uvicorn.Server(config)
+        self.server = _Server(config)
         self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         self.thread = threading.Thread(target=self.server.run, name="hrstream-http", daemon=True)
 
