@@ -127,6 +127,7 @@ class Service:
             from hrstream.serve.mqtt import MqttPublisher
 
             self.mqtt = MqttPublisher(mqtt_url, self.bus, buffer=mqtt_buffer)
+            self.mqtt.on_connected = self._publish_states_again
         self._states: dict[str, str] = {}
         self._server: Any = None
         self._lock = threading.Lock()
@@ -190,6 +191,11 @@ class Service:
                 del self._states[gone]
         self.tracks.sweep()
 
+    def _publish_states_again(self) -> None:
+        """Every source's state goes out again at the next look (a broker that restarted lost the retained)."""
+        with self._lock:
+            self._states.clear()
+
     def status(self) -> dict[str, Any]:
         """The service's own numbers: sources, viewers and encodings of the live view, event subscribers,
         MQTT."""
@@ -204,6 +210,7 @@ class Service:
             out["mqtt"] = {
                 "connected": self.mqtt.connected,
                 "published": self.mqtt.published,
+                "unacknowledged": self.mqtt.unacknowledged,
                 "dropped": self.mqtt.dropped,
             }
         return out
