@@ -64,7 +64,7 @@ def _counts(svc: ServeProcess, names: list[str]) -> dict[str, tuple[int, int]]:
     return {n: (listed[n]["frames_out"], listed[n]["drops"]) for n in names if n in listed}
 
 
-def undisturbed(svc: ServeProcess, others: list[str], change, window: float = 5.0):
+def undisturbed(svc: ServeProcess, others: list[str], change, window: float = 4.0):
     """Run ``change()`` between two equal windows and check that the ``others`` cameras went on as before it:
     frames written at about the same rate, no more frames dropped than in the window before (one or two of
     tolerance for a loaded machine). Returns what ``change`` returned."""
