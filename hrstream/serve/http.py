@@ -6,7 +6,9 @@
   when closing takes longer than the grace period); ``POST /api/sources/NAME/restart``;
   ``GET /api/sources/NAME/tracks``: the tracks in view now; ``GET /api/status``: the service's own numbers.
 * ``GET /stream/NAME.mjpg?width=W``: the source's annotated live picture as MJPEG (the newest frame each time,
-  encoded once per frame and width, only while someone watches: :mod:`hrstream.serve.view`).
+  encoded once per frame and width, only while someone watches: :mod:`hrstream.serve.view`); each part says
+  its frame's ``X-Frame-Index``, ``X-Written-At`` (when the pipeline was done with it) and, for a live source,
+  ``X-Captured-At`` (wall-clock seconds).
 * ``GET /events``: the events (:mod:`hrstream.serve.events`) as server-sent events.
 * ``GET /metrics``: the run's numbers for Prometheus (:mod:`hrstream.runs.metrics`) and the service's own
   (viewers, encodings, event subscribers, MQTT).
@@ -258,9 +260,10 @@ async def _mjpeg(
 ) -> AsyncIterator[bytes]:
     async with contextlib.aclosing(service.view.stream(name, width, alive=alive)) as frames:
         async for frame in frames:
+            captured = "" if frame.captured_at is None else f"X-Captured-At: {frame.captured_at:.6f}\r\n"
             head = (
                 f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(frame.data)}\r\n"
-                f"X-Frame-Index: {frame.index}\r\n\r\n"
+                f"X-Frame-Index: {frame.index}\r\n{captured}X-Written-At: {frame.written_at:.6f}\r\n\r\n"
             )
             counters = service.counters.get(name)
             if counters is not None and frame.captured_at is not None:

@@ -33,12 +33,13 @@ WIDTH_STEP, MIN_WIDTH, MAX_WIDTH = 16, 64, 3840
 
 @dataclass(frozen=True)
 class JpegFrame:
-    """One encoded view: the JPEG ``data``, the frame's ``index`` and ``captured_at`` (wall clock, live
-    sources), and when it was encoded."""
+    """One encoded view: the JPEG ``data``, the frame's ``index``, ``captured_at`` (wall clock, live sources),
+    ``written_at`` (when the pipeline handed it to the view) and when it was encoded."""
 
     data: bytes
     index: int
     captured_at: float | None
+    written_at: float
     encoded_at: float
 
 
@@ -46,8 +47,7 @@ class _Slot:
     """One source's newest result, its encodings (by width) of that result, and the viewers waiting."""
 
     def __init__(self) -> None:
-        self.result: FrameResult | None = None
-        self.serial = 0  # bumped on every offer
+        self.current: tuple[int, FrameResult | None, float] = (0, None, 0.0)  # (serial, result, written_at)
         self.encoded: dict[int, tuple[int, JpegFrame]] = {}  # width -> (serial, frame)
         self.lock = threading.Lock()  # one encoder at a time per source
         self.waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
@@ -76,8 +76,7 @@ class LiveView:
             slot = self._slots.get(result.frame.source_id)
             if slot is None:
                 slot = self._slots[result.frame.source_id] = _Slot()
-            slot.result = result
-            slot.serial += 1
+            slot.current = (slot.current[0] + 1, result, time.time())  # one assignment: read whole elsewhere
             waiters = list(slot.waiters)
         _wake(waiters)
 
@@ -123,7 +122,8 @@ class LiveView:
                 with self._lock:
                     if self._slots.get(source) is not slot:
                         return
-                    fresh = slot.serial != seen and slot.result is not None
+                    serial, result, _ = slot.current
+                    fresh = serial != seen and result is not None
                 if not fresh:
                     try:
                         await asyncio.wait_for(waiter[1].wait(), 1.0)
@@ -141,7 +141,7 @@ class LiveView:
             with self._lock:
                 slot.waiters.discard(waiter)
                 self.viewers -= 1
-                orphan = not slot.waiters and slot.result is None and self._slots.get(source) is slot
+                orphan = not slot.waiters and slot.current[1] is None and self._slots.get(source) is slot
                 if orphan and alive is not None and not alive():
                     del self._slots[source]  # a viewer of a source removed before its first frame
 
@@ -151,7 +151,7 @@ class LiveView:
 
     def _encode(self, slot: _Slot, width: int | None) -> tuple[int, JpegFrame] | None:
         with slot.lock:
-            result, serial = slot.result, slot.serial
+            serial, result, written_at = slot.current
             if result is None:
                 return None
             key = 0 if width is None else int(width)
@@ -166,7 +166,9 @@ class LiveView:
             )
             if not ok:  # pragma: no cover - OpenCV encodes any uint8 image
                 return None
-            frame = JpegFrame(data.tobytes(), result.frame.index, result.frame.captured_at, time.time())
+            frame = JpegFrame(
+                data.tobytes(), result.frame.index, result.frame.captured_at, written_at, time.time()
+            )
             slot.encoded = {k: v for k, v in slot.encoded.items() if v[0] == serial}  # older frames' go
             slot.encoded[key] = (serial, frame)
             with self._lock:
