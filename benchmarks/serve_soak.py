@@ -46,8 +46,7 @@ from typing import Any
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
-sys.path.insert(0, str(REPO / "benchmarks"))
+sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "benchmarks")]  # this checkout's code first
 
 from bench_fixtures import cpu_description  # noqa: E402
 from support.clips import h264_clip  # noqa: E402

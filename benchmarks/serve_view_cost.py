@@ -46,8 +46,7 @@ from typing import Any
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
-sys.path.insert(0, str(REPO / "benchmarks"))
+sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "benchmarks")]  # this checkout's code first
 
 from bench_fixtures import cpu_description  # noqa: E402
 from support.clips import h264_clip  # noqa: E402
@@ -145,6 +144,37 @@ def measure(svc: ServeProcess, names: list[str], viewers: list[Viewer], window: 
     }
 
 
+def encode_cost(size: tuple[int, int], width: int, n: int = 200) -> tuple[float, float]:
+    """CPU milliseconds (the process's, OpenCV's threads included) of one view encoding of a ``size`` frame at
+    ``width`` (resize and JPEG; the renderer here only copies the frame, a pipeline's also draws the skeletons),
+    and the JPEG's kB: what each watched camera costs per frame, measured apart from the machine's other load."""
+    from hrstream.serve.view import LiveView
+    from hrstream.types import Frame, FrameResult
+
+    w, h = size
+    rng = np.random.default_rng(0)
+    base = cv2_blur(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))  # a camera-like picture, not noise
+    view = LiveView()
+    spent, kb = 0.0, 0.0
+    for i in range(n):
+        result = FrameResult(Frame("cam", i, i / 10, np.roll(base, i, axis=1)))
+        result.renderer = lambda r: r.frame.image.copy()
+        view.offer(result)
+        t = time.process_time()
+        frame = view.latest("cam", width)
+        spent += time.process_time() - t
+        assert frame is not None
+        kb += len(frame.data) / 1024
+    view.close()
+    return 1000 * spent / n, kb / n
+
+
+def cv2_blur(image: np.ndarray) -> np.ndarray:
+    import cv2
+
+    return cv2.GaussianBlur(image, (0, 0), 8)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cameras", type=int, default=2)
@@ -159,8 +189,16 @@ def main() -> None:
     ap.add_argument(
         "--keep", action="store_true", help="keep the work folder (clip, outputs, the service's log)"
     )
+    ap.add_argument("--only-encode", action="store_true", help="only the CPU cost of one encoding")
     args = ap.parse_args()
     w, h = (int(v) for v in args.size.split("x"))
+    ms, kb = encode_cost((w, h), args.width)
+    print(
+        f"one view encoding of a {w}x{h} frame at width {args.width}: {ms:.2f} ms CPU, {kb:.1f} kB",
+        flush=True,
+    )
+    if args.only_encode:
+        return
 
     work = Path(tempfile.mkdtemp(prefix="serve_view_cost_"))
     tiny = tiny_pose_model(work / "tiny")
