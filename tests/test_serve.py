@@ -409,3 +409,24 @@ def test_serving_beyond_loopback_without_a_token_is_refused(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("hrstream: error: --host 0.0.0.0:"), result.stderr
     assert "needs a token" in lines[0]
+
+
+def test_the_sources_file_keeps_comments_its_mode_and_an_edit_not_yet_applied(tmp_path):
+    from hrstream.serve.sources_file import SourcesFile, SourceSpec
+
+    path = tmp_path / "site.txt"
+    path.write_text("# cameras\ndoor rtsp://u:p@127.0.0.1/a  # the door\n\n# hall\nhall rtsp://127.0.0.1/b\n")
+    path.chmod(0o600)
+    sources = SourcesFile(path)
+    assert [s.name for s in sources.read()] == ["door", "hall"]
+    with path.open("a") as f:  # an edit by hand, not yet applied (no SIGHUP)
+        f.write("yard rtsp://127.0.0.1/c\n")
+    sources.add(SourceSpec("gate", "rtsp://127.0.0.1/d", {"detect_every": 2}))
+    sources.remove("hall")
+    assert path.read_text() == (
+        "# cameras\ndoor rtsp://u:p@127.0.0.1/a  # the door\n\n# hall\nyard rtsp://127.0.0.1/c\n"
+        "gate rtsp://127.0.0.1/d detect_every=2\n"
+    )
+    assert (path.stat().st_mode & 0o777) == 0o600
+    assert [s.name for s in sources.read()] == ["door", "yard", "gate"]
+    assert not list(tmp_path.glob(".site.txt.*"))  # no temporary file left
