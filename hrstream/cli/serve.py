@@ -40,6 +40,27 @@ __all__ = ["COMMANDS"]
 @click.option(
     "--mqtt", "mqtt_url", default=None, help="mqtt://[user:password@]host[:port][/prefix]: events out."
 )
+@click.option(
+    "--mqtt-buffer",
+    type=click.IntRange(1, 1_000_000),
+    default=1000,
+    show_default=True,
+    help="Events held while the broker is away (then the oldest are dropped, and counted).",
+)
+@click.option(
+    "--people-every",
+    type=click.FloatRange(0.05, 3600),
+    default=1.0,
+    show_default=True,
+    help="Seconds between two people messages of a camera.",
+)
+@click.option(
+    "--left-after",
+    type=click.FloatRange(0.1, 3600),
+    default=2.0,
+    show_default=True,
+    help="A person not seen for this many seconds has left.",
+)
 @click.option("--grace", type=float, default=10.0, show_default=True, help="Seconds to drain on SIGTERM.")
 @click.option("-q", "--quiet", is_flag=True)
 @click.option("-v", "--verbose", count=True)
@@ -52,6 +73,9 @@ def serve(
     port: int,
     token: str | None,
     mqtt_url: str | None,
+    mqtt_buffer: int,
+    people_every: float,
+    left_after: float,
     grace: float,
     quiet: bool,
     verbose: int,
@@ -60,13 +84,22 @@ def serve(
     """Run the pipeline as a service over the cameras of a sources file: cameras are added and removed while
     it runs (HTTP API), a page shows them live, events go out (server-sent events, MQTT)."""
     setup_logging(quiet, verbose)
+    token = token or os.environ.get("HRSTREAM_TOKEN") or None
     try:
         try:
-            from hrstream.serve.service import Service
+            from hrstream.serve.service import Service, is_loopback
         except ImportError as e:
             raise ConfigError(
                 f"hrstream serve needs its extra: pip install 'hrstream[serve]' ({e.name} missing)"
             ) from None
+        if not is_loopback(host) and not token:  # before anything is loaded
+            raise ConfigError(
+                f"--host {host}: serving beyond this machine needs a token (--token or HRSTREAM_TOKEN)"
+            )
+        if mqtt_url is not None:
+            from hrstream.serve.mqtt import parse_mqtt_url
+
+            parse_mqtt_url(mqtt_url)
         from hrstream.pipeline.recipe import flag_overrides
         from hrstream.pipeline.recipe_load import load_recipe
 
@@ -78,8 +111,11 @@ def serve(
             sources=sources_file,
             host=host,
             port=port,
-            token=token or os.environ.get("HRSTREAM_TOKEN") or None,
+            token=token,
             mqtt_url=mqtt_url,
+            mqtt_buffer=mqtt_buffer,
+            people_every_s=people_every,
+            left_after_s=left_after,
             grace_s=grace,
         )
         signum = service.run()

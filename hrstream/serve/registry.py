@@ -14,6 +14,7 @@ import logging
 import re
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -23,12 +24,14 @@ from hrstream.runs.local import PipelineSession
 from hrstream.runtime.counters import RunCounters
 from hrstream.serve.sources_file import SourcesFile, SourceSpec
 
-__all__ = ["LocalPlacement", "Placement", "SourceRegistry", "SourceRejected", "check_spec"]
+__all__ = ["LocalPlacement", "Placement", "SourceRegistry", "SourceRejected", "check_spec", "public_state"]
 
 log = logging.getLogger(__name__)
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_URL = 2048
+#: Sources a service holds at most (each costs a decode thread and a lane).
+MAX_SOURCES = 256
 
 
 class SourceRejected(ValueError):
@@ -67,28 +70,56 @@ def check_spec(spec: SourceSpec) -> None:
 
 
 class Placement(Protocol):
-    """Where sources run: ``place`` starts one, ``unplace`` stops it (its outputs closed)."""
+    """Where sources run: ``place`` starts one; ``unplace`` stops it and returns what to wait on until its
+    outputs are closed (an object with ``wait(timeout) -> bool``), or ``None`` when nothing ran."""
 
     def place(self, spec: SourceSpec) -> None: ...
 
-    def unplace(self, name: str) -> None: ...
+    def unplace(self, name: str) -> Any: ...
 
 
 class LocalPlacement:
     """Sources on the pipeline of this process, recorded in the output folder's manifest under their names (a
-    service's sources are who they are by name: a camera keeps its name when its URL changes)."""
+    service's sources are who they are by name: a camera keeps its name when its URL changes).
+
+    The owner of the session calls :meth:`ended` when a source's lane ended (its outputs closed): the lanes of
+    one name end in the order they were placed (the pipeline starts a name's new lane once its earlier one
+    drained)."""
 
     def __init__(self, session: PipelineSession, recipe_digest: str) -> None:
         self.session = session
         self.recipe_digest = recipe_digest
+        self._lanes: dict[str, deque[threading.Event]] = {}
+        self._lock = threading.Lock()
 
     def place(self, spec: SourceSpec) -> None:
         (job,) = expand_inputs([spec.url])
         item = WorkItem(spec.name, job, spec.name, {"recipe": self.recipe_digest}, dict(spec.options))
+        with self._lock:
+            self._lanes.setdefault(spec.name, deque()).append(threading.Event())
         self.session.add(item)
 
-    def unplace(self, name: str) -> None:
+    def unplace(self, name: str) -> threading.Event | None:
+        with self._lock:
+            lanes = self._lanes.get(name)
+            done = lanes[-1] if lanes else None
         self.session.remove(name)
+        return done
+
+    def ended(self, name: str) -> None:
+        """The oldest lane of ``name`` ended: whoever waits on it is told."""
+        with self._lock:
+            lanes = self._lanes.get(name)
+            if not lanes:
+                return
+            lanes.popleft().set()
+            if not lanes:
+                del self._lanes[name]
+
+    def running(self) -> list[str]:
+        """Names with a lane not yet ended (placed, running or draining)."""
+        with self._lock:
+            return list(self._lanes)
 
 
 @dataclass
@@ -126,15 +157,18 @@ class SourceRegistry:
                 raise SourceRejected(
                     "name", f"a source named {spec.name!r} exists; remove it first or pick another"
                 )
-            self.counters.forget(spec.name)  # a source of this name earlier: its numbers start afresh
+            if len(self._entries) >= MAX_SOURCES:
+                raise SourceRejected("name", f"the service holds at most {MAX_SOURCES} sources")
             self.placement.place(spec)
             self._entries[spec.name] = _Entry(spec)
             if persist and self.file is not None:
                 self.file.add(spec)
         log.info("source %s added (%s)", spec.name, spec.display)
 
-    def remove(self, name: str, *, persist: bool = True) -> None:
-        """Stop a source and close its outputs (``persist``: and drop it from the sources file).
+    def remove(self, name: str, *, persist: bool = True, wait_s: float = 0.0) -> bool:
+        """Stop a source and close its outputs (``persist``: and drop it from the sources file); wait at most
+        ``wait_s`` seconds for its outputs to be closed (the other sources and changes do not wait). Returns
+        whether they were closed by then.
 
         Raises:
             KeyError: no source has that name.
@@ -143,10 +177,13 @@ class SourceRegistry:
             if name not in self._entries:
                 raise KeyError(name)
             del self._entries[name]
-            self.placement.unplace(name)
+            done = self.placement.unplace(name)
             if persist and self.file is not None:
                 self.file.remove(name)
         log.info("source %s removed", name)
+        if done is None:
+            return True
+        return bool(done.wait(wait_s)) if wait_s > 0 else done.is_set()
 
     def restart(self, name: str) -> None:
         """Stop a source and start it again (a new connection and new segments)."""
@@ -189,19 +226,37 @@ class SourceRegistry:
             return list(self._entries)
 
     def describe(self, name: str) -> dict[str, Any]:
-        """One source's public record: name, display URL (credentials redacted), options, state, counters."""
+        """One source's public record: name, display URL (credentials redacted), options, state (``live``,
+        ``connecting``, ``reconnecting``, ``gave_up``, ``stopped``), counters, latencies.
+
+        Raises:
+            KeyError: no source has that name.
+        """
         with self._lock:
             entry = self._entries.get(name)
             if entry is None:
                 raise KeyError(name)
-        snap = self.counters.snapshot().get(name, {})
+        counters = self.counters.get(name)
+        return self._record(name, entry, {} if counters is None else counters.snapshot())
+
+    def describe_all(self) -> list[dict[str, Any]]:
+        """Every source's record, in the order they were added."""
+        with self._lock:
+            entries = list(self._entries.items())
+        out = []
+        for name, entry in entries:
+            counters = self.counters.get(name)
+            out.append(self._record(name, entry, {} if counters is None else counters.snapshot()))
+        return out
+
+    @staticmethod
+    def _record(name: str, entry: _Entry, snap: dict[str, Any]) -> dict[str, Any]:
         return {
             "name": name,
             "url": entry.spec.display,
             "options": dict(entry.spec.options),
             "added_at": entry.added_at,
-            "state": _public_state(snap.get("state", "connecting")),
-            "retry_at": snap.get("retry_at"),
+            "state": public_state(snap.get("state", "connecting")),
             **{
                 k: snap.get(k, 0)
                 for k in ("frames_in", "frames_out", "drops", "reconnects", "gaps", "segments")
@@ -210,11 +265,8 @@ class SourceRegistry:
             "screen_latency_s": snap.get("screen_latency_s"),
         }
 
-    def describe_all(self) -> list[dict[str, Any]]:
-        return [self.describe(name) for name in self.names()]
 
-
-def _public_state(state: str) -> str:
+def public_state(state: str) -> str:
     """The API's words: ``live``, ``connecting``, ``reconnecting``, ``gave_up``, ``stopped``."""
     return {"connected": "live", "reading": "live", "ended": "stopped", "gave_up": "gave_up"}.get(
         state, state

@@ -4,11 +4,17 @@ The file has the format of ``hrstream run --sources``: one source a line, ``NAME
 the input) with optional ``key=value`` options (``detect_every=3``), ``#`` comments and blank lines anywhere.
 :class:`SourcesFile` keeps every line as written; adding a source appends a line, removing one drops its line
 (the comment lines around it stay), and every change is written atomically (a temporary file moved over the
-old one), so the file always holds one complete set and a restart of the service resumes it.
+old one, with the old one's permissions: the file holds camera credentials), so the file always holds one
+complete set and a restart of the service resumes it. A change starts from the file as it is on disk, so an
+edit made by hand and not yet applied (SIGHUP) is kept, not overwritten.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import stat
+import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +22,6 @@ from typing import Any
 
 from hrstream.errors import InputError
 from hrstream.io import SourceLine, expand_inputs, parse_source_line, safe_name
-from hrstream.io.records import write_text_atomic
 
 __all__ = ["SourceSpec", "SourcesFile", "format_line"]
 
@@ -89,24 +94,28 @@ class SourcesFile:
         return specs
 
     def add(self, spec: SourceSpec) -> None:
-        """Append ``spec``'s line and write the file."""
+        """Append ``spec``'s line (in place of a line of that name, if the file has one) and write the file."""
         with self._lock:
-            self._lines.append(format_line(spec))
+            self._refresh()
+            if any(self._name_of(line) == spec.name for line in self._lines):
+                self._lines = [
+                    format_line(spec) if self._name_of(line) == spec.name else line for line in self._lines
+                ]
+            else:
+                self._lines.append(format_line(spec))
             self._write()
 
     def remove(self, name: str) -> None:
         """Drop the line of source ``name`` (comment lines stay) and write the file."""
         with self._lock:
+            self._refresh()
             self._lines = [line for line in self._lines if self._name_of(line) != name]
             self._write()
 
-    def replace(self, spec: SourceSpec) -> None:
-        """Rewrite the line of ``spec.name`` in place (its URL or options changed) and write the file."""
-        with self._lock:
-            self._lines = [
-                format_line(spec) if self._name_of(line) == spec.name else line for line in self._lines
-            ]
-            self._write()
+    def _refresh(self) -> None:
+        """The lines as they are on disk now (those last read if it cannot be read)."""
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            self._lines = self.path.read_text(encoding="utf-8").splitlines() if self.path.exists() else []
 
     def _name_of(self, line: str) -> str | None:
         try:
@@ -116,5 +125,22 @@ class SourcesFile:
         return None if parsed is None else _named(parsed).name
 
     def _write(self) -> None:
+        """Write the lines atomically, keeping the file's permissions (a new file: owner only)."""
+        text = "\n".join(self._lines) + ("\n" if self._lines else "")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(self.path, "\n".join(self._lines) + ("\n" if self._lines else ""))
+        try:
+            mode = stat.S_IMODE(self.path.stat().st_mode)
+        except FileNotFoundError:
+            mode = 0o600
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+                fh.write(text)
+                fh.flush()
+                os.fchmod(fh.fileno(), mode)
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
