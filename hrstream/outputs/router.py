@@ -152,9 +152,7 @@ class SinkRouter:
         elif m.status == "interrupted":
             status = "interrupted"
         display = self._display.pop(sid, sid)
-        counters = self._counters(sid)
-        counters.state = "gave_up" if m.gave_up else ("stopped" if status == "interrupted" else "ended")
-        snap = counters.snapshot()
+        snap = self._counters(sid).snapshot()  # its end state is the decode thread's (runtime.feeder)
         if m.truncated and error is None:
             error = f"{display}: file ended early; decoded {snap['frames_out']} frames"
         result = SourceResult(

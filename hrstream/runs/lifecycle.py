@@ -121,8 +121,8 @@ class ManifestEvents:
             return
         for name, st in snapshot.items():
             item = items.get(name)
-            if item is None or not st["live"]:
-                continue
+            if item is None or not st["live"] or self.manifest.get(item.key) is None:
+                continue  # not a live input of this run, or one not started yet
             state = {
                 k: st[k] for k in ("state", "reconnects", "gaps", "gap_s", "resolution_changes", "segments")
             }

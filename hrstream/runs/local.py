@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -148,7 +149,8 @@ class PipelineSession:
         self.executor = executor
         self.events = events
         self.counters = counters
-        self.items: dict[str, WorkItem] = {}
+        # the inputs of each name, oldest first: a name added again waits behind its earlier lane (a service)
+        self._items: dict[str, deque[WorkItem]] = {}
         self.reports: dict[str, SourceResult] = {}
         self._bars: dict[str, Callable[[int], None]] = {}
         self._finish_bars: dict[str, Callable[[], None]] = {}
@@ -177,6 +179,17 @@ class PipelineSession:
         self._failure: BaseException | None = None
 
     # -- sources ------------------------------------------------------------------------------------------
+    def item(self, name: str) -> WorkItem:
+        """The input whose lane of ``name`` runs now (or runs next)."""
+        with self._lock:
+            return self._items[name][0]
+
+    @property
+    def items(self) -> dict[str, WorkItem]:
+        """The input of each name that runs now."""
+        with self._lock:
+            return {name: lanes[0] for name, lanes in self._items.items()}
+
     def _job(self, item: WorkItem, options: dict[str, Any] | None = None) -> SourceJob:
         open_input = self.executor.networks.open_input
         return SourceJob(
@@ -190,7 +203,7 @@ class PipelineSession:
     def add(self, item: WorkItem) -> None:
         """Start reading one more input (``item.options``: its own settings, ``detect_every``)."""
         with self._lock:
-            self.items[item.name] = item
+            self._items.setdefault(item.name, deque()).append(item)
         self.feeder.add(self._job(item, item.options))
 
     def remove(self, name: str) -> None:
@@ -199,7 +212,7 @@ class PipelineSession:
 
     # -- what the router reports ---------------------------------------------------------------------------
     def _open_outputs(self, info: SourceInfo, source_counters: SourceCounters) -> SourceOutputs:
-        self.events.started(self.items[info.name])
+        self.events.started(self.item(info.name))
         make_progress = self.executor.make_progress
         if make_progress is not None:
             bar, finish = make_progress(info)
@@ -212,10 +225,11 @@ class PipelineSession:
         bar = self._bars.get(name)
         if bar is not None:
             bar(frames)
-        self.events.progress(self.items[name], frames)
+        self.events.progress(self.item(name), frames)
 
     def _done(self, result: SourceResult) -> None:
-        self.reports[result.name] = result
+        if self._thread is None:  # a run keeps every result; a session kept open forgets what ended
+            self.reports[result.name] = result
         self._bars.pop(result.name, None)
         finish = self._finish_bars.pop(result.name, None)
         if finish is not None:
@@ -228,13 +242,21 @@ class PipelineSession:
             result.elapsed_s,
             result.drops,
         )
-        self.events.finished(self.items[result.name], result)
+        with self._lock:
+            lanes = self._items[result.name]
+            item = lanes[0]
+            if self._thread is not None:  # kept open: the name's next input, if any, is next
+                lanes.popleft()
+                if not lanes:
+                    del self._items[result.name]
+        self.events.finished(item, result)
 
     # -- running -------------------------------------------------------------------------------------------
     def run(self, items: Sequence[WorkItem]) -> None:
         """Process ``items`` (a run: the pipeline ends with them), in the calling thread."""
         with self._lock:
-            self.items.update({item.name: item for item in items})
+            for item in items:
+                self._items.setdefault(item.name, deque()).append(item)
         self.feeder.start([self._job(item, item.options) for item in items])
         self._run_pipeline()
 
@@ -282,9 +304,9 @@ class PipelineSession:
             self.feeder.join(timeout=5.0)
         if error is not None:  # a stage failed: every source it cut short failed with it
             for result in [r for r in self.reports.values() if r.status == "interrupted"]:
-                result.status, result.error = "failed", f"{self.items[result.name].display}: {error}"
-                self.events.finished(self.items[result.name], result)
+                result.status, result.error = "failed", f"{self.item(result.name).display}: {error}"
+                self.events.finished(self.item(result.name), result)
             for name in self.feeder.launched() - set(self.reports):  # started, stopped before its outputs
-                display = self.items[name].display
+                display = self.item(name).display
                 result = SourceResult(display, "failed", name=name, error=f"{display}: {error}")
-                self.events.finished(self.items[name], result)
+                self.events.finished(self.item(name), result)

@@ -17,7 +17,7 @@ import contextlib
 import logging
 import queue
 import threading
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -98,7 +98,10 @@ class SourceFeeder:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._readers: dict[str, _Reader] = {}  # the sources being read (dropped when they end)
-        self._launched: set[str] = set()
+        self._launched: set[str] = set()  # of a run; a feeder kept open forgets a source when it ends
+        self._queued: Counter[str] = Counter()  # added, not launched yet
+        self._cancelled: set[str] = set()  # removed while queued: launched stopped, so that it ends as usual
+        self._keep_open = False
         self._jobs: queue.Queue[SourceJob | None] = queue.Queue()
         self._scheduler: threading.Thread | None = None
         self.not_started: list[SourceJob] = []
@@ -109,8 +112,9 @@ class SourceFeeder:
         ids = [j.source_id for j in jobs]
         if len(set(ids)) != len(ids):
             raise ValueError("source ids of a run must be distinct")
+        self._keep_open = keep_open
         for job in sorted(jobs, key=lambda j: not j.live):  # cameras first: they never wait
-            self._jobs.put(job)
+            self._queue(job)
         if not keep_open:
             self._jobs.put(None)
         self._scheduler = threading.Thread(target=self._schedule, name="hrstream-sources", daemon=True)
@@ -118,6 +122,11 @@ class SourceFeeder:
 
     def add(self, job: SourceJob) -> None:
         """Read one more source (a live one starts at once; a file when a stream slot is free)."""
+        self._queue(job)
+
+    def _queue(self, job: SourceJob) -> None:
+        with self._lock:
+            self._queued[job.source_id] += 1
         self._jobs.put(job)
 
     def close(self) -> None:
@@ -134,9 +143,12 @@ class SourceFeeder:
             r.interrupt()
 
     def remove(self, source_id: str) -> None:
-        """Stop reading one source (removed, or its outputs failed); its lane ends, the others go on."""
+        """Stop reading one source (removed, or its outputs failed); its lane ends, the others go on. A source
+        added but not opened yet is stopped as soon as it is launched (it ends without a frame)."""
         with self._lock:
             reader = self._readers.get(source_id)
+            if self._queued[source_id] > 0:
+                self._cancelled.add(source_id)
         if reader is not None:
             reader.interrupt()
 
@@ -189,13 +201,19 @@ class SourceFeeder:
 
     def _launch(self, job: SourceJob) -> None:
         reader = _Reader(job, self.counters.source(job.source_id, live=job.live))
+        reader.counters.state_of, reader.counters.state = None, "connecting"  # also when it replaces one
         reader.thread = threading.Thread(
             target=self._read, args=(reader,), name=f"hrstream-decode:{job.source_id}", daemon=True
         )
         with self._lock:
             self._readers[job.source_id] = reader
             self._launched.add(job.source_id)
-        if self._stop.is_set():
+            self._queued[job.source_id] -= 1
+            if self._queued[job.source_id] <= 0:
+                del self._queued[job.source_id]
+            cancelled = job.source_id in self._cancelled
+            self._cancelled.discard(job.source_id)
+        if self._stop.is_set() or cancelled:
             reader.stop.set()
         reader.thread.start()
 
@@ -261,10 +279,13 @@ class SourceFeeder:
             warnings = tuple(getattr(src, "warnings", ()))
         if error is not None:
             (log.error if status == "failed" else log.warning)("%s", error)
-        reader.counters.state_of = None
-        reader.counters.state = (
-            "gave_up" if reader.gave_up else ("stopped" if status == "interrupted" else "ended")
-        )
+        with self._lock:
+            current = self._readers.get(sid) is reader  # not replaced by a source added again under its name
+        if current:  # the one place a source's end state is set
+            reader.counters.state_of = None
+            reader.counters.state = (
+                "gave_up" if reader.gave_up else ("stopped" if status == "interrupted" else "ended")
+            )
         marker = SourceEnded(
             sid,
             status,
@@ -278,5 +299,7 @@ class SourceFeeder:
         with self._lock:
             if self._readers.get(sid) is reader:
                 del self._readers[sid]
+                if self._keep_open:
+                    self._launched.discard(sid)
         if not job.live:
             self._slots.release()

@@ -84,16 +84,14 @@ class SourceMux:
     ) -> None:
         """Open a lane for ``source_id`` holding at most ``maxsize`` frames; its drops are counted in
         ``counters.drops`` too (the run's one count of them). A source added again under the same name waits
-        until its earlier lane has drained (or ``stop`` is set: :class:`QueueClosed`)."""
+        until its earlier lane has ended and drained (or ``stop`` is set: :class:`QueueClosed`)."""
         if maxsize < 1:
             raise ValueError(f"lane '{source_id}': maxsize must be >= 1, got {maxsize}")
         with self._cond:
             while source_id in self._lanes:
-                if not self._lanes[source_id].ended:
-                    raise ValueError(f"source '{source_id}' already has a lane")
                 if self._aborted or (stop is not None and stop.is_set()):
                     raise QueueClosed(source_id)
-                self._cond.wait(0.1)  # the earlier lane of this name is still draining
+                self._cond.wait(0.1)  # the earlier lane of this name is still ending or draining
             if self._aborted:
                 raise QueueAborted(source_id)
             if self._sealed:

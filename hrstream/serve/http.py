@@ -35,7 +35,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from http.cookies import SimpleCookie
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs
 
 from fastapi import FastAPI, HTTPException, Request, Response
@@ -43,16 +43,34 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from hrstream.serve.registry import SourceRejected
+from hrstream.runs.local import LocalExecutor
+from hrstream.runtime.counters import RunCounters
+from hrstream.serve.events import EventBus, TrackEvents
+from hrstream.serve.registry import SourceRegistry, SourceRejected
 from hrstream.serve.sources_file import SourceSpec
-from hrstream.serve.view import view_width
-
-if TYPE_CHECKING:
-    from hrstream.serve.service import Service
+from hrstream.serve.view import LiveView, view_width
 
 __all__ = ["HttpServer", "make_app", "start_http"]
 
 log = logging.getLogger(__name__)
+
+
+class Service(Protocol):
+    """What the HTTP front needs of the service (:class:`hrstream.serve.service.Service`)."""
+
+    registry: SourceRegistry
+    counters: RunCounters
+    executor: LocalExecutor
+    bus: EventBus
+    tracks: TrackEvents
+    view: LiveView
+    token: str | None
+    grace_s: float
+
+    def status(self) -> dict[str, Any]:
+        """The service's state for ``/api/status``."""
+        ...
+
 
 BOUNDARY = "hrstreamframe"
 COOKIE = "hrstream_token"

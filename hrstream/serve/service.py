@@ -149,11 +149,6 @@ class Service:
             with self._lock:
                 self._states.pop(name, None)
             self.tracks.state(name, "removed")
-        else:
-            counters = self.counters.get(name)
-            if counters is not None and counters.state_of is not None:
-                # the new lane already delivers; the end of the old one must not say "stopped" for it
-                counters.state = "live" if counters.live else "reading"
         self.placement.ended(name)
 
     def _tick(self, snapshot: dict[str, dict[str, Any]]) -> None:
@@ -161,11 +156,7 @@ class Service:
         if self.manifest is None:
             return
         names = set(self.registry.names())
-        items = {
-            name: item
-            for name, item in list(self.session.items.items())
-            if name in names and self.manifest.get(item.key) is not None  # not one still connecting
-        }
+        items = {name: item for name, item in list(self.session.items.items()) if name in names}
         self.events.live(items, snapshot)
 
     def _watch_loop(self) -> None:
