@@ -13,6 +13,7 @@ import sys
 import time
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -226,3 +227,50 @@ def test_sigkill_leaves_readable_outputs(tiny_pose: TinyModel, tmp_path: Path) -
     # the tracks document is written (atomically) when the source ends: after a SIGKILL there is none, and no
     # half-written temporary file beside it
     assert sorted(p.name for p in out.iterdir() if ".tracks" in p.name) == []
+
+
+def _wait_until(proc: subprocess.Popen[str], ready: Any, what: str, timeout: float = 300) -> None:
+    """Poll ``ready()`` until it is true (``timeout`` only ends a run that never gets there)."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"never {what} ({proc.returncode}): {proc.communicate()[1][-2000:]}")
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("moment", ["importing torch", "loading the model"])
+def test_ctrl_c_while_starting_ends_130_without_a_traceback(
+    tiny_pose: TinyModel, tmp_path: Path, moment: str
+) -> None:
+    """SIGINT in the first seconds: while the command's modules load (torch's library being mapped into the
+    process), or while the network loads (after its weights were read): one line, exit 130, no traceback."""
+    args = [
+        "run",
+        str(LONG_CLIP),
+        *tiny_pose.args(),
+        "--detector",
+        "full-frame",
+        "--out",
+        str(tmp_path / "out"),
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hrstream.cli", *args],
+        env=cli_env(),
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    maps = Path(f"/proc/{proc.pid}/maps")
+    if moment == "importing torch":
+        _wait_until(proc, lambda: "libtorch" in maps.read_text(), "imported torch")
+    else:
+        assert proc.stderr is not None
+        lines: list[str] = []
+        _wait_until(proc, lambda: lines.append(proc.stderr.readline()) or " loaded " in lines[-1], "loaded")
+    proc.send_signal(signal.SIGINT)
+    rc, err = _finish(proc)
+    assert rc == 130, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    assert "hrstream: interrupted" in err or "SIGINT received" in err, err[-3000:]

@@ -248,9 +248,6 @@ def run(
         e.exit_code = max(e.exit_code, 2)  # raised while setting up: a usage error, not a failed input
         fail(e)
         return
-    except KeyboardInterrupt:  # SIGINT before the run's own handlers were installed (loading the model)
-        click.echo("hrstream: interrupted", err=True)
-        sys.exit(130)
     results = outcome.results
     failed = [r for r in results if r.status == "failed"]
     done = [r for r in results if r.status in ("ok", "skipped")]

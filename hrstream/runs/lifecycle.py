@@ -214,6 +214,9 @@ def run_inputs(
                 executor.execute(plan.todo, events, counters)
             signum = sig.signum
         state = "interrupted" if signum is not None else "done"
+    except KeyboardInterrupt:  # Ctrl-C before the handlers were installed: the run is interrupted, not failed
+        state = "interrupted"
+        raise
     finally:
         monitor.close()
         if display is not None:
