@@ -10,6 +10,7 @@ __all__ = [
     "ConfigError",
     "HrstreamError",
     "InputError",
+    "OutputError",
     "SourceGaveUp",
     "StageError",
     "WeightsError",
@@ -54,6 +55,13 @@ class InputError(HrstreamError):
     def __init__(self, *args: object, permanent: bool = False) -> None:
         super().__init__(*args)
         self.permanent = permanent
+
+
+class OutputError(HrstreamError):
+    """The output folder cannot be written: read-only, full, not a folder, or a symbolic link planted where a
+    file of the run goes (exit 2). What was written before is left as it was."""
+
+    exit_code = 2
 
 
 class SourceGaveUp(InputError):

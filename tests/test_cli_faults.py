@@ -13,10 +13,12 @@ import sys
 import time
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
 import pytest
+import yaml
 from support.cli_checks import (
     ROOT,
     VIDEOS,
@@ -226,3 +228,101 @@ def test_sigkill_leaves_readable_outputs(tiny_pose: TinyModel, tmp_path: Path) -
     # the tracks document is written (atomically) when the source ends: after a SIGKILL there is none, and no
     # half-written temporary file beside it
     assert sorted(p.name for p in out.iterdir() if ".tracks" in p.name) == []
+
+
+@pytest.fixture(scope="module")
+def slow_pose(tiny_pose: TinyModel) -> TinyModel:
+    """The tiny network on 768x1024 crops (its weights fit any size: it is convolutional): about a second a frame
+    on a quiet 2-core CPU, several on a loaded one."""
+    config = yaml.safe_load(tiny_pose.config.read_text())
+    config["MODEL"].update(IMAGE_SIZE=[768, 1024], HEATMAP_SIZE=[192, 256])
+    path = tiny_pose.config.with_name("slow_pose.yaml")
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return TinyModel(path, tiny_pose.weights)
+
+
+def test_grace_bounds_the_time_from_the_signal_to_the_exit(slow_pose: TinyModel, tmp_path: Path) -> None:
+    """``--grace`` is an upper bound. The pipeline cannot drain in time: a slow network behind a lane that holds
+    the whole 300-frame clip. SIGINT once a frame was written: after ``--grace`` the run is cut, every output
+    closed with the frames it has, and the process exits at once, not when the network call in flight ends.
+
+    The time is measured from the signal and bounded relative to ``--grace``: at least the grace (the drain had
+    its chance), less than one and a half times it (closing files of a few frames and the manifest took under
+    0.6 s on the loaded 2-core machine; a network call of this model several seconds)."""
+    grace = 2.0
+    recipe = tmp_path / "long_lane.yaml"
+    recipe.write_text("runtime:\n  queue_size: 300\n  batch_size: 1\n")
+    out = tmp_path / "out"
+    args = ["run", str(LONG_CLIP), *slow_pose.args(), "--detector", "full-frame", "--device", "cpu"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hrstream.cli", *args, "--pipeline", str(recipe), "--grace", str(grace)]
+        + ["--out", str(out), "-q"],
+        env=cli_env(),
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    jsonl = out / f"{LONG_CLIP.stem}.jsonl"
+    _wait_for_lines(proc, jsonl, 1)
+    signalled = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    rc, err = _finish(proc)
+    elapsed = time.monotonic() - signalled
+    assert rc == 130, err[-3000:]
+    assert "Traceback" not in err and f"not drained {grace:.1f} s after stop; aborting" in err, err[-3000:]
+    assert grace <= elapsed < 1.5 * grace, (elapsed, err[-3000:])
+    records = read_jsonl(jsonl)  # whole lines, the frames in order, far fewer than the lane held
+    assert 1 <= len(records) < 100 and [r["frame"] for r in records] == list(range(len(records)))
+    assert video_facts(out / f"{LONG_CLIP.stem}.mp4").frames == len(records)  # the video was finished
+    assert json.loads((out / f"{LONG_CLIP.stem}.tracks.json").read_text())["num_frames"] == len(records)
+    state, jobs = manifest_jobs(out)
+    assert state == "interrupted" and jobs[str(LONG_CLIP)]["status"] == "interrupted"
+    assert jobs[str(LONG_CLIP)]["frames"] == len(records)
+
+
+def _wait_until(proc: subprocess.Popen[str], ready: Any, what: str, timeout: float = 300) -> None:
+    """Poll ``ready()`` until it is true (``timeout`` only ends a run that never gets there)."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"never {what} ({proc.returncode}): {proc.communicate()[1][-2000:]}")
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("moment", ["importing torch", "loading the model"])
+def test_ctrl_c_while_starting_ends_130_without_a_traceback(
+    tiny_pose: TinyModel, tmp_path: Path, moment: str
+) -> None:
+    """SIGINT in the first seconds: while the command's modules load (torch's library being mapped into the
+    process), or while the network loads (after its weights were read): one line, exit 130, no traceback."""
+    args = [
+        "run",
+        str(LONG_CLIP),
+        *tiny_pose.args(),
+        "--detector",
+        "full-frame",
+        "--out",
+        str(tmp_path / "out"),
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hrstream.cli", *args],
+        env=cli_env(),
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    maps = Path(f"/proc/{proc.pid}/maps")
+    if moment == "importing torch":
+        _wait_until(proc, lambda: "libtorch" in maps.read_text(), "imported torch")
+    else:
+        assert proc.stderr is not None
+        lines: list[str] = []
+        _wait_until(proc, lambda: lines.append(proc.stderr.readline()) or " loaded " in lines[-1], "loaded")
+    proc.send_signal(signal.SIGINT)
+    rc, err = _finish(proc)
+    assert rc == 130, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    assert "hrstream: interrupted" in err or "SIGINT received" in err, err[-3000:]

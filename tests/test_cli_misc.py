@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
-from support.cli_checks import VIDEOS, invoke, manifest_jobs, read_jsonl
+from support.cli_checks import VIDEOS, invoke, manifest_jobs, read_jsonl, run_cli
 from support.servers import refused_port
 from support.tiny_models import TinyModel, tiny_pose_model
 
@@ -52,6 +52,53 @@ def _run(args: list[str], out: Path, env: dict[str, str] | None = None) -> tuple
 
 # ---------------------------------------------------------------------------------------------------------
 # Exit code 2: the run cannot start.
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--read-timeout", "nan"), ("--open-timeout", "-1")])
+def test_a_bad_number_is_one_line_naming_its_flag(
+    tiny_pose: TinyModel, tmp_path: Path, flag: str, value: str
+) -> None:
+    """The real command (a child process): NaN, an infinity or a negative number where none makes sense is
+    refused before anything runs, in one line naming the flag (not the built-in recipe it would override)."""
+    out = tmp_path / "out"
+    res = run_cli(
+        ["run", str(CLIP), *tiny_pose.args(), "--detector", "full-frame", "--out", str(out), flag, value]
+    )
+    assert res.returncode == 2, res.stderr[-3000:]
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"hrstream: error: {flag} "), res.stderr[-3000:]
+    assert "pose.yaml" not in lines[0] and not out.exists()
+
+
+def test_every_numeric_flag_refuses_nan_infinities_and_negatives(
+    tiny_pose: TinyModel, tmp_path: Path
+) -> None:
+    """Every number-taking flag of ``hrstream run`` (found from the command itself, so a new one is covered;
+    ``--grace -5`` and ``--det-thr inf`` among them): NaN, +-inf and -5 are refused with exit 2 and one line
+    naming the flag. In this process, as the two cases above in a child process."""
+    import click
+
+    from hrstream.cli.run import run as run_command
+
+    numeric = {"--workers"} | {  # --workers takes N or auto
+        p.opts[0]
+        for p in run_command.params
+        if isinstance(p, click.Option)
+        and not p.count  # -v
+        and isinstance(p.type, (click.types.IntParamType, click.types.FloatParamType))
+    }
+    assert {"--grace", "--read-timeout", "--batch-size", "--det-thr", "--input-timeout"} <= numeric
+    needs_workers = {"--input-timeout", "--cpus-per-worker"}
+    for flag in sorted(numeric):
+        for value in ("nan", "inf", "-inf", "-5"):
+            extra = ["--workers", "1"] if flag in needs_workers else []
+            code, err = _run(
+                [*tiny_pose.args(), "--detector", "full-frame", flag, value, *extra], tmp_path / "o"
+            )
+            assert code == 2, (flag, value, err)
+            line = _one_error_line(err)
+            assert flag in line and "pose.yaml" not in line, (flag, value, line)
+            assert len([x for x in err.splitlines() if x.strip()]) == 1, (flag, value, err)
 
 
 def test_unknown_model_lists_close_names(tmp_path: Path) -> None:

@@ -203,6 +203,70 @@ def test_detections_from_file(tiny_pose: TinyModel, tmp_path: Path, det_thr: flo
         )
 
 
+def test_falsy_flags_take_effect(tiny_pose: TinyModel, tmp_path: Path) -> None:
+    """``--no-video`` writes no video and ``--det-thr 0`` keeps boxes scoring 0 and 0.05, below the official
+    selection's 0.1 that applies without the flag."""
+    clip = "gen_vfr_160x120.mp4"
+    n = video_facts(VIDEOS / clip).frames
+    boxes = [
+        ([5.0, 10.0, 40.0, 90.0], 0.9),
+        ([60.0, 10.0, 40.0, 90.0], 0.05),
+        ([110.0, 10.0, 40.0, 90.0], 0.0),
+    ]
+    dets = [{"image_id": i, "category_id": 1, "bbox": b, "score": s} for i in range(n) for b, s in boxes]
+    det_path = tmp_path / "dets.json"
+    det_path.write_text(json.dumps(dets))
+    assert FileSelection.from_test({}).image_thr > 0.05  # without --det-thr 0 two boxes would be dropped
+    out = tmp_path / "out"
+    args = ["run", str(VIDEOS / clip), *tiny_pose.args(), "--detector", f"file:{det_path}", "--out", str(out)]
+    result = invoke([*args, "--det-thr", "0", "--no-video", "-q"])
+    assert result.exit_code == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == [
+        "gen_vfr_160x120.jsonl",
+        "gen_vfr_160x120.tracks.json",
+        "manifest.json",
+    ]
+    _, jobs = manifest_jobs(out)
+    assert set(jobs[str(VIDEOS / clip)]["outputs"]) == {"jsonl", "tracks"}
+    records = read_jsonl(out / "gen_vfr_160x120.jsonl")
+    assert len(records) == n
+    for r in records:
+        assert sorted(p["box_score"] for p in r["people"]) == [0.0, 0.05, 0.9]
+
+
+def test_kpt_thr_0_draws_every_keypoint(tiny_pose: TinyModel, tmp_path: Path) -> None:
+    """``kpt_thr=0`` (the flag's value, through the library) reaches the renderer: keypoints scoring below the
+    recipe's 0.3 are drawn, so the annotated frames differ from those drawn at 0.3."""
+    import hrstream
+
+    clip = "gen_vfr_160x120.mp4"
+    n = video_facts(VIDEOS / clip).frames
+    det_path = tmp_path / "dets.json"  # one person in the middle: the tiny network's keypoints fall inside
+    det_path.write_text(
+        json.dumps(
+            [{"image_id": i, "category_id": 1, "bbox": [50, 30, 40, 60], "score": 0.9} for i in range(n)]
+        )
+    )
+    options = {
+        "model": str(tiny_pose.config),
+        "weights": str(tiny_pose.weights),
+        "detector": f"file:{det_path}",
+    }
+    assert RECIPE["pose"]["kpt_thr"] == 0.3
+    drawn = {}
+    for thr in (0.0, 0.3):
+        results = hrstream.stream(str(VIDEOS / clip), task="pose", kpt_thr=thr, **options)
+        drawn[thr] = [(r.poses, r.plot()) for r in results]
+    low = 0  # keypoints inside the frame scoring in [0, 0.3): drawn at 0 only
+    for poses, _ in drawn[0.0]:
+        k, s = poses.keypoints, poses.keypoint_scores
+        inside = (k >= 0).all(-1) & (k[..., 0] < 160) & (k[..., 1] < 120)
+        low += int((inside & (s >= 0) & (s < 0.3)).sum())
+    assert low > 0
+    differ = [not np.array_equal(a[1], b[1]) for a, b in zip(drawn[0.0], drawn[0.3], strict=True)]
+    assert sum(differ) > 0
+
+
 ODD_NAMES = ["my clip (1) #&;'$x.mp4", "ünïcode ☃ clip.mp4", "..mp4", "-dash.mp4"]
 
 

@@ -373,3 +373,32 @@ def test_output_path_rejects_bad_suffix(tmp_path: Path) -> None:
 def test_redact_url_keeps_host() -> None:
     assert redact_url("rtsp://u:S3cr%21t@127.0.0.1:1/x") == "rtsp://***@127.0.0.1:1/x"
     assert redact_url("http://host/p") == "http://host/p"
+
+
+def test_tracks_document_counts_every_dropped_frame(tmp_path: Path) -> None:
+    """``dropped_frames`` of a tracks document is the sum of its records' ``dropped_before`` (a live source
+    drops frames many times over a segment), as the JSONL of the same results says."""
+    from hrstream.io.base import SourceInfo
+    from hrstream.outputs.files import JsonlSink, TracksSink
+    from hrstream.schemas import validate
+    from hrstream.types import Frame, FrameResult
+
+    info = SourceInfo("cam", 8, 6, 10.0, Fraction(1, 10), None, None, 0, False, True, "h264", "rtsp://x/cam")
+    model = dict.fromkeys(("width", "weights", "weights_sha256", "trained_on"), None)
+    model.update(name="tiny", architecture="pose_hrnet")
+    tracks = TracksSink(
+        tmp_path / "cam.tracks.json", info, model=model, keypoint_names=("nose",), skeleton=()
+    )
+    jsonl = JsonlSink(tmp_path / "cam.jsonl", source="cam")
+    drops = [0, 3, 0, 0, 5, 1, 0]
+    for i, d in enumerate(drops):
+        frame = Frame("cam", i, i / 10, np.zeros((6, 8, 3), np.uint8), captured_at=1e9 + i / 10)
+        for sink in (tracks, jsonl):
+            sink.write(FrameResult(frame, dropped_before=d))
+    tracks.close()
+    jsonl.close()
+    doc = json.loads((tmp_path / "cam.tracks.json").read_text())
+    validate(doc, "tracks", label="cam.tracks.json")
+    records = [json.loads(line) for line in (tmp_path / "cam.jsonl").read_text().splitlines()]
+    assert doc["dropped_frames"] == sum(r["dropped_before"] for r in records) == sum(drops)
+    assert doc["num_frames"] == len(records) == len(drops)

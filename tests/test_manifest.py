@@ -366,3 +366,24 @@ def test_a_version_1_manifest_is_read(tiny_pose: TinyModel, tmp_path: Path) -> N
     assert len(read_jsonl(out / "a.jsonl")) == 16
     state, jobs = manifest_jobs(out)
     assert state == "done" and jobs[str(clip)]["status"] == "ok"
+
+
+def test_the_newest_runs_are_kept(tmp_path: Path) -> None:
+    """Past ``RUNS_KEPT`` runs the oldest records go: the newest are kept, the current one last, and a run going
+    on is the one ``run_in_progress`` sees after a reload."""
+    from hrstream.runs.manifest import RUNS_KEPT
+
+    clip = tmp_path / "a.mp4"
+    shutil.copy(CLIP, clip)
+    manifest = Manifest.load(tmp_path)
+    total = RUNS_KEPT + 5
+    for i in range(total):
+        plan = manifest.plan(expand_inputs([str(clip)]), None, "r1", force=True)
+        manifest.begin_run(plan, recipe=f"run{i}", executor="local")
+        if i < total - 1:
+            manifest.end_run("done")
+    runs = _doc(tmp_path)["runs"]
+    assert [r["recipe"] for r in runs] == [f"run{i}" for i in range(total - RUNS_KEPT, total)]
+    assert runs[-1]["state"] == "running"
+    current = Manifest.load(tmp_path).run_in_progress()  # this process is alive: the run is going on
+    assert current is not None and current["recipe"] == f"run{total - 1}"

@@ -172,6 +172,49 @@ def test_feeder_runs_files_n_at_a_time_and_a_failing_source_ends_alone():
     assert all(s.closed for s in sources.values())
 
 
+def test_a_run_gives_a_camera_a_small_leaky_lane_and_a_file_a_bigger_blocking_one(tiny_pose):
+    """The lanes a run's feeder opens (recipe -> builder -> feeder -> mux): a live source's holds
+    ``runtime.live_buffer`` frames and drops its oldest, a file's holds ``runtime.queue_size`` and blocks."""
+    from hrstream.pipeline.builder import load_networks
+    from hrstream.pipeline.recipe_load import load_recipe
+
+    overrides = {
+        "model": str(tiny_pose.config),
+        "weights": str(tiny_pose.weights),
+        "detector.name": "full-frame",
+    }
+    recipe = load_recipe("pose", None, {**overrides, "runtime.queue_size": 6, "runtime.live_buffer": 2})
+    counters = RunCounters()
+    mux, feeder = load_networks(recipe, progress=False).source_feeder(counters)
+    feeder.start(
+        [
+            SourceJob("cam", "cam", True, lambda stop: _ListSource("cam", 10)),
+            SourceJob("file", "file", False, lambda stop: _ListSource("file", 10)),
+        ]
+    )
+    # Nobody reads yet: the camera's decode thread goes through its 10 frames and ends (its lane keeps the
+    # newest 2), the file's puts 6 and waits for room for the 7th. (The deadline only ends a hang.)
+    deadline = time.monotonic() + 30
+    while "cam" in feeder.reading() or counters.source("file", live=False).frames_in < 6:
+        if time.monotonic() > deadline:
+            mux.abort()  # wake the decode threads; the checks below say what went wrong
+            break
+        time.sleep(0.01)
+    lanes = {lane.source_id: lane for lane in mux.stats()}
+    assert (lanes["cam"].maxsize, lanes["cam"].leaky) == (2, True)
+    assert (lanes["file"].maxsize, lanes["file"].leaky) == (6, False)
+    snap = counters.snapshot()
+    assert (snap["cam"]["frames_in"], snap["cam"]["drops"]) == (10, 8)
+    assert (snap["file"]["frames_in"], snap["file"]["drops"]) == (6, 0) and "file" in feeder.reading()
+    frames: dict[str, list[tuple[int, int]]] = {"cam": [], "file": []}
+    for item in mux:
+        if isinstance(item, FrameResult):
+            frames[item.frame.source_id].append((item.frame.index, item.dropped_before))
+    feeder.join(timeout=10)
+    assert frames["cam"] == [(8, 8), (9, 0)]  # the newest two, the drop reported with the next frame
+    assert frames["file"] == [(i, 0) for i in range(10)]  # nothing lost
+
+
 # ----------------------------------------------------------------------------------------- files
 @pytest.fixture(scope="module")
 def clip_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -286,7 +329,10 @@ def test_sources_file_names_sources_and_skips_comments(tiny_pose, tmp_path):
     assert {r["source"] for r in read_jsonl(out / "lobby.jsonl")} == {"lobby"}
     listing.write_text("a b c\n")
     res = run_cli(["run", "--sources", str(listing), *_pose_args(tiny_pose, out)])
-    assert res.returncode == 2 and f"{listing}:1: expected 'URL', 'NAME URL' or 'NAME URL key=value ...', got 'c'" in res.stderr
+    assert (
+        res.returncode == 2
+        and f"{listing}:1: expected 'URL', 'NAME URL' or 'NAME URL key=value ...', got 'c'" in res.stderr
+    )
 
 
 # ----------------------------------------------------------------------------------------- Python API

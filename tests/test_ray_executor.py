@@ -11,6 +11,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
@@ -22,7 +27,8 @@ from support.batch_runs import (
     manifest_entries,
     plain_batch_run,
 )
-from support.cli_checks import cli_env, invoke, run_cli
+from support.cli_checks import ROOT, cli_env, invoke, read_jsonl, run_cli, video_facts
+from support.make_clips import _video
 from support.tiny_models import TinyModel, tiny_pose_model
 
 from hrstream.errors import ConfigError
@@ -132,3 +138,67 @@ def test_ray_address_needs_the_ray_executor(tiny_pose: TinyModel, tmp_path: Path
         ["run", str(clip), *tiny_pose.args(), "--out", str(tmp_path / "o"), "--ray-address", "x:1"]
     )
     assert result.exit_code == 2 and "--ray-address needs --executor ray" in result.stderr
+
+
+def test_a_stop_drains_the_actors_within_the_grace_and_a_second_one_kills_them(
+    ray_address: str, tiny_pose: TinyModel, tmp_path: Path
+) -> None:
+    """SIGINT to an ``--executor ray`` run with two busy actors, ``--grace 30``. The first signal asks them to
+    drain: the one that can drains and its input ends interrupted with every file closed; the stalled one is
+    not killed at the abort's 2 s (it still has its grace). A second signal aborts: the stalled actor is killed
+    at once, long before the 30 s grace is over."""
+    grace = 30.0
+    media = tmp_path / "media"
+    media.mkdir()
+    _video(media / "long.mp4", "libx264", 160, 120, list(range(600)), Fraction(1, 25))
+    _video(media / "stuck.mp4", "libx264", 160, 120, list(range(10)), Fraction(1, 25))
+    out = tmp_path / "out"
+    args = [*tiny_pose.args(), "--detector", "full-frame", "--batch-size", "1", "--out", str(out)]
+    args += ["--executor", "ray", "--ray-address", ray_address, "--grace", str(grace), "-q"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hrstream.cli", "run", str(media), *args],
+        env=cli_env(**{FAULTS_ENV: "stuck=stall"}),
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 300  # ends a run that never gets going, not a speed requirement
+        while True:  # both actors busy: the long input written in part, the stuck one stalled after 2 frames
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
+            lines = {n: _lines(out / f"{n}.jsonl") for n in ("long", "stuck")}
+            if lines["long"] >= 5 and lines["stuck"] >= 2:
+                break
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        stopped = time.monotonic()
+        while proc.poll() is None and time.monotonic() - stopped < 6.0:  # past the abort's 2 s grace
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.communicate()[1][-3000:]  # the stop's grace is --grace, not 2 s
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=grace)
+        elapsed = time.monotonic() - stopped
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, err[-3000:]
+    assert elapsed < grace, (elapsed, err[-3000:])  # killed by the abort, not at the end of the grace
+    assert "stuck.mp4: did not drain in time; killing its actor" in err, err[-3000:]
+    assert "long.mp4: did not drain" not in err
+    run, jobs = manifest_entries(out)
+    assert run["state"] == "interrupted" and run["executor"] == "ray"
+    assert jobs["long"]["status"] == jobs["stuck"]["status"] == "interrupted"
+    records = read_jsonl(out / "long.jsonl")  # drained by its actor: every file closed with its frames
+    assert 5 <= len(records) < 600 and [r["frame"] for r in records] == list(range(len(records)))
+    assert jobs["long"]["frames"] == len(records) == video_facts(out / "long.mp4").frames
+    assert json.loads((out / "long.tracks.json").read_text())["num_frames"] == len(records)
+    assert not (out / "stuck.tracks.json").exists()  # its actor was killed before it could close anything
+
+
+def _lines(path: Path) -> int:
+    try:
+        return path.read_bytes().count(b"\n")
+    except FileNotFoundError:
+        return 0

@@ -8,6 +8,8 @@ independent tools.
 
 from __future__ import annotations
 
+import errno
+import os
 import shutil
 from fractions import Fraction
 
@@ -129,6 +131,52 @@ def test_a_sink_from_outside_the_package_receives_every_result_of_a_two_source_r
     # unregistered: a later run does not call it
     list(hrstream.stream(str(CLIP_A), task="pose", **_options(tiny_pose)))
     assert len(RecordingSink.seen) == 10
+
+
+class FullDiskSink(Sink):
+    """A sink of a test whose writes for source ``a`` fail from its third frame on, as on a full disk; it
+    records the order of what it was given (a shared log)."""
+
+    log: list[tuple[str, int]] = []
+
+    def __init__(self, ctx: SegmentContext) -> None:
+        self.name = ctx.name
+
+    def write(self, result: FrameResult) -> None:
+        if self.name == "a" and result.frame.index >= 2:
+            FullDiskSink.log.append(("a failed", result.frame.index))
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        FullDiskSink.log.append((self.name, result.frame.index))
+
+    def close(self) -> None:
+        pass
+
+
+def test_one_sources_failed_outputs_cost_that_source_only(tiny_pose, tmp_path):
+    """Two sources in one pipeline; the outputs of ``a`` fail on its third frame. ``a`` fails with the cause,
+    ``b`` keeps every frame (also those after ``a`` failed) and ends ok."""
+    media = tmp_path / "media"
+    media.mkdir()
+    for name in ("a", "b"):
+        shutil.copy(VIDEOS / "gen_vfr_160x120.mp4", media / f"{name}.mp4")  # 16 frames
+    out = tmp_path / "out"
+    FullDiskSink.log = []
+    register_sink("full_disk", FullDiskSink)
+    try:
+        results = list(hrstream.stream(str(media), task="pose", streams=2, out=out, **_options(tiny_pose)))
+    finally:
+        unregister_sink("full_disk")
+    failed_at = FullDiskSink.log.index(("a failed", 2))
+    assert ("b", 15) in FullDiskSink.log[failed_at:]  # b went on after a's failure (what this test is about)
+    assert sorted(i for n, i in FullDiskSink.log if n == "b") == list(range(16))
+    assert [r.frame.index for r in results if r.source_id == "b"] == list(range(16))
+    assert len(read_jsonl(out / "b.jsonl")) == 16
+    # what a wrote before is kept (frame 2 too: the JSONL sink is given each result before this one)
+    assert [r["frame"] for r in read_jsonl(out / "a.jsonl")] == [0, 1, 2]
+    _, jobs = manifest_jobs(out)
+    a, b = jobs[str(media / "a.mp4")], jobs[str(media / "b.mp4")]
+    assert b["status"] == "ok" and b["frames"] == 16 and b["error"] is None
+    assert a["status"] == "failed" and "No space left on device" in a["error"]
 
 
 class CountingDetector:

@@ -7,6 +7,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+import pytest
 from support.cli_checks import read_jsonl, video_facts
 
 from hrstream.io.base import SourceInfo
@@ -86,3 +87,28 @@ def test_an_unsegmented_file_keeps_its_plain_names_until_its_size_changes(tmp_pa
     out.close()
     assert sorted(p.name for p in tmp_path.glob("*.jsonl")) == ["clip.jsonl", "clip_t000002.jsonl"]
     assert len(read_jsonl(tmp_path / "clip.jsonl")) == 20
+
+
+@pytest.fixture
+def new_york(monkeypatch: pytest.MonkeyPatch):
+    """This process in America/New_York (UTC-5 in January) for the test, its zone restored afterwards."""
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    assert time.localtime(T0).tm_hour != time.gmtime(T0).tm_hour  # the zone took effect
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_segment_names_are_utc_on_a_host_in_another_zone(tmp_path, new_york):
+    """A live segment is named by the UTC time of its first frame (``Z``), whatever the host's zone: T0 is
+    2027-01-15 08:00:00 UTC (03:00 in New York)."""
+    assert segment_label(T0, live=True) == "20270115T080000Z"
+    out = _outputs(tmp_path, segment_s=2.0)
+    for i in range(30):  # 3 s at 10 fps: segments at 0 and 2 s
+        out.write(_result(i, T0 + i / 10, (64, 48)))
+    out.close()
+    assert sorted(p.name for p in tmp_path.glob("*.jsonl")) == [
+        "cam_20270115T080000Z.jsonl",
+        "cam_20270115T080002Z.jsonl",
+    ]

@@ -131,6 +131,28 @@ def test_options_that_need_workers_or_files(tiny_pose: TinyModel, tmp_path: Path
     assert live.exit_code == 2 and "live sources" in live.stderr
 
 
+def test_more_workers_than_cores_each_get_a_thread(tiny_pose: TinyModel, tmp_path: Path) -> None:
+    """``--workers 3`` on 2 cores (this process held to 2 of the machine's CPUs for the run, or ``--workers 2``
+    on 1; the spawned worker inherits the mask): each worker has at least one torch thread, and the input is
+    processed."""
+    usable = os.sched_getaffinity(0)
+    cpus = set(sorted(usable)[:2])
+    clip = batch_folder(tmp_path) / "good_a.mp4"
+    out = tmp_path / "out"
+    os.sched_setaffinity(0, cpus)
+    try:
+        assert usable_cpu_count() == len(cpus)
+        res = invoke(
+            ["run", str(clip), *_args(tiny_pose, out), "--workers", str(len(cpus) + 1), "--no-video"]
+        )
+    finally:
+        os.sched_setaffinity(0, usable)
+    assert res.exit_code == 0, res.stderr[-3000:]
+    run, jobs = manifest_entries(out)
+    assert jobs["good_a"]["status"] == "ok"
+    assert [w["threads"] for w in run["workers"]] == [1]  # one input: one worker started, with one thread
+
+
 @pytest.mark.slow
 def test_sigint_drains_the_workers(tiny_pose: TinyModel, tmp_path: Path) -> None:
     media = tmp_path / "media"

@@ -7,6 +7,7 @@ bad value is reported against the flag; the choices offered here are the recipe'
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from typing import Any, get_args
@@ -202,6 +203,7 @@ def run(
         from hrstream.pipeline.recipe import flag_overrides
         from hrstream.pipeline.recipe_load import load_recipe
         from hrstream.runs import ParallelOptions, exit_code, format_summary, retry_specs, start_run
+        from hrstream.runtime.stages import left_running
 
         opts["video"] = False if opts.pop("no_video") else None
         retry_failed, force = opts.pop("retry_failed"), opts.pop("force")
@@ -248,9 +250,6 @@ def run(
         e.exit_code = max(e.exit_code, 2)  # raised while setting up: a usage error, not a failed input
         fail(e)
         return
-    except KeyboardInterrupt:  # SIGINT before the run's own handlers were installed (loading the model)
-        click.echo("hrstream: interrupted", err=True)
-        sys.exit(130)
     results = outcome.results
     failed = [r for r in results if r.status == "failed"]
     done = [r for r in results if r.status in ("ok", "skipped")]
@@ -263,7 +262,15 @@ def run(
             f"hrstream: {len(done)} done ({skipped} skipped), {len(failed)} failed in {took:.1f} s -> {out_dir}",
             err=True,
         )
-    sys.exit(exit_code(results, outcome.signum))
+    code = exit_code(results, outcome.signum)
+    if left_running():
+        # An abort (past --grace, or a second signal) left a stage in a network call: every output is closed and
+        # the manifest written, so exit now rather than at the end of that call (the interpreter's shutdown
+        # would wait for it). Nothing is left to flush but the standard streams.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 @click.command()

@@ -7,7 +7,10 @@
 * Every file is created with the mode a new file gets (``0666`` less the umask), temporary files included
   (:func:`new_temp_file`, unlike ``tempfile.mkstemp``'s ``0600``).
 * :func:`safe_name` / :func:`output_path` turn any input spec (path, URL with credentials, ``../../x``)
-  into a name that stays inside the output directory.
+  into a name that stays inside the output directory; a symbolic link planted where an output goes is refused
+  (nothing is written through it).
+* :func:`remove_temp_files` deletes the temporary files a killed process left in a folder (the names
+  :func:`new_temp_file` makes); :func:`check_writable` tells whether a folder takes a new file at all.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import unicodedata
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import numpy as np
@@ -32,8 +35,11 @@ from hrstream.errors import InputError
 __all__ = [
     "JsonlWriter",
     "NumpyJSONEncoder",
+    "check_writable",
+    "is_temp_name",
     "new_temp_file",
     "output_path",
+    "remove_temp_files",
     "safe_name",
     "to_jsonable",
     "write_json_atomic",
@@ -74,36 +80,52 @@ def _dumps(obj: Any, **kwargs: Any) -> str:
 
 
 class JsonlWriter:
-    """Append JSON objects to ``path``, one per line, flushed after every line; ``close()`` fsyncs.
+    """Append JSON objects to ``path``, one per line, each handed to the OS at once; ``close()`` fsyncs.
 
-    The file is opened in append mode so a resumed run adds to it. Usable as a context manager.
+    The file is opened in append mode so a resumed run adds to it; a symbolic link in its place is refused
+    (``ELOOP``), never written through. Usable as a context manager.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh: IO[str] | None = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
+        flags = (
+            os.O_WRONLY
+            | os.O_APPEND
+            | os.O_CREAT
+            | getattr(os, "O_NOFOLLOW", 0)
+            | getattr(os, "O_CLOEXEC", 0)
+        )
+        self._fd: int | None = os.open(self.path, flags, 0o666)
         self.lines_written = 0
 
     def write(self, obj: Any) -> None:
-        """Write ``obj`` (a dict of JSON-able values, numpy allowed) as one line and flush it to the OS."""
-        if self._fh is None:
+        """Write ``obj`` (a dict of JSON-able values, numpy allowed) as one line, handed to the OS whole.
+
+        A line that cannot be written whole (a full disk) is taken back: the file ends with the line before it,
+        and the ``OSError`` is raised."""
+        if self._fd is None:
             raise ValueError(f"JsonlWriter({self.path}) is closed")
-        line = _dumps(obj, separators=(",", ":"))
-        self._fh.write(line + "\n")
-        self._fh.flush()
+        data = memoryview((_dumps(obj, separators=(",", ":")) + "\n").encode("utf-8"))
+        end = os.lseek(self._fd, 0, os.SEEK_END)
+        try:
+            while data:
+                data = data[os.write(self._fd, data) :]
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, end)
+            raise
         self.lines_written += 1
 
     def close(self) -> None:
-        """Flush, fsync and close; safe to call twice."""
-        if self._fh is None:
+        """Fsync and close; safe to call twice."""
+        if self._fd is None:
             return
+        fd, self._fd = self._fd, None
         try:
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
+            os.fsync(fd)
         finally:
-            self._fh.close()
-            self._fh = None
+            os.close(fd)
 
     def __enter__(self) -> JsonlWriter:
         return self
@@ -142,6 +164,46 @@ def new_temp_file(folder: str | os.PathLike[str], name: str, suffix: str = ".tmp
         except FileExistsError:
             continue
     raise FileExistsError(f"{folder}: no free temporary name for {name}")
+
+
+#: The names of temporary files: :func:`new_temp_file`'s ``.NAME.XXXXXXXX.tmp`` / ``.part`` (and any suffix
+#: after them), and the image writers' ``.NAME.tmp.jpg``.
+_TEMP_NAME = re.compile(r"\..+\.(?:[0-9a-f]{8}\.(?:tmp|part)(?:\..*)?|tmp\.jpg)")
+
+
+def is_temp_name(name: str) -> bool:
+    """``name`` is the name of a temporary file hrstream writes before moving it into place."""
+    return _TEMP_NAME.fullmatch(name) is not None
+
+
+def remove_temp_files(folder: str | os.PathLike[str]) -> list[Path]:
+    """Delete the temporary files (:func:`is_temp_name`) in ``folder`` and its subfolders one level down (an
+    image sequence's), which a process killed while writing left behind; links are removed, never followed.
+    Only call it when no other process writes there. Returns what was removed."""
+    root = Path(folder)
+    removed: list[Path] = []
+    folders = [root]
+    with contextlib.suppress(OSError):
+        folders += [p for p in root.iterdir() if p.is_dir() and not p.is_symlink()]
+    for where in folders:
+        try:
+            entries = list(where.iterdir())
+        except OSError:
+            continue
+        for p in entries:
+            if is_temp_name(p.name) and (p.is_symlink() or p.is_file()):
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
+                    removed.append(p)
+    return removed
+
+
+def check_writable(folder: str | os.PathLike[str]) -> None:
+    """Create and remove a temporary file in ``folder`` (which must exist). Raises the ``OSError`` of a folder
+    that cannot take one (read-only, full, not a folder, no permission)."""
+    fd, path = new_temp_file(folder, "write-check")
+    os.close(fd)
+    path.unlink()
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
@@ -218,7 +280,13 @@ def output_path(out_dir: str | os.PathLike[str], name: str, suffix: str) -> Path
         raise InputError(f"output suffix {suffix!r} must not contain path separators or '..'")
     # an already sanitised name is kept as is (a bare number would otherwise read as a camera index)
     safe = name if re.fullmatch(r"[A-Za-z0-9_-]+", name) and len(name) <= MAX_NAME_LEN else safe_name(name)
-    candidate = (root / f"{safe}{suffix}").resolve()
+    planted = root / f"{safe}{suffix}"
+    if planted.is_symlink():
+        raise InputError(
+            f"{planted} is a symbolic link (to {os.readlink(planted)}); hrstream does not write through links in "
+            "an output folder: remove it"
+        )
+    candidate = planted.resolve()
     if candidate.parent != root:
         raise InputError(f"output name for {name!r} resolves outside {root}; rename the input")
     return candidate

@@ -102,23 +102,26 @@ class SinkRouter:
             try:
                 outputs.event(m.kind, m.fields)
             except (OSError, HrstreamError) as e:
-                self._fail(sid, f"{self._display.get(sid, sid)}: writing its outputs failed ({_reason(e)})")
+                self._fail(sid, _failed_writing(self._display.get(sid, sid), outputs, e))
 
     def _fail(self, sid: str, message: str) -> None:
         log.error("%s", message)
         self._failed[sid] = message
         outputs = self._outputs.get(sid)
         if outputs is not None:
-            self._close(sid, outputs)
+            self._close(sid, outputs, failed=True)
         if self.stop_source is not None:
             self.stop_source(sid)
 
-    def _close(self, sid: str, outputs: SourceOutputs) -> str | None:
+    def _close(self, sid: str, outputs: SourceOutputs, *, failed: bool = False) -> str | None:
+        """Close a source's outputs; the error line when that fails (logged, unless the source ``failed``
+        already: its one line says why, and a full disk fails the closing too)."""
         try:
             outputs.close()
         except Exception as e:  # a file that cannot be finished fails this source only
-            message = f"{self._display.get(sid, sid)}: closing its outputs failed ({_reason(e)})"
-            log.error("%s", message)
+            where = _in(outputs)
+            message = f"{self._display.get(sid, sid)}: closing its outputs{where} failed ({_reason(e)})"
+            (log.debug if failed else log.error)("%s", message)
             return message
         return None
 
@@ -131,7 +134,7 @@ class SinkRouter:
             try:
                 outputs.write(result)
             except (OSError, HrstreamError) as e:
-                self._fail(sid, f"{self._display.get(sid, sid)}: writing its outputs failed ({_reason(e)})")
+                self._fail(sid, _failed_writing(self._display.get(sid, sid), outputs, e))
                 return
         counters = self._counters(sid)
         counters.written(result.frame.captured_at)
@@ -178,4 +181,17 @@ class SinkRouter:
 
 
 def _reason(e: BaseException) -> str:
-    return getattr(e, "strerror", None) or str(e)
+    """The cause in a few words: an OS error's text (with the file it names), else the error's message."""
+    if isinstance(e, OSError) and e.strerror:
+        return f"{e.filename}: {e.strerror}" if e.filename else e.strerror
+    return str(e)
+
+
+def _in(outputs: SourceOutputs) -> str:
+    """`` in FOLDER``: where a source's files are (nothing before the first was opened)."""
+    folders = {p.parent for p in outputs.paths.values()}
+    return f" in {folders.pop()}" if len(folders) == 1 else ""
+
+
+def _failed_writing(display: str, outputs: SourceOutputs, e: BaseException) -> str:
+    return f"{display}: writing its outputs{_in(outputs)} failed ({_reason(e)})"

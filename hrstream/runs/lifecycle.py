@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from hrstream.io import InputSpec, expand_inputs
+from hrstream.runs.folder import prepare_output_folder
 from hrstream.runs.items import Plan, WorkItem, plan_without_manifest
 from hrstream.runs.manifest import Manifest
 from hrstream.runs.monitor import RunMonitor
@@ -188,6 +189,8 @@ def run_inputs(
         on_plan: called with the plan before anything runs (:func:`hrstream.stream` learns the names).
     """
     jobs, given, opts = expand(specs, names, options)
+    if out_dir is not None:
+        prepare_output_folder(out_dir)
     manifest = Manifest.load(out_dir) if out_dir is not None else None
     plan = (
         manifest.plan(jobs, given, recipe_digest, force=force, options=opts)
@@ -214,6 +217,9 @@ def run_inputs(
                 executor.execute(plan.todo, events, counters)
             signum = sig.signum
         state = "interrupted" if signum is not None else "done"
+    except KeyboardInterrupt:  # Ctrl-C before the handlers were installed: the run is interrupted, not failed
+        state = "interrupted"
+        raise
     finally:
         monitor.close()
         if display is not None:

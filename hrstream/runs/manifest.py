@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from hrstream.errors import ConfigError
+from hrstream.errors import ConfigError, OutputError
 from hrstream.io import InputSpec, safe_name, write_json_atomic
 from hrstream.io.urls import is_url
 from hrstream.runs.items import Plan, WorkItem, fingerprint, input_key, output_sizes
@@ -339,12 +339,22 @@ class Manifest:
             self._dirty = True
 
     def flush(self) -> None:
-        """Write the manifest (atomically) if anything changed since the last write."""
+        """Write the manifest (atomically) if anything changed since the last write.
+
+        Raises:
+            OutputError: it cannot be written (a read-only or full folder); the file keeps its last version.
+        """
         with self._lock:
             if not self._dirty:
                 return
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(self.path, self.to_dict())
+            try:
+                self.out_dir.mkdir(parents=True, exist_ok=True)
+                write_json_atomic(self.path, self.to_dict())
+            except OSError as e:
+                raise OutputError(
+                    f"{self.path}: cannot be written ({e.strerror or e}); it keeps its last state. Make "
+                    f"{self.out_dir} writable or free space, then run again"
+                ) from None
             self._dirty = False
 
     def to_dict(self) -> dict[str, Any]:

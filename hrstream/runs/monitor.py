@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from hrstream.errors import HrstreamError
 from hrstream.runtime import StageStats
 from hrstream.runtime.counters import RunCounters
 
@@ -95,6 +96,8 @@ class RunMonitor:
         if self.on_tick is not None:
             try:
                 self.on_tick(self.counters.snapshot())
+            except HrstreamError as e:  # a manifest that cannot be written: one line, the status lines go on
+                log.error("%s", e)
             except Exception:  # a failed manifest write must not stop the status lines
                 log.exception("updating the run's state failed")
 

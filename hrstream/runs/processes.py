@@ -30,6 +30,7 @@ from hrstream.errors import HrstreamError
 from hrstream.runs.items import WorkItem
 from hrstream.runs.scheduler import PoolEvent, Scheduler
 from hrstream.runs.worker import WorkerSession, WorkerSettings
+from hrstream.runtime.stages import left_running
 
 __all__ = ["ProcessPool", "exit_cause", "process_executor", "worker_devices", "worker_threads"]
 
@@ -147,6 +148,8 @@ def _worker_main(settings: WorkerSettings, conn: Connection, device: str | None,
         result = session.process(item, attempt=attempt, progress=progress)
         send(("progress", item.key, result.frames, session.snapshot()))
         send(("done", item.key, result))
+    if left_running():  # an abort left a stage in a network call: its outputs are closed, do not wait for it
+        os._exit(0)
 
 
 # -- the main process ----------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from typing import Any
 from hrstream.pipeline.builder import load_networks, pose_method
 from hrstream.pipeline.recipe import Recipe
 from hrstream.runs.executors import ParallelOptions, make_executor
+from hrstream.runs.folder import prepare_output_folder
 from hrstream.runs.lifecycle import Executor, RunOutcome, run_inputs
 from hrstream.runs.local import LocalExecutor, ProgressFactory
 
@@ -37,6 +38,7 @@ def start_run(
     executor: Executor
     info = {}
     pose_method(recipe, flags=flags)
+    prepare_output_folder(out_dir)  # a folder that cannot be written ends the run before models load
     if parallel.requested:
         executor = make_executor(recipe, out_dir, parallel, grace_s=grace_s)
         info = {"workers_requested": parallel.workers, "input_timeout": parallel.input_timeout}

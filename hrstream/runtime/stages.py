@@ -18,7 +18,8 @@ Guarantees:
 * an exception in any stage aborts all stages (blocked threads wake) and ``run`` raises
   :class:`~hrstream.errors.StageError` naming the stage, with the original exception as ``cause``;
 * :meth:`Pipeline.request_stop` stops intake: the source reads no more, in-flight items drain, every
-  stage's ``finish``/``close`` runs; ``run(grace_s=...)`` aborts if draining takes longer than ``grace_s``;
+  stage's ``finish``/``close`` runs; ``run(grace_s=...)`` aborts if draining takes longer than ``grace_s``
+  and returns once the sink closed, not waiting for a stage busy in a long call (:func:`left_running`);
 * :meth:`Pipeline.abort` stops at once, dropping queued items (``close`` of stages and sinks still runs);
 * markers (:mod:`hrstream.runtime.markers`: a source started / ended) pass every stage in order with the items
   around them: a map stage's ``on_marker(marker)`` (when it has one) is called first and may return items to
@@ -47,6 +48,7 @@ import logging
 import queue
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -56,7 +58,19 @@ from hrstream.runtime.batcher import Batcher
 from hrstream.runtime.markers import Marker
 from hrstream.runtime.queues import BoundedQueue, QueueAborted, QueueClosed, QueueStats
 
-__all__ = ["Pipeline", "PipelineStats", "StageStats"]
+__all__ = ["Pipeline", "PipelineStats", "StageStats", "left_running"]
+
+#: Stage threads an aborted pipeline stopped waiting for (busy in a long call); see :func:`left_running`.
+_LEFT: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
+
+
+def left_running() -> list[threading.Thread]:
+    """The stage threads of aborted pipelines still busy in a call that cannot be interrupted (a network on a
+    slow machine): daemons that end when the call returns. Their pipeline's outputs are closed already; a
+    command that is about to exit need not wait for them (the interpreter's shutdown would, for as long as the
+    call lasts: its CPU thread pool is joined at exit)."""
+    return [t for t in list(_LEFT) if t.is_alive()]
+
 
 logger = logging.getLogger(__name__)
 
@@ -319,8 +333,12 @@ class Pipeline:
         return PipelineStats(outcome, time.monotonic() - t0, self.stats())
 
     def _wait(self, grace_s: float | None) -> None:
+        """Wait for every stage; abort once a stop has waited ``grace_s``. After an abort the wait is
+        :meth:`_join_all`'s, bounded per thread: a stage busy in a long call is not waited for here."""
         for s in self._stages:
             while s.thread is not None and s.thread.is_alive():
+                if self.aborted:
+                    return
                 s.thread.join(timeout=0.05)
                 stop_at = self._stop_at
                 overdue = stop_at is not None and time.monotonic() - stop_at > (grace_s or 0)
@@ -341,6 +359,9 @@ class Pipeline:
             s.thread.join(timeout=waited)
             if s.thread.is_alive() and (s.kind == "sink" or not self.aborted):
                 logger.error("pipeline '%s': stage '%s' did not finish", self.name, s.name)
+            elif s.thread.is_alive():
+                logger.debug("pipeline '%s': stage '%s' left to end its call", self.name, s.name)
+                _LEFT.add(s.thread)
 
     def _fail(self, stage: _Stage, exc: BaseException) -> None:
         with self._lock:
