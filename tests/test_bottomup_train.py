@@ -3,6 +3,7 @@ samples of a synthetic crowd, and a few deterministic training steps of a tiny H
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from pathlib import Path
@@ -194,3 +195,36 @@ def test_train_bottomup_command(crowd: Path, tmp_path: Path) -> None:
                                              str(crowd.parent / "images"), "--ann", str(crowd), "--out",
                                              str(tmp_path / "x")])  # fmt: skip
     assert wrong.exit_code == 2 and "bottom-up training needs pose_higher_hrnet" in wrong.output
+
+
+def test_the_backbone_of_a_topdown_checkpoint_starts_the_network(tmp_path: Path) -> None:
+    """`--init-backbone`: conv1 .. stage4 of a pose_hrnet of the same layout, the heads left at initialisation;
+    a backbone of another width is one WeightsError naming the keys."""
+    from safetensors.torch import save_file
+
+    from hrstream.errors import WeightsError
+    from hrstream.train.bottomup import init_backbone_from
+
+    bottomup = tiny_cfg(64)
+    topdown = {"MODEL": {"NAME": "pose_hrnet", "NUM_JOINTS": 17, "IMAGE_SIZE": [48, 64], "HEATMAP_SIZE": [12, 16],
+                         "EXTRA": {k: v for k, v in bottomup["MODEL"]["EXTRA"].items() if k.startswith("STAGE")}}}  # fmt: skip
+    torch.manual_seed(1)
+    source = from_config(topdown)
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(tmp_path / "td.safetensors"))
+    model = from_config(bottomup)
+    heads = {k: v.clone() for k, v in model.state_dict().items() if k.startswith(("final_layers", "deconv"))}
+    n = init_backbone_from(model, tmp_path / "td.safetensors")
+    sd = model.state_dict()
+    assert n == len(sd) - len(heads)
+    assert all(
+        torch.equal(sd[k], v) for k, v in source.state_dict().items() if not k.startswith("final_layer.")
+    )
+    assert all(torch.equal(sd[k], v) for k, v in heads.items())
+    wide = copy.deepcopy(topdown)
+    wide["MODEL"]["EXTRA"]["STAGE2"]["NUM_CHANNELS"] = [8, 16]
+    save_file(
+        {k: v.contiguous() for k, v in from_config(wide).state_dict().items()},
+        str(tmp_path / "w.safetensors"),
+    )
+    with pytest.raises(WeightsError, match="does not fit the HigherHRNet's.*mis-shaped"):
+        init_backbone_from(model, tmp_path / "w.safetensors")

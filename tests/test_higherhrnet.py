@@ -177,3 +177,20 @@ def _mutate(cfg: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
 def test_config_errors_name_the_field(path: str, value: Any, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         from_config(_mutate(tiny_cfg(), path, value))
+
+
+def test_a_stage1_entry_sets_the_stem() -> None:
+    """The official pose_higher_hrnet hard-codes stage 1 (4 x 64 bottlenecks); a config that gives
+    MODEL.EXTRA.STAGE1 (the shipped synthetic model: one 32-channel bottleneck) gets that stem, as pose_hrnet."""
+    cfg = tiny_cfg()
+    official = from_config(cfg)
+    assert len(official.layer1) == 4 and official.layer1[0].conv1.out_channels == 64
+    cfg["MODEL"]["EXTRA"]["STAGE1"] = {"NUM_MODULES": 1, "NUM_BRANCHES": 1, "BLOCK": "BOTTLENECK",
+                                       "NUM_BLOCKS": [1], "NUM_CHANNELS": [32], "FUSE_METHOD": "SUM"}  # fmt: skip
+    small = from_config(cfg)
+    assert len(small.layer1) == 1 and small.layer1[0].conv3.out_channels == 128
+    assert small.transition1[0][0].in_channels == 128
+    outs = small(torch.randn(1, 3, 64, 96))
+    assert [tuple(o.shape) for o in outs] == [(1, 34, 16, 24), (1, 17, 32, 48)]
+    shipped = from_config("synthetic_higher_hrnet_w18_small_256")
+    assert len(shipped.layer1) == 1 and shipped.spec.higher.input_size == 256

@@ -41,7 +41,13 @@ def build_model(spec: ModelSpec) -> nn.Module:
     if spec.lite is not None:
         model: nn.Module = PoseLiteHRNet(spec.lite, num_joints=spec.num_outputs)
     elif spec.higher is not None:
-        model = PoseHigherHRNet(spec.stages, spec.higher)
+        model = PoseHigherHRNet(
+            spec.stages,
+            spec.higher,
+            stage1_blocks=s1.num_blocks[0] if s1 else 4,
+            stage1_channels=s1.num_channels[0] if s1 else 64,
+            stage1_block=s1.block if s1 else "BOTTLENECK",
+        )
     elif spec.task == "cls":  # the backbone of a classification YAML: stage 4's four branch outputs
         model = HRNetBackbone(
             spec.stages,

@@ -317,11 +317,15 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<config>") -> ModelS
 
 
 def _parse_higher(data: Mapping[str, Any], source: str, stages: tuple[StageSpec, ...], fck: int) -> ModelSpec:
-    # Its fields are read with this module's helpers. The stem is hard-coded (4 x 64 bottlenecks) as in the
-    # official pose_higher_hrnet, which ignores a STAGE1 entry.
+    # Its fields are read with this module's helpers. The official pose_higher_hrnet hard-codes the stem (4 x 64
+    # bottlenecks) and its YAMLs carry no STAGE1; a config that gives one (the small synthetic model) gets it, as
+    # for pose_hrnet.
     from hrstream.models.config_bottomup import parse_higher
 
     higher = parse_higher(data, source, fck)
+    stage1 = (
+        _stage(data, "STAGE1", source) if _get(data, "MODEL.EXTRA.STAGE1", source, required=False) else None
+    )
     out = higher.output_size[0]
     return ModelSpec(
         name="pose_higher_hrnet",
@@ -332,7 +336,7 @@ def _parse_higher(data: Mapping[str, Any], source: str, stages: tuple[StageSpec,
         image_size=(higher.input_size, higher.input_size),
         heatmap_size=(out, out),
         align_corners=False,
-        stage1=None,
+        stage1=stage1,
         source=source,
         raw=dict(data),
         method="bottomup",

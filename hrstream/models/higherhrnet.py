@@ -7,7 +7,8 @@ associative-embedding tags; people are formed afterwards by grouping keypoints b
 Structure and state-dict names (those of the official checkpoints, e.g. ``pose_higher_hrnet_w32_512.pth``):
 
 * the HRNet backbone of the official pose network (:class:`~hrstream.models.hrnet.HRNetBackbone`, nearest
-  upsampling in the fusions, only the highest-resolution branch leaves stage 4): ``conv1 .. stage4``;
+  upsampling in the fusions, only the highest-resolution branch leaves stage 4): ``conv1 .. stage4``; stage 1 is
+  the official 4 x 64 bottlenecks unless the config gives ``MODEL.EXTRA.STAGE1`` (as hrstream's pose_hrnet);
 * ``final_layers.0``: a conv on the 1/4 resolution features to ``K`` heatmaps followed, when
   ``LOSS.WITH_AE_LOSS[0]``, by the tags (``K`` channels with ``TAG_PER_JOINT``, else 1);
 * for each of ``MODEL.EXTRA.DECONV.NUM_DECONVS`` deconvolution stages ``i``: ``deconv_layers.i.0`` (a stride-2
@@ -122,8 +123,23 @@ class PoseHigherHRNet(HRNetBackbone):
     ``forward(x)`` maps ``(N, 3, H, W)`` to a list of ``1 + num_deconvs`` maps (see the module docstring).
     """
 
-    def __init__(self, stages: Sequence[StageSpec], spec: HigherHRNetSpec) -> None:
-        super().__init__(stages, upsample="nearest", last_multi_scale=False)
+    def __init__(
+        self,
+        stages: Sequence[StageSpec],
+        spec: HigherHRNetSpec,
+        *,
+        stage1_blocks: int = 4,
+        stage1_channels: int = 64,
+        stage1_block: str = "BOTTLENECK",
+    ) -> None:
+        super().__init__(
+            stages,
+            stage1_blocks=stage1_blocks,
+            stage1_channels=stage1_channels,
+            stage1_block=stage1_block,
+            upsample="nearest",
+            last_multi_scale=False,
+        )
         self.higher = spec
         self.num_joints = spec.num_joints
         width = self.out_channels_list[0]

@@ -4,7 +4,9 @@ Recipe (``experiments/coco/higher_hrnet/*_adam_lr1e-3.yaml`` and ``lib/core/trai
 initialisation, whole-image samples (:mod:`hrstream.train.bottomup_data`) with heatmap targets at every output
 resolution and associative-embedding joints, :class:`~hrstream.train.bottomup_targets.BottomUpLoss`
 (``LOSS.*``), Adam at ``TRAIN.LR``, ``MultiStepLR`` (``TRAIN.LR_STEP``, ``TRAIN.LR_FACTOR``) stepped per epoch.
-``best`` follows the epoch loss (bottom-up validation is not part of this module).
+``best`` follows the epoch loss (bottom-up validation is not part of this module). ``init_backbone`` starts
+the HRNet backbone from a trained top-down ``pose_hrnet`` of the same layout (the official recipe starts it from
+ImageNet weights, ``MODEL.PRETRAINED``), the deconvolution stage and final layers from their initialisation.
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 from torch.utils.data import DataLoader
 
-from hrstream.errors import ConfigError
+from hrstream.errors import ConfigError, WeightsError
 from hrstream.models.builder import build_model
-from hrstream.models.checkpoints import load_weights
+from hrstream.models.checkpoints import convert_state_dict, detect_layout, load_weights, read_checkpoint
 from hrstream.models.config import ModelSpec
 from hrstream.models.config_bottomup import _floats
 from hrstream.train.bottomup_data import BottomUpAugment, BottomUpDataset, load_coco_images
@@ -40,7 +43,7 @@ from hrstream.train.common import (
     train_section,
 )
 
-__all__ = ["bottomup_loss", "bottomup_spec", "train_bottomup"]
+__all__ = ["bottomup_loss", "bottomup_spec", "init_backbone_from", "train_bottomup"]
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +64,32 @@ def bottomup_spec(config: str | Path | Mapping[str, Any]) -> ModelSpec:
             f"and {h.deconv.num_deconvs} deconvolution(s), got {list(h.output_size)}"
         )
     return spec
+
+
+_HEADS = ("final_layers.", "deconv_layers.")
+
+
+def init_backbone_from(model: nn.Module, path: str | Path) -> int:
+    """Load the HRNet backbone (``conv1 .. stage4``) of a ``pose_hrnet`` checkpoint (any layout
+    :func:`load_weights` knows) into a HigherHRNet; its top-down ``final_layer`` is left out and the
+    HigherHRNet's ``final_layers`` and ``deconv_layers`` stay at initialisation. Returns the tensors loaded.
+
+    Raises :class:`WeightsError` naming the keys when the backbone does not fit (another width or layout).
+    """
+    sd = read_checkpoint(path)
+    converted, _ = convert_state_dict(sd, detect_layout(sd), model)
+    backbone = {k: v for k, v in converted.items() if not k.startswith(("final_layer.", *_HEADS))}
+    target = {k: v for k, v in model.state_dict().items() if not k.startswith(_HEADS)}
+    missing = sorted(set(target) - set(backbone))
+    unexpected = sorted(set(backbone) - set(target))
+    shapes = [k for k in backbone if k in target and backbone[k].shape != target[k].shape]
+    if missing or unexpected or shapes:
+        raise WeightsError(
+            f"{path}: its backbone does not fit the HigherHRNet's (missing {missing[:3]}, unexpected "
+            f"{unexpected[:3]}, mis-shaped {shapes[:3]}); use a pose_hrnet checkpoint of the same HRNet layout"
+        )
+    model.load_state_dict(backbone, strict=False)
+    return len(backbone)
 
 
 def bottomup_loss(spec: ModelSpec) -> BottomUpLoss:
@@ -99,6 +128,7 @@ def train_bottomup(
     amp: str = "off",
     device: str | torch.device | None = "auto",
     init: str | Path | None = None,
+    init_backbone: str | Path | None = None,
     max_steps: int | None = None,
     log_every: int = 20,
     augment: bool = True,
@@ -112,7 +142,9 @@ def train_bottomup(
         images_dir, ann_file: the images folder and its COCO keypoints JSON (``hrstream synth --coco`` writes
             one).
         seed: seeds everything; a run is deterministic. amp: ``off``, ``bf16``, ``fp16`` (CUDA) or ``auto``.
-        init: checkpoint to start from (any layout :func:`load_weights` reads).
+        init: checkpoint to start from (any layout :func:`load_weights` reads). init_backbone: a top-down
+            ``pose_hrnet`` checkpoint of the same HRNet layout whose backbone starts the network
+            (:func:`init_backbone_from`).
         max_steps: stop after this many optimiser steps. augment: the official augmentation.
 
     Returns:
@@ -139,6 +171,9 @@ def train_bottomup(
         seed_everything(seed)
         model = build_model(spec)
         init_official(model)
+        if init_backbone is not None:
+            n = init_backbone_from(model, init_backbone)
+            log.info("backbone initialised from %s (%d tensors)", init_backbone, n)
         if init is not None:
             log.info("initialised from %s (%s layout)", init, load_weights(model, init).layout)
         model.to(dev)
@@ -182,6 +217,7 @@ def train_bottomup(
             "amp": amp,
             "device": str(dev),
             "init": str(init) if init else None,
+            "init_backbone": str(init_backbone) if init_backbone else None,
             "augment": augment,
             "data": {"images": str(images_dir), "annotations": str(ann_file), "sha256": data_sha},
         }

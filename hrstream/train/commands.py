@@ -105,6 +105,12 @@ def train_pose_cmd(
 @train_group.command("bottomup")
 @click.option("--images", "images_dir", required=True, type=click.Path(exists=True, file_okay=False))
 @click.option("--ann", "ann_file", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--init-backbone",
+    default=None,
+    type=click.Path(exists=True, dir_okay=False),
+    help="A top-down pose_hrnet checkpoint of the same HRNet layout whose backbone starts the network.",
+)
 @_common
 def train_bottomup_cmd(
     config: str, images_dir: str, ann_file: str, out_dir: str, no_augment: bool, **kw: Any
