@@ -74,24 +74,40 @@ def write_detections(path: Path, frames: int, people: int, width: int, height: i
 
 
 def trim_clip(src: str | Path, dst: Path, frames: int) -> Path:
-    """Copy the first ``frames`` video packets (decode order) of ``src`` into ``dst``; no re-encoding.
+    """Copy the packets of the first ``frames`` frames in presentation order of ``src`` into ``dst``; no
+    re-encoding.
 
-    Every packet only references packets decoded before it, so the result decodes to ``frames`` frames
-    (fewer when the clip is shorter). Audio is not copied.
+    With B-frames, decode order is not presentation order (a clip coded I P B B stores the frames shown as 0, 3,
+    1, 2 in that order), so the first N packets are not the first N frames. The copy keeps the shortest run of
+    packets, in decode order, whose frames are exactly the first M >= N frames shown: M = N where the two orders
+    meet after N frames, else the next point where they do (a frame shown after the N-th can be needed to decode
+    it; at most the reorder depth more). Every kept packet only references kept packets, so the copy decodes to
+    frames 0 .. M-1 of ``src``. Audio is not copied.
     """
+    with av.open(str(src)) as inp:
+        pts = [p.pts for p in inp.demux(inp.streams.video[0]) if p.dts is not None and p.pts is not None]
+    shown = sorted(pts)
+    keep, latest = len(pts), None
+    for k, t in enumerate(pts, start=1):
+        latest = t if latest is None else max(latest, t)
+        if k >= frames and latest == shown[k - 1]:  # the first k packets are the first k frames shown
+            keep = k
+            break
     with av.open(str(src)) as inp, av.open(str(dst), mode="w", format="mp4") as out:
         stream = inp.streams.video[0]
         ostream = out.add_stream_from_template(stream)
         n = 0
         for pkt in inp.demux(stream):
-            if pkt.dts is None:
+            if pkt.dts is None or pkt.pts is None:
                 continue
-            if n >= frames:
+            if n >= keep:
                 break
             pkt.stream = ostream
             out.mux(pkt)
             n += 1
-    log.info("trimmed %s to %d packets -> %s", src, n, dst)
+    if n > frames:
+        log.info("%d frames asked for; the first %d shown end where decode order meets them", frames, n)
+    log.info("trimmed %s to its first %d frames -> %s", src, n, dst)
     return dst
 
 
