@@ -108,7 +108,12 @@ def _progress_factory(quiet: bool) -> Callable[[Any], tuple[Any, Callable[[], No
 @click.option("--rle", is_flag=True, default=None, help="Per-class COCO RLE masks in the JSONL records.")
 @click.option("--weights", default=None, help="A registered weights name or a checkpoint path.")
 @click.option("--device", default=None, help="auto | cpu | cuda | cuda:N")
-@click.option("--amp", type=click.Choice(["auto", "off", "fp16", "bf16"]), default=None)
+@click.option("--amp", type=click.Choice(["auto", "off", "fp16", "bf16", "int8"]), default=None)
+@click.option(
+    "--calibration",
+    default=None,
+    help="--amp int8: calibrate on these frames (a video, image or folder; default: synthetic clips).",
+)
 @click.option(
     "--backend",
     type=click.Choice(["torch", "onnxruntime", "openvino", "auto"]),

@@ -45,7 +45,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-AmpMode = Literal["auto", "off", "fp16", "bf16"]
+AmpMode = Literal["auto", "off", "fp16", "bf16", "int8"]
 _AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 #: A model output: one tensor, or a tuple of tensors (for models with several heads).
 Output = torch.Tensor | tuple[torch.Tensor, ...]
@@ -110,6 +110,11 @@ def resolve_amp(amp: str, device: torch.device) -> str:
     a = str(amp).strip().lower()
     if a == "auto":
         return amp_default(device)
+    if a == "int8":
+        raise ConfigError(
+            "--amp int8 is no torch autocast: it runs pose networks in OpenVINO on the CPU; use --backend "
+            "openvino or auto with --device cpu"
+        )
     if a not in ("off", "fp16", "bf16"):
         raise ConfigError(f"--amp {amp!r} is not one of auto, off, fp16, bf16")
     if a == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
@@ -253,7 +258,8 @@ class InferenceEngine:
     Args:
         model: takes ``float32 (N, C, H, W)`` normalised input; returns a tensor or tuple of tensors.
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (see :func:`resolve_device`).
-        amp: ``"auto"`` (see :func:`amp_default`), ``"off"``, ``"fp16"`` or ``"bf16"`` autocast.
+        amp: ``"auto"`` (see :func:`amp_default`), ``"off"``, ``"fp16"`` or ``"bf16"`` autocast, or ``"int8"``
+            (pose networks on the CPU in OpenVINO, quantized: :mod:`hrstream.runtime.quantize`).
         channels_last: NHWC memory layout for model and input (faster convolutions on CPU and GPU).
         compile: ``torch.compile`` the model; ``True`` for the default mode or a mode name string.
         mean, std: per-channel normalisation of ``x / 255`` (ImageNet RGB by default).
@@ -264,8 +270,10 @@ class InferenceEngine:
         pad_batches: append zero rows to each batch up to :func:`bucket_size` and drop their outputs, so the
             network sees a few batch sizes only (results are those of the batch alone: every row of the
             networks here is computed independently in eval mode; docs/performance.md measures whether it pays).
+        calibration: what ``amp="int8"`` calibrates on: ``None`` (the synthetic world's clips), a path to a
+            video, an image or a folder of them, or a :class:`~hrstream.runtime.quantize.Calibration`.
 
-    ``backend`` and ``precision`` (``"fp32"``, ``"bf16"``, ``"fp16"``) say what runs the network.
+    ``backend`` and ``precision`` (``"fp32"``, ``"bf16"``, ``"fp16"``, ``"int8"``) say what runs the network.
 
     Not thread-safe: call ``infer``/``submit`` from one thread (the pipeline's inference stage).
     """
@@ -282,6 +290,7 @@ class InferenceEngine:
         std: Sequence[float] = (0.229, 0.224, 0.225),
         backend: str = "torch",
         pad_batches: bool = False,
+        calibration: Any = None,
     ) -> None:
         from hrstream.runtime.backend_choice import choose_backend
 
@@ -295,7 +304,14 @@ class InferenceEngine:
         if choice.name != "torch":
             from hrstream.runtime.backends import make_backend
 
-            model = make_backend(choice.name, model.eval(), precision=choice.precision)  # type: ignore[arg-type]
+            model = make_backend(
+                choice.name,
+                model.eval(),
+                precision=choice.precision,  # type: ignore[arg-type]
+                mean=mean,
+                std=std,
+                calibration=calibration,
+            )
             channels_last = False  # the runtimes take contiguous NCHW arrays
             compile = False
         self.amp = choice.amp if choice.name == "torch" else "off"  # the runtime's own precision decides

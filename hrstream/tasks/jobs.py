@@ -275,6 +275,7 @@ def _engine(bundle: ModelBundle, recipe: Recipe) -> InferenceEngine:
         std=bundle.meta["std"],
         backend=backend if bundle.spec.task == "pose" else "torch",
         pad_batches=rt.pad_batches,
+        calibration=rt.calibration,
     )
 
 

@@ -55,7 +55,7 @@ __all__ = [
 PIPELINES_DIR = resources.pipelines_dir()
 TASKS = ("pose", "seg", "pose,seg")
 Task = Literal["pose", "seg", "pose,seg"]
-AmpChoice = Literal["auto", "off", "fp16", "bf16"]
+AmpChoice = Literal["auto", "off", "fp16", "bf16", "int8"]
 BackendChoice = Literal["torch", "onnxruntime", "openvino", "auto"]
 Decoder = Literal["msra", "dark", "udp"]
 SmootherMethod = Literal["one_euro", "kalman", "none"]
@@ -167,7 +167,8 @@ class RuntimeSection:
     CPU, 4 on CUDA); live sources always all run. ``backend``: what runs the pose network (``auto``: by model
     family and CPU, :mod:`hrstream.runtime.backend_choice`); ``pad_batches``: batches padded to a power of two
     (:class:`~hrstream.runtime.engine.InferenceEngine`); ``metrics_port``: serve Prometheus metrics on
-    ``127.0.0.1:PORT/metrics`` (:mod:`hrstream.tasks.monitor`)."""
+    ``127.0.0.1:PORT/metrics`` (:mod:`hrstream.tasks.monitor`); ``calibration``: the frames ``amp: int8``
+    calibrates on (``None``: the synthetic world's clips; :mod:`hrstream.runtime.quantize`)."""
 
     device: str
     amp: AmpChoice
@@ -180,6 +181,7 @@ class RuntimeSection:
     backend: BackendChoice = "torch"
     pad_batches: bool = False
     metrics_port: int | None = _f(None, lo=1, hi=65535)
+    calibration: str | None = None
 
 
 @dataclass(frozen=True)
@@ -271,6 +273,7 @@ FLAG_FIELDS: dict[str, str] = {
     "segment_s": "sinks.segment_s",
     "keep_segments": "sinks.keep_segments",
     "metrics_port": "runtime.metrics_port",
+    "calibration": "runtime.calibration",
 }
 
 
