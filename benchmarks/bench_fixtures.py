@@ -28,7 +28,14 @@ from hrstream.runtime.cpu import NATIVE_BF16_FLAGS
 
 log = logging.getLogger(__name__)
 
-__all__ = ["cpu_description", "synthetic_boxes", "trim_clip", "write_detections", "write_random_weights"]
+__all__ = [
+    "cpu_description",
+    "cpu_line",
+    "synthetic_boxes",
+    "trim_clip",
+    "write_detections",
+    "write_random_weights",
+]
 
 
 def write_random_weights(config: str, path: Path, *, seed: int = 0) -> Path:
@@ -111,9 +118,14 @@ def trim_clip(src: str | Path, dst: Path, frames: int) -> Path:
     return dst
 
 
+#: ``/proc/cpuinfo`` flags of int8 dot products (VNNI) and AMX tiles, printed with every table.
+INT8_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
+AMX_FLAGS = frozenset({"amx_tile", "amx_bf16", "amx_int8"})
+
+
 def cpu_description() -> dict[str, Any]:
-    """CPU model name (``lscpu``), usable cores, native bf16 support (and the CPU flags that say so), the
-    precision ``--amp auto`` picks on this CPU and torch's CPU kernel level."""
+    """CPU model name (``lscpu``), usable cores, native bf16 support (and the CPU flags that say so), the int8
+    (VNNI) and AMX flags, the precision ``--amp auto`` picks on this CPU and torch's CPU kernel level."""
     model = platform.processor() or "unknown"
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10, check=False).stdout
@@ -129,7 +141,25 @@ def cpu_description() -> dict[str, Any]:
         "usable_cores": cores,
         "native_bf16": cpu_has_native_bf16(),
         "bf16_flags": sorted(cpu_flags() & NATIVE_BF16_FLAGS),
+        "vnni_flags": sorted(cpu_flags() & INT8_FLAGS - {"amx_int8"}),
+        "amx_flags": sorted(cpu_flags() & AMX_FLAGS),
         "amp_auto": amp_default("cpu"),  # the precision `--amp auto` picks on this CPU
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "load_avg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
+
+
+def cpu_line(machine: dict[str, Any]) -> str:
+    """The machine in one line, printed with every table: ``CPU: MODEL, N cores; bf16: ...; VNNI: ...; AMX: ...``,
+    the precision ``--amp auto`` picks, torch's kernel level and the load average."""
+
+    def flags(key: str) -> str:
+        return ", ".join(machine.get(key) or []) or "no"
+
+    load = machine.get("load_avg_1m")
+    return (
+        f"CPU: {machine['model_name']}, {machine['usable_cores']} cores; bf16: {flags('bf16_flags')}; VNNI: "
+        f"{flags('vnni_flags')}; AMX: {flags('amx_flags')} (--amp auto picks {machine['amp_auto']}; torch kernels "
+        f"{machine['torch_cpu_capability']}); load avg (1 min) at start "
+        f"{'n/a' if load is None else f'{load:.2f}'}"
+    )
