@@ -76,7 +76,10 @@ def eval_frames(clips: int, seed: int, every: int) -> list[Any]:
     return frames
 
 
-def measure(name: str, frames: list[Any], precisions: list[str], batch: int) -> list[dict[str, Any]]:
+def measure(
+    name: str, frames: list[Any], precisions: list[str], batch: int, threads: int
+) -> list[dict[str, Any]]:
+    torch.set_num_threads(threads)  # in this thread; the backends take torch's thread count
     bundle = load_model_bundle(name, None, task="pose", progress=False)
     meta, spec = bundle.meta, bundle.spec
     h, w = meta.get("input_size") or (spec.image_size[1], spec.image_size[0])
@@ -156,6 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--every", type=int, default=1, help="every N-th frame")
     ap.add_argument("--batch", type=int, default=16, help="frames per network call")
     ap.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=PRECISIONS)
+    ap.add_argument(
+        "--threads", type=int, default=1, help="torch / OpenVINO threads (1: steady on a shared machine)"
+    )
     ap.add_argument("--keep-cache", action="store_true", help="use $HRSTREAM_HOME, not a fresh cache")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
@@ -172,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = [  # in a thread of its own, as the pipeline runs its network (bench_stages.in_worker_thread)
             r
             for m in args.models or shipped_pose_models()
-            for r in in_worker_thread(lambda m=m: measure(m, frames, precisions, args.batch))
+            for r in in_worker_thread(lambda m=m: measure(m, frames, precisions, args.batch, args.threads))
         ]
     ended = datetime.datetime.now().astimezone()
     print(f"{started:%Y-%m-%d %H:%M}-{ended:%H:%M} {started:%Z}; {cpu_line(machine)}")
