@@ -1,5 +1,5 @@
 """Crops per second of the pose network on each CPU backend: torch (fp32, bf16 autocast), ONNX Runtime (fp32)
-and OpenVINO (fp32, bf16), at batch 1 and 16.
+and OpenVINO (fp32, bf16, int8), at batch 1 and 16.
 
 Every backend is called the way the pipeline calls its network: ``InferenceEngine.infer(x, normalized=True)``
 on the CPU with a normalised float32 batch (torch: channels_last, the precision as ``amp``; ONNX Runtime and
@@ -14,13 +14,17 @@ speed does not depend on their values, but the official Lite-HRNet initialisatio
 activations towards denormal floats, which some kernels run far slower. bf16 is only meaningful where the CPU
 has it natively (``avx512_bf16`` / ``amx_bf16``); the CPU flags, the precision ``--amp auto`` picks on this CPU
 and ``torch.backends.cpu.get_cpu_capability()`` are printed with the table, and OpenVINO bf16 is skipped
-without native bf16.
+without native bf16. OpenVINO int8 is ``--amp int8`` (:mod:`hrstream.runtime.quantize`: calibrated on the
+default 300 synthetic person crops, its floating-point rest in bf16 where the CPU has it); the CPU line says
+whether the CPU has int8 dot products (VNNI) and AMX. ``--columns`` picks columns by name.
 
 Usage::
 
     python benchmarks/bench_backends.py                   # Lite-HRNet-18/30 and HRNet-W32 at 256x192
     python benchmarks/bench_backends.py --models litehrnet_18_coco_256x192 --batches 1 --json runs/b.json
     python benchmarks/bench_backends.py --models pose_hrnet_w32_256x192 --batches 16 --backends torch --rounds 5
+    python benchmarks/bench_backends.py --batches 16 --rounds 3 --models pose_hrnet_w32_256x192 \
+        litehrnet_18_coco_256x192 --columns "torch fp32" "torch bf16" "OpenVINO bf16" "OpenVINO int8"
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from bench_fixtures import cpu_description
+from bench_fixtures import cpu_description, cpu_line
 from bench_stages import in_worker_thread
 from torch import nn
 
@@ -58,6 +62,7 @@ COLUMNS = (
     ("ORT fp32", "onnxruntime", "fp32"),
     ("OpenVINO fp32", "openvino", "fp32"),
     ("OpenVINO bf16", "openvino", "bf16"),
+    ("OpenVINO int8", "openvino", "int8"),
 )
 
 
@@ -116,6 +121,7 @@ def run(
     min_calls: int,
     backends: list[str],
     rounds: int = 1,
+    columns: list[str] | None = None,
 ) -> dict[str, Any]:
     """Crops/s per model, batch and column; with ``rounds`` > 1 every cell is timed once per round, the
     columns taking turns, and the best round counts (on a shared machine the others' load then falls on
@@ -131,7 +137,7 @@ def run(
         params = sum(p.numel() for p in model.parameters())
         engines: list[tuple[str, InferenceEngine]] = []
         for column, backend, precision in COLUMNS:
-            if backend not in backends:
+            if backend not in backends or (columns and column not in columns):
                 continue
             if precision == "bf16" and backend == "openvino" and not cpu_has_native_bf16():
                 log.info("%s: skipping %s (no native bf16)", name, column)
@@ -163,19 +169,31 @@ def run(
 
 
 def table(result: dict[str, Any], models: list[str], batches: list[int]) -> str:
+    """Crops/s per column, with the best against torch fp32 and int8 against the faster bf16 where measured."""
     cols = [c for c, _, _ in COLUMNS if any(r["column"] == c for r in result["rows"])]
     by = {(r["model"], r["batch"], r["column"]): r["crops_per_s"] for r in result["rows"]}
+    ratios = []
+    if "torch fp32" in cols:
+        ratios.append("best / torch fp32")
+    if "OpenVINO int8" in cols and any("bf16" in c for c in cols):
+        ratios.append("int8 / best bf16")
     lines = [
-        "| model | batch | " + " | ".join(cols) + " | best / torch fp32 |",
-        "| --- | ---: | " + " | ".join("---:" for _ in cols) + " | ---: |",
+        "| model | batch | " + " | ".join(cols + ratios) + " |",
+        "| --- | ---: | " + " | ".join("---:" for _ in cols + ratios) + " |",
     ]
     for m in models:
         for b in batches:
-            vals = [by.get((m, b, c)) for c in cols]
-            base = by.get((m, b, "torch fp32"))
-            best = max(v for v in vals if v is not None)
-            cells = " | ".join(f"{v:.1f}" if v is not None else "-" for v in vals)
-            lines.append(f"| {m} | {b} | {cells} | {best / base:.1f}x |")
+            vals = {c: by.get((m, b, c)) for c in cols}
+            cells = [f"{v:.1f}" if v is not None else "-" for v in vals.values()]
+            got = [v for v in vals.values() if v is not None]
+            if "best / torch fp32" in ratios:
+                base = vals["torch fp32"]
+                cells.append(f"{max(got) / base:.1f}x" if base and got else "-")
+            if "int8 / best bf16" in ratios:
+                bf16 = [v for c, v in vals.items() if "bf16" in c and v is not None]
+                int8 = vals["OpenVINO int8"]
+                cells.append(f"{int8 / max(bf16):.2f}x" if bf16 and int8 else "-")
+            lines.append(f"| {m} | {b} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -191,6 +209,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--rounds", type=int, default=1, help="time every cell this often, columns in turn; best counts"
     )
+    ap.add_argument("--columns", nargs="+", default=None, help="only these columns (names as in the table)")
+    ap.add_argument(
+        "--home",
+        type=Path,
+        default=None,
+        help="keep exported and quantized graphs here (default: a temp dir)",
+    )
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
@@ -198,8 +223,9 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     machine = cpu_description()
     started = datetime.datetime.now().astimezone()
-    with tempfile.TemporaryDirectory(prefix="bench_backends_") as home:
-        os.environ["HRSTREAM_HOME"] = home  # exported graphs of random weights: not for the user's cache
+    with tempfile.TemporaryDirectory(prefix="bench_backends_") as tmp:
+        # exported graphs of random weights: not for the user's cache (--home keeps them for another run)
+        os.environ["HRSTREAM_HOME"] = str(args.home or tmp)
         result = run(
             args.models,
             args.batches,
@@ -207,16 +233,13 @@ def main(argv: list[str] | None = None) -> int:
             min_calls=args.min_calls,
             backends=args.backends,
             rounds=args.rounds,
+            columns=args.columns,
         )
     ended = datetime.datetime.now().astimezone()
     result.update(machine=machine, versions=versions(), started=started.isoformat(), ended=ended.isoformat())
     print(
-        f"{started:%Y-%m-%d %H:%M}-{ended:%H:%M} {started:%Z}; CPU: {machine['model_name']}, "
-        f"{machine['usable_cores']} cores, {result['threads']} threads per library; native bf16 flags: "
-        f"{', '.join(machine['bf16_flags']) or 'none'} (--amp auto picks {machine['amp_auto']}); "
-        f"torch.backends.cpu.get_cpu_capability() = "
-        f"{machine['torch_cpu_capability']}; load avg (1 min) at start {machine['load_avg_1m']:.2f}, "
-        f"at end {os.getloadavg()[0]:.2f}"
+        f"{started:%Y-%m-%d %H:%M}-{ended:%H:%M} {started:%Z}; {cpu_line(machine)}, at end "
+        f"{os.getloadavg()[0]:.2f}; {result['threads']} threads per library"
     )
     print("; ".join(f"{k} {v}" for k, v in result["versions"].items()))
     print()

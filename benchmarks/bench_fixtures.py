@@ -28,7 +28,14 @@ from hrstream.runtime.cpu import NATIVE_BF16_FLAGS
 
 log = logging.getLogger(__name__)
 
-__all__ = ["cpu_description", "synthetic_boxes", "trim_clip", "write_detections", "write_random_weights"]
+__all__ = [
+    "cpu_description",
+    "cpu_line",
+    "synthetic_boxes",
+    "trim_clip",
+    "write_detections",
+    "write_random_weights",
+]
 
 
 def write_random_weights(config: str, path: Path, *, seed: int = 0) -> Path:
@@ -74,30 +81,51 @@ def write_detections(path: Path, frames: int, people: int, width: int, height: i
 
 
 def trim_clip(src: str | Path, dst: Path, frames: int) -> Path:
-    """Copy the first ``frames`` video packets (decode order) of ``src`` into ``dst``; no re-encoding.
+    """Copy the packets of the first ``frames`` frames in presentation order of ``src`` into ``dst``; no
+    re-encoding.
 
-    Every packet only references packets decoded before it, so the result decodes to ``frames`` frames
-    (fewer when the clip is shorter). Audio is not copied.
+    With B-frames, decode order is not presentation order (a clip coded I P B B stores the frames shown as 0, 3,
+    1, 2 in that order), so the first N packets are not the first N frames. The copy keeps the shortest run of
+    packets, in decode order, whose frames are exactly the first M >= N frames shown: M = N where the two orders
+    meet after N frames, else the next point where they do (a frame shown after the N-th can be needed to decode
+    it; at most the reorder depth more). Every kept packet only references kept packets, so the copy decodes to
+    frames 0 .. M-1 of ``src``. Audio is not copied.
     """
+    with av.open(str(src)) as inp:
+        pts = [p.pts for p in inp.demux(inp.streams.video[0]) if p.dts is not None and p.pts is not None]
+    shown = sorted(pts)
+    keep, latest = len(pts), None
+    for k, t in enumerate(pts, start=1):
+        latest = t if latest is None else max(latest, t)
+        if k >= frames and latest == shown[k - 1]:  # the first k packets are the first k frames shown
+            keep = k
+            break
     with av.open(str(src)) as inp, av.open(str(dst), mode="w", format="mp4") as out:
         stream = inp.streams.video[0]
         ostream = out.add_stream_from_template(stream)
         n = 0
         for pkt in inp.demux(stream):
-            if pkt.dts is None:
+            if pkt.dts is None or pkt.pts is None:
                 continue
-            if n >= frames:
+            if n >= keep:
                 break
             pkt.stream = ostream
             out.mux(pkt)
             n += 1
-    log.info("trimmed %s to %d packets -> %s", src, n, dst)
+    if n > frames:
+        log.info("%d frames asked for; the first %d shown end where decode order meets them", frames, n)
+    log.info("trimmed %s to its first %d frames -> %s", src, n, dst)
     return dst
 
 
+#: ``/proc/cpuinfo`` flags of int8 dot products (VNNI) and AMX tiles, printed with every table.
+INT8_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
+AMX_FLAGS = frozenset({"amx_tile", "amx_bf16", "amx_int8"})
+
+
 def cpu_description() -> dict[str, Any]:
-    """CPU model name (``lscpu``), usable cores, native bf16 support (and the CPU flags that say so), the
-    precision ``--amp auto`` picks on this CPU and torch's CPU kernel level."""
+    """CPU model name (``lscpu``), usable cores, native bf16 support (and the CPU flags that say so), the int8
+    (VNNI) and AMX flags, the precision ``--amp auto`` picks on this CPU and torch's CPU kernel level."""
     model = platform.processor() or "unknown"
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10, check=False).stdout
@@ -113,7 +141,25 @@ def cpu_description() -> dict[str, Any]:
         "usable_cores": cores,
         "native_bf16": cpu_has_native_bf16(),
         "bf16_flags": sorted(cpu_flags() & NATIVE_BF16_FLAGS),
+        "vnni_flags": sorted(cpu_flags() & INT8_FLAGS - {"amx_int8"}),
+        "amx_flags": sorted(cpu_flags() & AMX_FLAGS),
         "amp_auto": amp_default("cpu"),  # the precision `--amp auto` picks on this CPU
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "load_avg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
+
+
+def cpu_line(machine: dict[str, Any]) -> str:
+    """The machine in one line, printed with every table: ``CPU: MODEL, N cores; bf16: ...; VNNI: ...; AMX: ...``,
+    the precision ``--amp auto`` picks, torch's kernel level and the load average."""
+
+    def flags(key: str) -> str:
+        return ", ".join(machine.get(key) or []) or "no"
+
+    load = machine.get("load_avg_1m")
+    return (
+        f"CPU: {machine['model_name']}, {machine['usable_cores']} cores; bf16: {flags('bf16_flags')}; VNNI: "
+        f"{flags('vnni_flags')}; AMX: {flags('amx_flags')} (--amp auto picks {machine['amp_auto']}; torch kernels "
+        f"{machine['torch_cpu_capability']}); load avg (1 min) at start "
+        f"{'n/a' if load is None else f'{load:.2f}'}"
+    )

@@ -208,12 +208,18 @@ def measure_naive(
     preset: str,
     flip_test: bool,
     threads: int,
+    forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    name: str = "naive loop (official demo structure)",
+    settings: dict[str, Any] | None = None,
 ) -> Row:
     """The official demo's structure: one frame at a time, one person at a time, fp32, NCHW, synchronous.
 
     Per frame: decode (PyAV), per person ``cv2.warpAffine`` crop, normalise, network, heatmap decode on
     the CPU, then draw and encode inline. With ``flip_test`` each person also runs its flipped crop.
+    ``forward`` replaces ``model`` as the network (normalised ``(1, 3, h, w)`` -> heatmaps), e.g. the
+    pipeline's engine at its precision; ``settings`` then says what it runs.
     """
+    net = forward or model
     torch.set_num_threads(threads)
     model = model.eval()
     mean = torch.tensor(meta.mean, dtype=torch.float32).view(3, 1, 1)
@@ -236,9 +242,9 @@ def measure_naive(
                 for j in range(people):
                     crop = crop_cpu(frame.image, center[j], scale[j], input_size)
                     x = ((torch.from_numpy(crop).permute(2, 0, 1).float() / 255.0 - mean) / std).unsqueeze(0)
-                    hm = model(x)
+                    hm = net(x)
                     if flip_test:
-                        hm = flip_test_merge(hm, model(x.flip(3)), flip_pairs, shift=True)
+                        hm = flip_test_merge(hm, net(x.flip(3).contiguous()), flip_pairs, shift=True)
                     coords, maxvals = decode_heatmaps(hm.numpy(), center[j : j + 1], scale[j : j + 1], "msra")
                     kpts.append(coords[0])
                     kscores.append(maxvals[0, :, 0])
@@ -248,9 +254,10 @@ def measure_naive(
                 n_frames += 1
     dt = time.perf_counter() - t0
     crops = n_frames * people * (2 if flip_test else 1)
-    settings = {"amp": "off", "channels_last": False, "batch": 1, "threads": threads, "preset": preset}
+    settings = {"amp": "off", "channels_last": False, **(settings or {}), "batch": 1, "threads": threads,
+                "preset": preset}  # fmt: skip
     return Row(
-        "naive loop (official demo structure)",
+        name,
         "naive",
         n_frames / dt,
         dt,

@@ -11,7 +11,12 @@ is what is shared) with the small shipped pose network (``synthetic_pose_hrnet_w
 * **K in sequence**: one process, one network, ``--streams 1`` (one file at a time).
 
 For each: frames/s over the whole run (wall clock from start to the last file closed, model loading
-included for every process), and frames per network call (from the JSONL ``batch`` numbers). With ``--live``
+included for every process), the same without start-up, and frames per network call (from the JSONL ``batch``
+numbers). Start-up is the wall clock of the same processes, started the same way, on the clip's first frame
+alone (interpreter, imports, model load, opening and closing the outputs): K of them at once for "K separate
+pipelines", one for the other modes; "without start-up" divides the frames by the run's wall clock less that.
+The headline compares one engine with K in sequence (the same process and network, files one at a time: what
+sharing batches across files buys) and with K separate pipelines, with and without their start-up. With ``--live``
 it also runs K cameras (real RTSP servers on 127.0.0.1 serving the same clip, paced at 25 fps) through one
 process for ``--live-seconds`` and reports per camera the frames written per second and the frames dropped:
 the most cameras held in real time is the largest K without drops.
@@ -37,7 +42,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench_fixtures import cpu_description
+from bench_fixtures import cpu_description, cpu_line, trim_clip
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "synthetic_pose_hrnet_w18_small_128x96"
@@ -82,40 +87,66 @@ def _frames_and_calls(out: Path) -> tuple[int, int, int]:
     return frames, len(calls), drops
 
 
-def run_files(k: int, clip: Path, det: Path, tmp: Path) -> list[dict[str, Any]]:
-    copies = []
+def _run_all(procs: list[tuple[list[str], list[str]]], out_root: Path, det: Path) -> float:
+    """Start every ``(inputs, extra flags)`` as an ``hrstream run`` process at once; seconds until all ended."""
+    t0 = time.perf_counter()
+    running = [
+        subprocess.Popen(_cmd(ins, out_root / str(j), det, extra), stderr=subprocess.PIPE, text=True)
+        for j, (ins, extra) in enumerate(procs)
+    ]
+    for p in running:
+        _, err = p.communicate()
+        if p.returncode != 0:
+            raise RuntimeError(f"hrstream run failed ({p.returncode}): {err[-2000:]}")
+    return time.perf_counter() - t0
+
+
+def _copies(clip: Path, folder: Path, k: int) -> list[str]:
+    folder.mkdir(parents=True, exist_ok=True)
     for i in range(k):
-        c = tmp / f"in_{k}" / f"cam{i}.mp4"
-        c.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(clip, c)
-        copies.append(str(c))
+        shutil.copy(clip, folder / f"cam{i}.mp4")
+    return [str(folder / f"cam{i}.mp4") for i in range(k)]
+
+
+def run_files(k: int, clip: Path, det: Path, tmp: Path) -> list[dict[str, Any]]:
+    copies = _copies(clip, tmp / f"in_{k}", k)
+    first = _copies(trim_clip(clip, tmp / "first_frame.mp4", 1), tmp / f"first_{k}", k)
     rows = []
-    for mode, procs in (
-        ("one engine (--streams K)", [(copies, ["--streams", str(k)])]),
-        ("K separate pipelines", [([c], []) for c in copies]),
-        ("K in sequence (--streams 1)", [(copies, ["--streams", "1"])]),
-    ):
+    for mode in ("one engine (--streams K)", "K separate pipelines", "K in sequence (--streams 1)"):
+
+        def procs(inputs: list[str], mode: str = mode) -> list[tuple[list[str], list[str]]]:
+            if mode.startswith("K separate"):
+                return [([c], []) for c in inputs]
+            return [(inputs, ["--streams", str(k) if mode.startswith("one engine") else "1"])]
+
         out_root = tmp / f"out_{k}_{len(rows)}"
-        t0 = time.perf_counter()
-        running = [
-            subprocess.Popen(_cmd(ins, out_root / str(j), det, extra), stderr=subprocess.PIPE, text=True)
-            for j, (ins, extra) in enumerate(procs)
-        ]
-        for p in running:
-            _, err = p.communicate()
-            if p.returncode != 0:
-                raise RuntimeError(f"hrstream run failed ({p.returncode}): {err[-2000:]}")
-        dt = time.perf_counter() - t0
+        dt = _run_all(procs(copies), out_root, det)
+        startup = _run_all(procs(first), tmp / f"startup_{k}_{len(rows)}", det)
         frames = calls = 0
-        for j in range(len(procs)):
+        for j in range(len(procs(copies))):
             f, c, _ = _frames_and_calls(out_root / str(j))
             frames, calls = frames + f, calls + c
         rows.append(
             {"K": k, "mode": mode, "frames": frames, "seconds": dt, "frames_per_s": frames / dt,
-             "frames_per_call": frames / max(1, calls), "processes": len(procs)}
+             "startup_s": startup, "frames_per_s_without_startup": frames / max(1e-9, dt - startup),
+             "frames_per_call": frames / max(1, calls), "processes": len(procs(copies))}
         )  # fmt: skip
-        log.info("K=%d %s: %.1f frames/s", k, mode, frames / dt)
+        log.info("K=%d %s: %.1f frames/s (start-up %.1f s)", k, mode, frames / dt, startup)
     return rows
+
+
+def headline(rows: list[dict[str, Any]]) -> list[str]:
+    """One engine against K in sequence and against K separate pipelines (with and without start-up), per K."""
+    out = []
+    for k in sorted({r["K"] for r in rows}):
+        by = {r["mode"].split(" (")[0]: r for r in rows if r["K"] == k}
+        one, seq, sep = by["one engine"], by["K in sequence"], by["K separate pipelines"]
+        out.append(
+            f"K={k}: one engine / K in sequence = {one['frames_per_s'] / seq['frames_per_s']:.2f}x; "
+            f"/ K separate pipelines = {one['frames_per_s'] / sep['frames_per_s']:.2f}x with start-up, "
+            f"{one['frames_per_s_without_startup'] / sep['frames_per_s_without_startup']:.2f}x without"
+        )
+    return out
 
 
 def run_live(k: int, clip: Path, det: Path, tmp: Path, seconds: float) -> dict[str, Any]:
@@ -205,19 +236,20 @@ def main(argv: list[str] | None = None) -> int:
         live = [run_live(k, clip, det, tmp, args.live_seconds) for k in args.ks] if args.live else []
     load_end = os.getloadavg()[0]
     out = [
-        f"machine: {machine['model_name']}, {machine['usable_cores']} usable cores, native bf16: "
-        f"{'yes' if machine['native_bf16'] else 'no'} (torch CPU kernels: {machine['torch_cpu_capability']}), "
-        f"load avg (1 min) at start {machine['load_avg_1m']:.2f}, at end {load_end:.2f}",
+        f"{cpu_line(machine)}, at end {load_end:.2f}",
         f"clip: synthetic 640x360, 25 fps, {args.seconds:g} s, 3 people; model {MODEL}; detector: file (true boxes)",
         "",
-        "| K | mode | processes | frames | seconds | frames/s | frames per network call |",
-        "| ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+        "| K | mode | processes | frames | seconds | frames/s | start-up s | frames/s without start-up "
+        "| frames per network call |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
         out.append(
             f"| {r['K']} | {r['mode']} | {r['processes']} | {r['frames']} | {r['seconds']:.1f} "
-            f"| {r['frames_per_s']:.1f} | {r['frames_per_call']:.2f} |"
+            f"| {r['frames_per_s']:.1f} | {r['startup_s']:.1f} | {r['frames_per_s_without_startup']:.1f} "
+            f"| {r['frames_per_call']:.2f} |"
         )
+    out += ["", *headline(rows)]
     if live:
         out += [
             "",

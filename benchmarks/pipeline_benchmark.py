@@ -2,17 +2,21 @@
 
 In ONE run on ONE clip it measures decode alone, encode alone, the network alone at the pipeline's batch
 size and settings, the whole pipeline (the real ``load_networks()`` + ``Networks.build()`` + ``run_inputs()`` path
-with a ``file:`` detector), and a naive loop with the structure of the official HRNet demo; it prints a
-markdown table and the ratios pipeline / slowest stage and pipeline / naive loop (and writes JSON with
-``--json``). Comparison rows (the network on all cores, the other precision) are labelled ``info``.
+with a ``file:`` detector), and a naive loop with the structure of the official HRNet demo, in fp32 and at the
+pipeline's precision (the same loop calling the pipeline's network: its backend and precision, one crop a
+call); it prints a markdown table with the machine's CPU line and the ratios pipeline / slowest stage and
+pipeline / naive loop (fp32 and same precision: what pipelining buys apart from what precision buys; and
+writes JSON with ``--json``). Comparison rows (the network on all cores, the other precision) are labelled
+``info``. ``--amp`` defaults to ``hrstream run``'s (``auto``: bf16 on CPUs with native bf16, else fp32).
 
 Inputs are made locally because nothing can be downloaded: random weights (speed does not depend on
 them) and synthetic, person-sized boxes (no detector weights offline). It measures speed, not accuracy.
 
 Usage::
 
-    python benchmarks/pipeline_benchmark.py                      # 1080p clip, 32 frames, fp32
-    python benchmarks/pipeline_benchmark.py --amp bf16 --frames 8 --json runs/bench_bf16.json
+    python benchmarks/pipeline_benchmark.py                      # 1080p clip, 32 frames, --amp auto
+    python benchmarks/pipeline_benchmark.py --amp off --frames 8 --json runs/bench_fp32.json
+    python benchmarks/pipeline_benchmark.py --amp int8 --backend openvino --frames 16
     python benchmarks/pipeline_benchmark.py --clip tests/data/videos/basketball_426x240_2997.mp4 --frames 120
 """
 
@@ -31,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from bench_fixtures import cpu_description, trim_clip, write_detections, write_random_weights
+from bench_fixtures import cpu_description, cpu_line, trim_clip, write_detections, write_random_weights
 from bench_stages import (
     Row,
     in_worker_thread,
@@ -66,7 +70,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--batch-size", type=int, default=None, help="person crops per network call (default: recipe)"
     )
     p.add_argument(
-        "--amp", choices=["off", "bf16"], default="off", help="precision of the pipeline and network"
+        "--amp",
+        choices=["auto", "off", "bf16", "int8"],
+        default="auto",
+        help="precision of the pipeline and network (default: hrstream run's, auto)",
+    )
+    p.add_argument(
+        "--backend", default=None, help="what runs the pose network (default: the recipe's, torch)"
     )
     p.add_argument("--people", type=int, default=4, help="synthetic person boxes per frame (default 4)")
     p.add_argument("--model", default="pose_hrnet_w32_256x192", help="registered pose config name")
@@ -125,10 +135,7 @@ def render(
 ) -> str:
     """The markdown report printed to stdout."""
     out = [
-        f"machine: {machine['model_name']}, {machine['usable_cores']} usable cores, torch {torch.__version__}, "
-        f"native bf16: {'yes' if machine['native_bf16'] else 'no'} (torch CPU kernels: "
-        f"{machine['torch_cpu_capability']}), load avg (1 min) at start {machine['load_avg_1m']:.2f}, "
-        f"at end {machine['load_avg_1m_end']:.2f}",
+        f"{cpu_line(machine)}, at end {machine['load_avg_1m_end']:.2f}; torch {torch.__version__}",
         "",
         "| measurement | role | frames/s | crops/s | frames | crops | seconds | settings |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
@@ -157,9 +164,20 @@ def render(
         "",
         f"slowest stage alone: {ratios['slowest_stage']} ({ratios['slowest_stage_fps']:.2f} frames/s)",
         f"pipeline / slowest stage = {ratios['pipeline_over_slowest']:.2f}",
-        f"pipeline / naive loop    = {ratios['pipeline_over_naive']:.2f}",
+        f"pipeline / naive loop    = {ratios['pipeline_over_naive']:.2f} (fp32)",
         f"busiest pipeline stage: {ratios['busiest_stage']} (busy {ratios['busiest_busy_frac']:.0%} of wall time)",
     ]
+    if "pipeline_over_naive_same_precision" in ratios:
+        out.insert(
+            -1,
+            f"pipeline / naive loop    = {ratios['pipeline_over_naive_same_precision']:.2f} "
+            f"(at the pipeline's precision: what pipelining buys)",
+        )
+        out.insert(
+            -1,
+            f"naive loop at the pipeline's precision / fp32 = {ratios['precision_gain_naive']:.2f} "
+            f"(what precision buys)",
+        )
     return "\n".join(out)
 
 
@@ -192,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
             "weights": str(weights),
             "runtime.device": "cpu",
             "runtime.amp": args.amp,
+            "runtime.backend": args.backend,
             "runtime.batch_size": args.batch_size,
             "runtime.queue_size": args.queue_size,
             "detector.name": f"file:{det_path}",
@@ -216,13 +235,16 @@ def main(argv: list[str] | None = None) -> int:
         per_frame = args.people * flip_factor
         net = {"pool": pool, "batch_size": batch_size, "crops_per_frame": per_frame}
 
-        log.info("network alone, amp=%s, %d thread(s)", args.amp, pipe_threads)
+        engine = networks.main.engine
+        precision = engine.precision  # --amp auto resolved
+        label = precision if engine.backend == "torch" else f"{engine.backend} {precision}"
+        log.info("network alone, %s, %d thread(s)", label, pipe_threads)
         rows.append(
             measure_network(
-                networks.main.engine,
+                engine,
                 total_crops=n_frames * per_frame,
                 threads=pipe_threads,
-                name=f"network alone ({args.amp}, as in the pipeline)",
+                name=f"network alone ({label}, as in the pipeline)",
                 role="stage",
                 **net,
             )
@@ -236,11 +258,11 @@ def main(argv: list[str] | None = None) -> int:
                     total_crops=compare,
                     threads=cores,
                     role="info",
-                    name=f"network alone ({args.amp}, all {cores} cores)",
+                    name=f"network alone ({label}, all {cores} cores)",
                     **net,
                 )
             )
-        other = "bf16" if args.amp == "off" else "off"
+        other = "bf16" if precision == "fp32" else "off"
         log.info("network alone, amp=%s (comparison)", other)
         other_engine = InferenceEngine(
             networks.main.bundle.model,
@@ -250,14 +272,13 @@ def main(argv: list[str] | None = None) -> int:
             mean=meta.mean,
             std=meta.std,
         )
-        label = "bf16 autocast" if other == "bf16" else "fp32"
         rows.append(
             measure_network(
                 other_engine,
                 total_crops=compare,
                 threads=pipe_threads,
                 role="info",
-                name=f"network alone ({label}, comparison)",
+                name=f"network alone ({'bf16 autocast' if other == 'bf16' else 'fp32'}, comparison)",
                 **net,
             )
         )
@@ -287,11 +308,26 @@ def main(argv: list[str] | None = None) -> int:
             threads=cores,
         )
         rows.append(in_worker_thread(naive))  # where the pipeline runs its network, as the network rows
+        if precision != "fp32":
+            log.info("naive loop at the pipeline's precision (%s)", label)
+            same = functools.partial(
+                naive,
+                forward=lambda x: engine.infer(x, normalized=True),
+                name=f"naive loop, the pipeline's network ({label})",
+                settings={
+                    "backend": engine.backend,
+                    "precision": precision,
+                    "amp": engine.amp,
+                    "channels_last": engine.channels_last,
+                },
+            )
+            rows.append(in_worker_thread(same))
 
     stage_rows = [r for r in rows if r.role == "stage"]
     slowest = min(stage_rows, key=lambda r: r.frames_per_s)
     pipe = next(r for r in rows if r.role == "pipeline")
-    naive = next(r for r in rows if r.role == "naive")
+    naive_rows = [r for r in rows if r.role == "naive"]
+    naive = naive_rows[0]
     stages = _stage_table(stats)
     busiest = max(stages, key=lambda s: s["busy_s"])
     ratios = {
@@ -299,6 +335,14 @@ def main(argv: list[str] | None = None) -> int:
         "slowest_stage_fps": slowest.frames_per_s,
         "pipeline_over_slowest": pipe.frames_per_s / slowest.frames_per_s,
         "pipeline_over_naive": pipe.frames_per_s / naive.frames_per_s,
+        **(
+            {
+                "pipeline_over_naive_same_precision": pipe.frames_per_s / naive_rows[1].frames_per_s,
+                "precision_gain_naive": naive_rows[1].frames_per_s / naive.frames_per_s,
+            }
+            if len(naive_rows) > 1
+            else {}
+        ),
         "busiest_stage": busiest["stage"],
         "busiest_busy_frac": busiest["busy_frac"],
     }

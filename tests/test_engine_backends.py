@@ -202,7 +202,7 @@ def test_the_choice_follows_the_rule_table_for_the_cpu_flags_given(
 
 def test_the_cpu_flags_name_native_bf16_and_amx() -> None:
     from hrstream.runtime.cpu import cpu_has_amx, cpu_has_native_bf16
-    from hrstream.runtime.engine import amp_default
+    from hrstream.runtime.precision import amp_default
 
     native = {cpu: cpu_has_native_bf16(flags.split()) for cpu, flags in CPUS.items()}
     amx = {cpu: cpu_has_amx(flags.split()) for cpu, flags in CPUS.items()}

@@ -39,7 +39,9 @@ def test_shipped_models_are_registered_with_their_hash() -> None:
     }
     for entry in SHIPPED:
         assert entry.name.startswith("synthetic_")
-        assert entry.layout == ("fcos" if entry.task == "det" else "official")  # saved under the official names
+        assert entry.layout == (
+            "fcos" if entry.task == "det" else "official"
+        )  # saved under the official names
         assert entry.hash_kind == "sha256"
         path = cached_path(entry)
         assert path.is_file() and path.suffix == ".safetensors"

@@ -16,8 +16,10 @@ import click
 
 from hrstream.cli.common import fail, progress_factory, setup_logging
 from hrstream.errors import ConfigError, HrstreamError
-from hrstream.pipeline.recipe import AmpChoice, BackendRequest, Decoder, Preset
+from hrstream.pipeline.recipe import Decoder, Preset
 from hrstream.pipeline.recipe_load import TASKS
+from hrstream.runtime.backend_choice import BackendRequest
+from hrstream.runtime.precision import AmpMode
 
 __all__ = ["COMMANDS"]
 
@@ -79,7 +81,12 @@ def _seconds(flag: str, value: float | None, *, positive: bool = False) -> None:
 @click.option("--rle", is_flag=True, default=None, help="Per-class COCO RLE masks in the JSONL records.")
 @click.option("--weights", default=None, help="A registered weights name or a checkpoint path.")
 @click.option("--device", default=None, help="auto | cpu | cuda | cuda:N")
-@click.option("--amp", type=click.Choice(get_args(AmpChoice)), default=None)
+@click.option("--amp", type=click.Choice(get_args(AmpMode)), default=None)
+@click.option(
+    "--calibration",
+    default=None,
+    help="--amp int8: calibrate on these frames (a video, image or folder; default: synthetic clips).",
+)
 @click.option(
     "--backend",
     type=click.Choice(get_args(BackendRequest)),

@@ -244,6 +244,7 @@ def _engine(bundle: ModelBundle, recipe: Recipe, *, backend: str) -> InferenceEn
         std=bundle.meta.std,
         backend=backend,
         pad_batches=rt.pad_batches,
+        calibration=rt.calibration,
     )
 
 

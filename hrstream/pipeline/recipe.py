@@ -25,12 +25,13 @@ from typing import Any, Literal
 from hrstream.errors import ConfigError
 from hrstream.models.meta import Decoder
 from hrstream.pipeline.typed_config import apply_overrides, parse_dataclass
+from hrstream.runtime.backend_choice import BackendRequest
+from hrstream.runtime.precision import AmpMode
+from hrstream.track.smoothers import SmootherName
 
 __all__ = [
     "FLAG_FIELDS",
     "TASK_NETWORKS",
-    "AmpChoice",
-    "BackendRequest",
     "Decoder",
     "DetectorSection",
     "PoseMethod",
@@ -42,7 +43,6 @@ __all__ = [
     "RuntimeSection",
     "SegSection",
     "SinksSection",
-    "SmootherMethod",
     "SmootherSection",
     "SourcesSection",
     "Task",
@@ -56,10 +56,7 @@ __all__ = [
 Task = Literal["pose", "seg", "pose,seg"]
 #: The networks each task loads (the only place a task name is read).
 TASK_NETWORKS: dict[str, tuple[str, ...]] = {"pose": ("pose",), "seg": ("seg",), "pose,seg": ("pose", "seg")}
-AmpChoice = Literal["auto", "off", "fp16", "bf16"]
-BackendRequest = Literal["torch", "onnxruntime", "openvino", "auto"]
 PoseMethod = Literal["auto", "topdown", "bottomup"]
-SmootherMethod = Literal["one_euro", "kalman", "none"]
 RtspTransport = Literal["tcp", "udp"]
 Preset = Literal[
     "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"
@@ -144,8 +141,8 @@ class SmootherSection:
     """Online keypoint smoothing (files and live sources each choose), and the offline pass of the tracks
     document (Savitzky-Golay window, ``None``: off)."""
 
-    file: SmootherMethod
-    live: SmootherMethod
+    file: SmootherName
+    live: SmootherName
     min_cutoff_hz: float = _f(lo=0.0, lo_open=True)
     beta: float = _f(lo=0.0)
     tracks_savgol_window_s: float | None = _f(lo=0.0, lo_open=True)
@@ -175,10 +172,11 @@ class RuntimeSection:
     CPU, 4 on CUDA); live sources always all run. ``backend``: what runs the pose network (``auto``: by model
     family and CPU, :mod:`hrstream.runtime.backend_choice`); ``pad_batches``: batches padded to a power of two
     (:class:`~hrstream.runtime.engine.InferenceEngine`); ``metrics_port``: serve Prometheus metrics on
-    ``127.0.0.1:PORT/metrics`` (:mod:`hrstream.runs.metrics`)."""
+    ``127.0.0.1:PORT/metrics`` (:mod:`hrstream.runs.metrics`); ``calibration``: the frames ``amp: int8``
+    calibrates on (``None``: the synthetic world's clips; :mod:`hrstream.runtime.quantize`)."""
 
     device: str = _f(pattern=r"auto|cpu|cuda|cuda:\d+", pattern_doc="auto, cpu, cuda or cuda:N")
-    amp: AmpChoice
+    amp: AmpMode
     compile: bool
     batch_size: int = _f(lo=1)
     max_wait_s: float = _f(lo=0.0)
@@ -188,6 +186,7 @@ class RuntimeSection:
     backend: BackendRequest = "torch"
     pad_batches: bool = False
     metrics_port: int | None = _f(None, lo=1, hi=65535)
+    calibration: str | None = None
 
 
 @dataclass(frozen=True)
@@ -324,6 +323,7 @@ FLAG_FIELDS: dict[str, str] = {
     "segment_s": "sinks.segment_s",
     "keep_segments": "sinks.keep_segments",
     "metrics_port": "runtime.metrics_port",
+    "calibration": "runtime.calibration",
 }
 
 

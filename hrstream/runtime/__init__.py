@@ -4,16 +4,8 @@ from __future__ import annotations
 
 from hrstream.runtime.batcher import Batcher
 from hrstream.runtime.cpu import cpu_flags, cpu_has_native_bf16
-from hrstream.runtime.engine import (
-    AmpMode,
-    InferenceEngine,
-    InferenceHandle,
-    amp_default,
-    configure_cpu_threads,
-    resolve_amp,
-    resolve_device,
-    usable_cpu_count,
-)
+from hrstream.runtime.engine import InferenceEngine, InferenceHandle, configure_cpu_threads, usable_cpu_count
+from hrstream.runtime.precision import AmpMode, amp_default, resolve_amp, resolve_device
 from hrstream.runtime.queues import BoundedQueue, QueueAborted, QueueClosed, QueueStats
 from hrstream.runtime.signals import StopOnSignals, Stoppable
 from hrstream.runtime.stages import Pipeline, PipelineStats, StageStats

@@ -7,7 +7,11 @@ OpenVINO in fp32 or, on CPUs with native bf16, bf16.
 
 ``amp`` names the precision for every backend: ``auto`` is the best one the device and backend have (bf16 on
 CPUs with native bf16 where the backend runs it, else fp32), ``off`` is fp32, ``bf16`` / ``fp16`` must be
-what the backend runs.
+what the backend runs. ``int8`` runs a pose network quantized in OpenVINO (:mod:`hrstream.runtime.quantize`) on
+the CPU, with ``--backend openvino`` or ``auto``; torch, ONNX Runtime or a GPU with ``int8`` is a
+:class:`~hrstream.errors.ConfigError` naming the fix. Other networks of the same run (segmentation) compute at
+``auto``'s precision, with a warning. ``auto`` never picks int8 by itself (``docs/performance.md``, "int8 on the
+CPU").
 
 ``auto`` on a CUDA device is torch. On a CPU it decides by the model family (``MODEL.NAME``) and the CPU's
 capabilities, never by a CPU model's name (:data:`AUTO_RULES`, figures in ``docs/performance.md``):
@@ -37,7 +41,7 @@ from torch import nn
 
 from hrstream.errors import ConfigError
 from hrstream.runtime.cpu import cpu_has_amx, cpu_has_native_bf16
-from hrstream.runtime.engine import resolve_amp
+from hrstream.runtime.precision import resolve_amp
 
 __all__ = [
     "AUTO_RULES",
@@ -72,11 +76,11 @@ AUTO_RULES: dict[tuple[str, str], str] = {
 
 @dataclass(frozen=True)
 class BackendChoice:
-    """A backend and the precision it computes in (``"fp32"``, ``"bf16"`` or, torch only, ``"fp16"``), with the
-    reason, for the log."""
+    """A backend and the precision it computes in (``"fp32"``, ``"bf16"``, torch only ``"fp16"``, OpenVINO only
+    ``"int8"``), with the reason, for the log."""
 
     name: Literal["torch", "onnxruntime", "openvino"]
-    precision: Literal["fp32", "bf16", "fp16"]
+    precision: Literal["fp32", "bf16", "fp16", "int8"]
     reason: str
 
     @property
@@ -120,6 +124,25 @@ def _explicit(name: str, amp: str, device: torch.device, flags: Iterable[str] | 
     return BackendChoice("openvino", precision, f"asked for ({precision})")  # type: ignore[arg-type]
 
 
+def _int8(name: str, device: torch.device) -> BackendChoice:
+    """``--amp int8`` for a pose network: OpenVINO on the CPU, or a one-line error naming the fix."""
+    if device.type != "cpu":
+        raise ConfigError(
+            f"--amp int8 runs on the CPU (OpenVINO), not on {device}; use --device cpu, or --amp auto"
+        )
+    if name in ("torch", "onnxruntime"):
+        raise ConfigError(
+            f"--amp int8 runs in OpenVINO, not --backend {name}; use --backend openvino (or auto)"
+        )
+    if name == "auto" and not _installed("openvino"):
+        raise ConfigError(
+            "--amp int8 runs in OpenVINO, which is not installed: pip install 'hrstream[openvino]'"
+        )
+    return BackendChoice(
+        "openvino", "int8", "asked for (int8)" if name == "openvino" else "auto: int8 runs in OpenVINO"
+    )
+
+
 def choose_backend(
     backend: str,
     model: nn.Module,
@@ -134,7 +157,7 @@ def choose_backend(
         backend: ``torch``, ``onnxruntime``, ``openvino`` or ``auto`` (see the module docstring).
         model: the network (its ``spec.name`` is the family ``auto`` decides by).
         device: the resolved device.
-        amp: ``auto``, ``off``, ``fp16`` or ``bf16``.
+        amp: ``auto``, ``off``, ``fp16``, ``bf16`` or ``int8``.
         cpu_flags: decide for a CPU with these ``/proc/cpuinfo`` flags (native bf16: ``avx512_bf16`` or
             ``amx_bf16``; AMX: ``amx_tile`` and ``amx_bf16``); default: this machine's CPU.
 
@@ -146,6 +169,14 @@ def choose_backend(
     if name not in BACKEND_CHOICES:
         raise ConfigError(f"--backend {backend!r} is not one of {', '.join(BACKEND_CHOICES)}")
     flags = None if cpu_flags is None else frozenset(cpu_flags)
+    if str(amp).strip().lower() == "int8":
+        task = getattr(getattr(model, "spec", None), "task", None)
+        if task == "pose":
+            return _int8(name, device)
+        log.warning(
+            "--amp int8 quantizes pose networks; %s (%s) computes at --amp auto", _family(model), task
+        )
+        amp = "auto"
     precision = _wanted_precision(amp, device, flags)
     if name == "torch":
         return BackendChoice("torch", precision, "asked for")  # type: ignore[arg-type]

@@ -26,6 +26,15 @@ bf16 runs only where the CPU has it natively (AVX512-BF16 or AMX:
 :func:`~hrstream.runtime.cpu.cpu_has_native_bf16`);
 emulated bf16 is slower than fp32. OpenVINO picks bf16 by itself on such CPUs, so fp32 is asked for
 explicitly.
+
+int8 (OpenVINO only, pose networks) runs the graph quantized by NNCF on calibration crops
+(:mod:`hrstream.runtime.quantize`, cached beside the graph), its floating-point rest in bf16 where the CPU has
+it natively. Its check runs on crops of its calibration set (random inputs lie outside the calibrated ranges)
+and allows a relative L2 error of ``0.25``, or four times torch's own bf16 error on the same crops where that is
+larger: the shipped models' int8 error there is 0.03-0.04 (bf16: 0.004-0.005) and keeps 99% of their keypoints
+within one heatmap pixel (``docs/accuracy.md``), while a broken quantization (Lite-HRNet with its additions
+quantized, 23% of keypoints moved) reaches 0.55; networks with random weights amplify any rounding (HRNet-W32:
+int8 0.48, torch's own bf16 0.21), so only the second bound lets the speed benchmarks run them.
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -44,6 +54,7 @@ import torch
 from torch import nn
 
 from hrstream.errors import ConfigError
+from hrstream.models.datasets_meta import IMAGENET_MEAN, IMAGENET_STD
 from hrstream.runtime.cpu import cpu_has_native_bf16
 
 __all__ = [
@@ -61,10 +72,12 @@ log = logging.getLogger(__name__)
 
 BackendName = Literal["torch", "onnxruntime", "openvino"]
 BACKENDS: tuple[str, ...] = get_args(BackendName)
-Precision = Literal["fp32", "bf16"]
+Precision = Literal["fp32", "bf16", "int8"]
 #: Relative L2 error allowed against torch fp32 by the build check: fp32; bf16 at least (see the module
 #: docstring: also up to twice torch's own bf16 error on the same batch).
-TOLERANCE: dict[str, float] = {"fp32": 1e-4, "bf16": 5e-2}
+TOLERANCE: dict[str, float] = {"fp32": 1e-4, "bf16": 5e-2, "int8": 0.25}
+#: int8 may also differ from torch by this many times torch's own bf16 error on the same crops.
+INT8_OVER_BF16 = 4.0
 FINGERPRINT_KEY = "hrstream.fingerprint"
 _CHECK_BATCH = 2
 
@@ -101,23 +114,33 @@ def _import(module: str, extra: str) -> Any:
 
 
 def _references(model: nn.Module, x: torch.Tensor, precision: str) -> tuple[tuple[torch.Tensor, ...], float]:
-    """torch fp32 output(s) of ``model`` on ``x`` and the relative L2 error a backend may have against them."""
+    """torch fp32 output(s) of ``model`` on ``x`` and the relative L2 error a backend may have against them
+    (int8: before :func:`_own_bf16_error` is asked)."""
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode():
             ref = model(x)
             refs = (ref,) if isinstance(ref, torch.Tensor) else tuple(ref)
-            allowed = TOLERANCE[precision]
-            if precision == "bf16":
-                with torch.autocast("cpu", dtype=torch.bfloat16):
-                    low = model(x)
-                lows = (low,) if isinstance(low, torch.Tensor) else tuple(low)
-                own = max(_rel_l2(lo.float().numpy(), r) for lo, r in zip(lows, refs, strict=True))
-                allowed = max(allowed, 2 * own)
     finally:
         model.train(was_training)
+    allowed = TOLERANCE[precision]
+    if precision == "bf16":
+        allowed = max(allowed, 2 * _own_bf16_error(model, x, refs))
     return refs, allowed
+
+
+def _own_bf16_error(model: nn.Module, x: torch.Tensor, refs: tuple[torch.Tensor, ...]) -> float:
+    """torch's own bf16 autocast error on ``x`` (relative L2 to ``refs``, its worst output)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model(x)
+    finally:
+        model.train(was_training)
+    lows = (low,) if isinstance(low, torch.Tensor) else tuple(low)
+    return max(_rel_l2(lo.float().numpy(), r) for lo, r in zip(lows, refs, strict=True))
 
 
 def _rel_l2(out: np.ndarray, ref: torch.Tensor) -> float:
@@ -141,6 +164,9 @@ class _OnnxBackend(nn.Module):
         precision: Precision = "fp32",
         threads: int | None = None,
         opset: int | None = None,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        calibration: Any = None,
     ) -> None:
         super().__init__()
         from hrstream.models.export import DEFAULT_OPSET, default_input_size, export_onnx
@@ -159,6 +185,8 @@ class _OnnxBackend(nn.Module):
             raise ConfigError(
                 f"--backend {self.name} runs pose and seg networks, not {task or type(model).__name__}"
             )
+        if precision == "int8" and task != "pose":
+            raise ConfigError(f"--amp int8 quantizes pose networks, not {task} networks; use --amp auto")
         _import(self.module_name, self.extra)
         self.precision = precision
         self.threads = int(threads) if threads else torch.get_num_threads()
@@ -168,7 +196,8 @@ class _OnnxBackend(nn.Module):
         fingerprint = model_fingerprint(model)
         path = onnx_cache_dir() / f"{fingerprint[:24]}_3x{h}x{w}_opset{self.opset}.onnx"
         self.path = path
-        if not self._load_cached(path, fingerprint):
+        int8 = precision == "int8"
+        if not self._load_cached(path, fingerprint, load=not int8):
             started = time.perf_counter()
             export_onnx(
                 model,
@@ -178,8 +207,24 @@ class _OnnxBackend(nn.Module):
                 metadata={FINGERPRINT_KEY: fingerprint},
             )
             log.info("exported %s in %.1f s", path, time.perf_counter() - started)
-            self._load(path)
+            if not int8:
+                self._load(path)
         x = torch.randn(_CHECK_BATCH, 3, h, w, generator=torch.Generator().manual_seed(0))
+        if int8:
+            from hrstream.runtime.quantize import quantized_model
+
+            quantized = quantized_model(
+                path,
+                fingerprint,
+                model,
+                input_size=self.input_size,
+                mean=mean,
+                std=std,
+                calibration=calibration,
+            )
+            self.path = path = quantized.xml
+            self._load(path)
+            x = torch.from_numpy(quantized.check)
         refs, allowed = _references(model, x, precision)
         outs = self._run(x.numpy())
         self.many = len(refs) > 1
@@ -188,17 +233,21 @@ class _OnnxBackend(nn.Module):
             if len(outs) == len(refs)
             else math.inf
         )
+        if int8 and not worst <= allowed:  # a network that amplifies rounding: bf16 itself is far off
+            allowed = max(allowed, INT8_OVER_BF16 * _own_bf16_error(model, x, refs))
         if not worst <= allowed:
             raise ConfigError(
                 f"--backend {self.name} ({precision}) differs from torch by relative L2 {worst:.2e} "
-                f"(allowed {allowed:.1e}) on {path.name}; use --backend torch"
+                f"(allowed {allowed:.1e}) on {path.name}; "
+                + ("use --amp auto, or calibrate on your own frames" if int8 else "use --backend torch")
             )
         self.check_error = worst
         log.info("%s backend (%s) from %s: relative L2 to torch %.2e", self.name, precision, path.name, worst)
 
-    def _load_cached(self, path: Path, fingerprint: str) -> bool:
-        """Load ``path`` when it is this network's graph (its recorded fingerprint); ``False`` when there is
-        no such file or it is another network's, unreadable or truncated (it is then exported again)."""
+    def _load_cached(self, path: Path, fingerprint: str, *, load: bool = True) -> bool:
+        """Load ``path`` (or, without ``load``, only read it) when it is this network's graph (its recorded
+        fingerprint); ``False`` when there is no such file or it is another network's, unreadable or truncated
+        (it is then exported again)."""
         if not path.is_file():
             return False
         from hrstream.models.export import read_metadata
@@ -207,7 +256,8 @@ class _OnnxBackend(nn.Module):
             if read_metadata(path).get(FINGERPRINT_KEY) != fingerprint:
                 log.warning("cached ONNX file %s holds another network; exporting again", path)
                 return False
-            self._load(path)
+            if load:
+                self._load(path)
         except Exception as e:  # onnx / runtime parse errors have no common base class
             log.warning("cached ONNX file %s unusable (%s); exporting again", path, e)
             return False
@@ -254,18 +304,19 @@ class OnnxRuntimeBackend(_OnnxBackend):
 
 
 class OpenVinoBackend(_OnnxBackend):
-    """OpenVINO on the CPU, fp32 or (native only) bf16 inference precision, latency mode."""
+    """OpenVINO on the CPU, fp32, (native only) bf16 or int8 (:mod:`hrstream.runtime.quantize`), latency mode."""
 
     name = "openvino"
     extra = "openvino"
     module_name = "openvino"
-    precisions = ("fp32", "bf16")
+    precisions = ("fp32", "bf16", "int8")
 
     def _load(self, path: Path) -> None:
         ov = _import("openvino", self.extra)
         core = ov.Core()
+        rest = "bf16" if cpu_has_native_bf16() else "f32"  # int8: what is left in floating point
         config = {
-            "INFERENCE_PRECISION_HINT": {"fp32": "f32", "bf16": "bf16"}[self.precision],
+            "INFERENCE_PRECISION_HINT": {"fp32": "f32", "bf16": "bf16", "int8": rest}[self.precision],
             "PERFORMANCE_HINT": "LATENCY",
             "INFERENCE_NUM_THREADS": self.threads,
         }
@@ -284,8 +335,15 @@ def make_backend(
     precision: Precision = "fp32",
     input_size: tuple[int, int] | None = None,
     threads: int | None = None,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    calibration: Any = None,
 ) -> nn.Module:
     """``model`` itself for ``"torch"``, else an :class:`OnnxRuntimeBackend` / :class:`OpenVinoBackend` of it.
+
+    ``mean`` / ``std`` (the network's input normalisation) and ``calibration`` (a
+    :class:`~hrstream.runtime.quantize.Calibration`, a path to frames, or ``None``: the synthetic clips) are
+    what int8 calibrates on.
 
     Raises:
         ConfigError: unknown name (the known ones listed), a precision the backend does not run, bf16
@@ -296,4 +354,12 @@ def make_backend(
     classes: dict[str, type[_OnnxBackend]] = {"onnxruntime": OnnxRuntimeBackend, "openvino": OpenVinoBackend}
     if name not in classes:
         raise ConfigError(f"--backend {name!r} is not one of {', '.join(BACKENDS)}")
-    return classes[name](model, precision=precision, input_size=input_size, threads=threads)
+    return classes[name](
+        model,
+        precision=precision,
+        input_size=input_size,
+        threads=threads,
+        mean=mean,
+        std=std,
+        calibration=calibration,
+    )

@@ -18,36 +18,31 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from hrstream.errors import ConfigError
-from hrstream.runtime.cpu import cpu_has_native_bf16
+from hrstream.runtime.precision import resolve_device
 
 __all__ = [
-    "AmpMode",
     "BatchInput",
     "Chunk",
     "InferenceEngine",
     "InferenceHandle",
     "Output",
-    "amp_default",
     "bucket_size",
     "configure_cpu_threads",
     "normalize_uint8",
-    "resolve_amp",
-    "resolve_device",
     "usable_cpu_count",
 ]
 
 logger = logging.getLogger(__name__)
 
-AmpMode = Literal["auto", "off", "fp16", "bf16"]
 _AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 #: A model output: one tensor, or a tuple of tensors (for models with several heads).
 Output = torch.Tensor | tuple[torch.Tensor, ...]
@@ -63,72 +58,6 @@ class Chunk:
 
     inputs: np.ndarray | torch.Tensor
     normalized: bool = False
-
-
-def resolve_device(spec: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` (first CUDA device if any, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
-
-    Raises:
-        ConfigError: unknown spelling, or CUDA requested where none (or not that index) exists.
-    """
-    s = str(spec).strip().lower()
-    if s == "auto":
-        return (
-            torch.device("cuda", torch.cuda.current_device())
-            if torch.cuda.is_available()
-            else torch.device("cpu")
-        )
-    if s == "cpu":
-        return torch.device("cpu")
-    if s == "cuda" or s.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise ConfigError(
-                f"--device {s} requested but no CUDA device is available; use --device cpu or auto"
-            )
-        try:
-            dev = torch.device(s)
-        except RuntimeError as exc:
-            raise ConfigError(f"--device {spec!r} is not valid; use cpu, auto, cuda or cuda:N") from exc
-        index = 0 if dev.index is None else dev.index
-        count = torch.cuda.device_count()
-        if index >= count:
-            raise ConfigError(
-                f"--device {s} requested but only {count} CUDA device(s) exist; use cuda:0..{count - 1}"
-            )
-        return torch.device("cuda", index)
-    raise ConfigError(f"--device {spec!r} is not one of auto, cpu, cuda, cuda:N")
-
-
-def amp_default(device: torch.device | str, *, cpu_flags: Iterable[str] | None = None) -> str:
-    """The precision ``amp="auto"`` picks: ``"fp16"`` on CUDA; on the CPU ``"bf16"`` where the CPU has native
-    bf16 (AVX512-BF16/AMX, :func:`~hrstream.runtime.cpu.cpu_has_native_bf16`: about 2x faster for HRNet-W32),
-    else ``"off"`` (emulated bf16 is several times slower than fp32). ``cpu_flags``: the ``/proc/cpuinfo``
-    flags of the CPU to decide for (default: this one's, as torch probes them).
-
-    Reduced precision is on by default only because it keeps results: with the trained shipped models, bf16
-    and fp16 autocast keep 100% of visible keypoints within one heatmap pixel of fp32 and >= 99.9% of label-map
-    pixels equal (tests/test_shipped_models.py; the rule is >= 99% and >= 99.5%).
-    """
-    if torch.device(device).type == "cuda":
-        return "fp16"
-    return "bf16" if cpu_has_native_bf16(cpu_flags) else "off"
-
-
-def resolve_amp(amp: str, device: torch.device, *, cpu_flags: Iterable[str] | None = None) -> str:
-    """Turns ``amp`` (``auto``/``off``/``fp16``/``bf16``) into a concrete choice for ``device`` (``cpu_flags``:
-    see :func:`amp_default`).
-
-    Raises:
-        ConfigError: unknown value, or bf16 on a GPU without bf16 support.
-    """
-    a = str(amp).strip().lower()
-    if a == "auto":
-        return amp_default(device, cpu_flags=cpu_flags)
-    if a not in ("off", "fp16", "bf16"):
-        raise ConfigError(f"--amp {amp!r} is not one of auto, off, fp16, bf16")
-    if a == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise ConfigError(f"--amp bf16 requested but {device} has no bf16 support; use --amp fp16 or off")
-    return a
 
 
 def usable_cpu_count() -> int:
@@ -267,7 +196,8 @@ class InferenceEngine:
     Args:
         model: takes ``float32 (N, C, H, W)`` normalised input; returns a tensor or tuple of tensors.
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (see :func:`resolve_device`).
-        amp: ``"auto"`` (see :func:`amp_default`), ``"off"``, ``"fp16"`` or ``"bf16"`` autocast.
+        amp: ``"auto"`` (see :func:`amp_default`), ``"off"``, ``"fp16"`` or ``"bf16"`` autocast, or ``"int8"``
+            (pose networks on the CPU in OpenVINO, quantized: :mod:`hrstream.runtime.quantize`).
         channels_last: NHWC memory layout for model and input (faster convolutions on CPU and GPU).
         compile: ``torch.compile`` the model; ``True`` for the default mode or a mode name string.
         mean, std: per-channel normalisation of ``x / 255`` (ImageNet RGB by default).
@@ -278,8 +208,10 @@ class InferenceEngine:
         pad_batches: append zero rows to each batch up to :func:`bucket_size` and drop their outputs, so the
             network sees a few batch sizes only (results are those of the batch alone: every row of the
             networks here is computed independently in eval mode; docs/performance.md measures whether it pays).
+        calibration: what ``amp="int8"`` calibrates on: ``None`` (the synthetic world's clips), a path to a
+            video, an image or a folder of them, or a :class:`~hrstream.runtime.quantize.Calibration`.
 
-    ``backend`` and ``precision`` (``"fp32"``, ``"bf16"``, ``"fp16"``) say what runs the network.
+    ``backend`` and ``precision`` (``"fp32"``, ``"bf16"``, ``"fp16"``, ``"int8"``) say what runs the network.
 
     Not thread-safe: call ``infer``/``submit`` from one thread (the pipeline's inference stage).
     """
@@ -296,6 +228,7 @@ class InferenceEngine:
         std: Sequence[float] = (0.229, 0.224, 0.225),
         backend: str = "torch",
         pad_batches: bool = False,
+        calibration: Any = None,
     ) -> None:
         from hrstream.runtime.backend_choice import choose_backend
 
@@ -309,7 +242,14 @@ class InferenceEngine:
         if choice.name != "torch":
             from hrstream.runtime.backends import make_backend
 
-            model = make_backend(choice.name, model.eval(), precision=choice.precision)  # type: ignore[arg-type]
+            model = make_backend(
+                choice.name,
+                model.eval(),
+                precision=choice.precision,  # type: ignore[arg-type]
+                mean=mean,
+                std=std,
+                calibration=calibration,
+            )
             channels_last = False  # the runtimes take contiguous NCHW arrays
             compile = False
         self.amp = choice.amp if choice.name == "torch" else "off"  # the runtime's own precision decides
