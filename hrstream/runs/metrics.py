@@ -62,7 +62,7 @@ class MetricsCollector:
             unit="",
         )
         for s, v in src.items():
-            up.add_metric([s], 1.0 if v["state"] in ("connected", "live", "reading") else 0.0)
+            up.add_metric([s], 1.0 if v["state"] in ("connected", "reading") else 0.0)
             state.add_metric([s, v["state"]], 1.0)
             if v["live"]:
                 h = v["latency_hist"]

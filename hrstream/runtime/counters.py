@@ -23,9 +23,9 @@ import numpy as np
 
 __all__ = ["LATENCY_BUCKETS_S", "RunCounters", "SourceCounters", "SourceState"]
 
-#: A source's state: ``connecting`` (being opened), ``live`` (delivering frames; a file: ``reading``),
-#: ``reconnecting`` (a live source between attempts), ``gave_up``, ``ended``, ``stopped``.
-SourceState = Literal["connecting", "reading", "live", "reconnecting", "gave_up", "ended", "stopped"]
+#: A source's state: the words of a live source (:data:`hrstream.io.reconnect.SourceState`: ``connecting``,
+#: ``connected``, ``reconnecting``, ``gave_up``, ``ended``), a file's ``reading``, and ``stopped``.
+SourceState = Literal["connecting", "reading", "connected", "reconnecting", "gave_up", "ended", "stopped"]
 
 #: Upper bounds (seconds) of the capture-to-written latency histogram of live sources.
 LATENCY_BUCKETS_S: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
@@ -110,10 +110,10 @@ class SourceCounters:
         }
 
     def current_state(self) -> str:
-        """``state``, or while the source runs (``reading``/``live``), its own word for it (a live source:
+        """``state``, or while the source runs (``reading``/``connected``), its own word for it (a live source:
         ``connected``, ``reconnecting``...)."""
         state = self.state
-        if state in ("reading", "live") and self.state_of is not None:
+        if state in ("reading", "connected") and self.state_of is not None:
             try:
                 return str(self.state_of())
             except Exception:  # a source being torn down

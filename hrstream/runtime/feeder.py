@@ -236,7 +236,7 @@ class SourceFeeder:
             self.mux.add(sid, maxsize=maxsize, leaky=job.live, counters=counters, stop=reader.stop)
             self.mux.put(sid, SourceStarted(sid, reader.source.info, dict(job.options)))
             started = True
-            counters.state = "live" if job.live else "reading"
+            counters.state = "connected" if job.live else "reading"
             if hasattr(reader.source, "state"):
                 counters.state_of = lambda src=reader.source: src.state
             for frame in reader.source:
