@@ -7,8 +7,9 @@ of the clip, so every ``--clip-seconds`` each camera has an outage and a reconne
 The run writes JSONL and tracks in segments of ``--segment-s`` (no video unless ``--video``), with the shipped
 small pose network and the clip's true boxes as a ``file:`` detector (tiled over frame indices: a live source's
 index keeps counting across reconnects). Every ``--sample-s`` the benchmark reads the run's resident memory,
-open file descriptors and threads from ``/proc/PID`` and the capture-to-written latency (p50 / p95 over the
-monitor's sliding window, worst camera) from its Prometheus endpoint, and prints one row; at the end, the
+open file descriptors and threads from ``/proc/PID`` and the capture-to-written latency (p50 / p95 of the frames
+written since the previous sample, from the ``hrstream_source_latency_seconds`` histogram, worst camera) from
+its Prometheus endpoint, and prints one row; at the end, the
 memory slope over the second half of the run (least squares, kB per minute) and the first and last latencies.
 
 Usage::
@@ -64,26 +65,52 @@ def proc_status(pid: int) -> dict[str, int]:
     }
 
 
-def scrape(port: int) -> dict[str, Any]:
-    """Worst camera's latency p50 / p95 (s), and totals of frames written, drops and reconnects."""
+def histogram_quantile(q: float, buckets: dict[float, float]) -> float:
+    """The ``q`` quantile of a Prometheus histogram's cumulative ``{upper bound: count}``, interpolated
+    linearly inside its bucket as PromQL's ``histogram_quantile`` does; NaN without observations."""
+    bounds = sorted(buckets)
+    total = buckets[bounds[-1]] if bounds else 0.0
+    if total <= 0:
+        return float("nan")
+    rank, lower, below = q * total, 0.0, 0.0
+    for le in bounds:
+        count = buckets[le]
+        if count >= rank:
+            if le == float("inf"):
+                return lower  # past the last finite bound: its bound, as PromQL
+            return lower + (le - lower) * (rank - below) / max(count - below, 1e-12)
+        lower, below = le, count
+    return lower
+
+
+def scrape(port: int, previous: dict[str, dict[float, float]]) -> dict[str, Any]:
+    """Worst camera's latency p50 / p95 (s) over the frames written since the ``previous`` scrape (from the
+    ``hrstream_source_latency_seconds`` histogram; ``previous`` is updated), and totals of frames written,
+    drops and reconnects."""
     import urllib.request
 
     from prometheus_client.parser import text_string_to_metric_families
 
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
         text = resp.read().decode()
-    lat: dict[str, dict[str, float]] = {}
+    buckets: dict[str, dict[float, float]] = {}
     totals = {"frames_out": 0.0, "dropped_frames": 0.0, "reconnects": 0.0}
     for fam in text_string_to_metric_families(text):
         if fam.name == "hrstream_source_latency_seconds":
             for s in fam.samples:
-                lat.setdefault(s.labels["source"], {})[s.labels["quantile"]] = s.value
+                if s.name.endswith("_bucket"):
+                    buckets.setdefault(s.labels["source"], {})[float(s.labels["le"])] = s.value
         for key in totals:
             if fam.name == f"hrstream_source_{key}":
                 totals[key] += sum(s.value for s in fam.samples if s.name.endswith("_total"))
+    window = {
+        src: {le: n - previous.get(src, {}).get(le, 0.0) for le, n in b.items()} for src, b in buckets.items()
+    }
+    previous.clear()
+    previous.update(buckets)
     return {
-        "p50_s": max((v.get("0.5", float("nan")) for v in lat.values()), default=float("nan")),
-        "p95_s": max((v.get("0.95", float("nan")) for v in lat.values()), default=float("nan")),
+        "p50_s": max((histogram_quantile(0.5, b) for b in window.values()), default=float("nan")),
+        "p95_s": max((histogram_quantile(0.95, b) for b in window.values()), default=float("nan")),
         **{k: int(v) for k, v in totals.items()},
     }
 
@@ -129,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         ]  # fmt: skip
         proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
         t0 = time.monotonic()
+        seen: dict[str, dict[float, float]] = {}
         try:
             while (elapsed := time.monotonic() - t0) < args.minutes * 60:
                 time.sleep(min(args.sample_s, max(0.0, args.minutes * 60 - elapsed)))
@@ -137,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"hrstream run ended ({proc.returncode}): {proc.stderr.read()[-2000:]}"
                     )
                 try:
-                    row = {"t_s": time.monotonic() - t0, **proc_status(proc.pid), **scrape(port)}
+                    row = {"t_s": time.monotonic() - t0, **proc_status(proc.pid), **scrape(port, seen)}
                 except OSError as e:  # the endpoint starts with the run
                     log.info("no sample at %.0f s: %s", time.monotonic() - t0, e)
                     continue
