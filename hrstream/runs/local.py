@@ -27,6 +27,7 @@ from hrstream.runs.lifecycle import RunEvents
 from hrstream.runtime import Pipeline, StageStats, configure_cpu_threads
 from hrstream.runtime.counters import RunCounters, SourceCounters
 from hrstream.runtime.feeder import SourceJob
+from hrstream.runtime.memory import limit_malloc_arenas
 from hrstream.types import FrameResult, SourceResult
 
 __all__ = ["LocalExecutor", "PipelineSession", "ProgressFactory", "RunControl"]
@@ -107,6 +108,7 @@ class LocalExecutor:
         self.pipeline: Pipeline | None = None  # the pipeline of the current (or last) execute
         self.stats: Any = None  # the stages' counters of the last run (benchmarks read them)
         self.stage_error: StageError | None = None  # a stage that failed in the last run (its sources failed)
+        limit_malloc_arenas()  # flat resident memory over days (hrstream.runtime.memory)
         if cpu_threads is None:
             configure_cpu_threads(reserved_threads)
         else:
