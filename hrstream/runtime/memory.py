@@ -10,7 +10,6 @@ same soak held flat from its third minute (``docs/performance.md``, "Live soak")
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import os
 import sys
@@ -34,10 +33,8 @@ def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
     global _done
     if _done or not sys.platform.startswith("linux") or "MALLOC_ARENA_MAX" in os.environ:
         return False
-    name = ctypes.util.find_library("c") or "libc.so.6"
     try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
+        mallopt = ctypes.CDLL(None).mallopt  # the process's own symbols: the C library it runs on
     except (OSError, AttributeError):  # musl and others: no mallopt
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
