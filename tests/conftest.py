@@ -5,6 +5,7 @@ child processes import this checkout's code."""
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,12 @@ ROOT = Path(__file__).resolve().parents[1]
 # code as the tests themselves do (``pythonpath`` in pyproject.toml), not another copy installed in the
 # virtual environment. Tests of the installed wheel remove PYTHONPATH from their children's environment.
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+
+# A suite started in the background of a script inherits SIGINT ignored (POSIX, without job control), and so would
+# every command it starts: the tests that press Ctrl-C on a child would test nothing. A handler here is reset to
+# the default in each child at exec, where Python turns it into KeyboardInterrupt as in a terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
