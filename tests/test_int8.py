@@ -231,3 +231,20 @@ def test_the_shipped_lite_hrnet_keeps_its_keypoints_in_int8(onnx_home: None) -> 
     print(f"Lite-HRNet-18 int8: {within:.4f} within 1 heatmap px of fp32, PCK@0.1 {dpck:+.4f}")
     least, most = _BOUNDS[DEMO_FAST_POSE_MODEL]
     assert within >= least and abs(dpck) <= most
+
+
+def test_the_calibration_draw_keeps_every_person_with_the_same_chance() -> None:
+    """Algorithm R over 10 people keeping 3, 20,000 seeded draws: each person is kept in 30% of them (the
+    standard error is 0.3 points; a draw from 0..seen-1 keeps the last person 33% of the time)."""
+    n, k, trials = 10, 3, 20_000
+    kept = np.zeros(n)
+    for seed in range(trials):
+        rng = np.random.default_rng(seed)
+        sample = list(range(k))
+        for i in range(k, n):
+            slot = q.reservoir_slot(i, k, rng)
+            if slot < k:
+                sample[slot] = i
+        kept[sample] += 1
+    assert [q.reservoir_slot(i, k, np.random.default_rng(0)) for i in range(k)] == list(range(k))
+    np.testing.assert_allclose(kept / trials, k / n, atol=0.015)

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import get_args
 
 import httpx
 import pytest
@@ -22,6 +23,9 @@ from support.cli_checks import invoke
 from support.rtsp import RtspServer, needs_rtsp
 from support.serving import LIVE_RECIPE, ServeProcess, serve_clip, wait_for
 from support.tiny_models import tiny_pose_model
+
+from hrstream.runtime.counters import SourceState
+from hrstream.serve.registry import public_state
 
 pytestmark = [needs_rtsp, pytest.mark.slow]
 
@@ -399,6 +403,18 @@ def test_sigterm_drains_and_a_restart_resumes_the_same_set(site):
     finally:
         assert again.stop() == 128 + signal.SIGTERM
         again.client.close()
+
+
+def test_every_state_of_a_source_is_one_of_the_api_words() -> None:
+    """The API says live, connecting, reconnecting, gave_up or stopped, whatever the source (a file being read
+    is live), and each of them is reachable."""
+    assert {public_state(s) for s in get_args(SourceState)} == {
+        "live",
+        "connecting",
+        "reconnecting",
+        "gave_up",
+        "stopped",
+    }
 
 
 def test_serving_beyond_loopback_without_a_token_is_refused(tmp_path):

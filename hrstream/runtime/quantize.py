@@ -59,6 +59,7 @@ __all__ = [
     "Calibration",
     "CropRecipe",
     "calibration_crops",
+    "reservoir_slot",
     "quantized_model",
 ]
 
@@ -191,6 +192,13 @@ def _frames_and_boxes(
                     yield img, boxes
 
 
+def reservoir_slot(seen: int, k: int, rng: np.random.Generator) -> int:
+    """Where item number ``seen`` (0-based) of a stream goes in a uniform sample of ``k`` items (Algorithm R):
+    a new slot while fewer than ``k`` are kept, then a slot drawn from ``0..seen``; ``>= k`` means it is not
+    kept. Every item of a stream of ``n`` ends in the sample with probability ``k / n``."""
+    return seen if seen < k else int(rng.integers(0, seen + 1))
+
+
 def calibration_crops(
     calibration: Calibration, recipe: CropRecipe, *, detector: Detector | None = None
 ) -> np.ndarray:
@@ -209,7 +217,7 @@ def calibration_crops(
     seen = 0
     for image, boxes in _frames_and_boxes(calibration, detector):
         for box in np.asarray(boxes, np.float32).reshape(-1, 4):
-            slot = len(chosen) if seen < k else int(rng.integers(0, seen + 1))
+            slot = reservoir_slot(seen, k, rng)
             seen += 1
             if slot >= k:
                 continue
