@@ -6,6 +6,7 @@ bad value is reported against the flag; the choices offered here are the recipe'
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import sys
@@ -270,10 +271,12 @@ def run(
             err=True,
         )
     code = exit_code(results, outcome.signum)
-    if left_running():
-        # An abort (past --grace, or a second signal) left a stage in a network call: every output is closed and
-        # the manifest written, so exit now rather than at the end of that call (the interpreter's shutdown
-        # would wait for it). Nothing is left to flush but the standard streams.
+    if left_running() or outcome.signum is not None:
+        # A run stopped by a signal has every output closed and the manifest written (and its Ray cluster or
+        # worker processes shut down): exit now. An abort (past --grace, or a second signal) may have left a stage
+        # in a network call, which the interpreter's shutdown would wait for; and that shutdown alone (torch's
+        # thread pools, modules torn down) took 1-2 s on a loaded machine, past what --grace promises.
+        logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
