@@ -61,7 +61,7 @@ def test_run_on_a_coco_image_writes_every_person_the_official_inference_groups(f
     assert (out / f"{IMAGE.stem}.annotated" / "000000.jpg").is_file()
 
 
-def test_a_video_and_two_sources_batched_together(weights, tmp_path):
+def test_two_videos_of_two_sizes_through_one_bottom_up_engine(weights, tmp_path):
     clips = [str(VIDEOS / "street_960x540_5fps.mp4"), str(VIDEOS / "football_1280x720_mpeg4.mp4")]
     results = list(
         hrstream.stream(
@@ -75,7 +75,10 @@ def test_a_video_and_two_sources_batched_together(weights, tmp_path):
         assert r.detections is None  # no detector ran
         assert 0 < len(r.poses) <= 5 and r.poses.keypoints.shape[1:] == (17, 2)
         by_batch.setdefault(r.batch, set()).add(r.source_id)
-    assert any(len(s) == 2 for s in by_batch.values())  # frames of both sources (two sizes) in one call
+    # Both sources through the one engine. Whether a call holds frames of both depends on the decoders' timing
+    # (5 frames each: one source can end before the other opens); a call of frames of two sizes, padded, is
+    # test_bottomup.py::test_a_batch_of_frames_equals_single_frames.
+    assert set().union(*by_batch.values()) == {"street_960x540_5fps", "football_1280x720_mpeg4"}
     doc = json.loads((tmp_path / "out" / "football_1280x720_mpeg4.tracks.json").read_text())
     assert doc["model"]["architecture"] == "pose_higher_hrnet" and doc["num_frames"] == 5
 
