@@ -49,24 +49,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "benchmarks")]  # this checkout's code first
 
 from bench_fixtures import cpu_description  # noqa: E402
+from live_soak import proc_status  # noqa: E402
 from support.clips import h264_clip  # noqa: E402
 from support.rtsp import RtspServer, free_port  # noqa: E402
 from support.serving import LIVE_RECIPE, Mosquitto, ServeProcess, Subscriber, wait_for  # noqa: E402
 from support.tiny_models import tiny_pose_model  # noqa: E402
-
-
-def proc_status(pid: int) -> dict[str, int]:
-    """Resident memory (kB), threads and open file descriptors of process ``pid``."""
-    fields = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "Threads"):
-            fields[key] = int(value.split()[0])
-    return {
-        "rss_kb": fields["VmRSS"],
-        "threads": fields["Threads"],
-        "fds": len(os.listdir(f"/proc/{pid}/fd")),
-    }
 
 
 def slope_per_minute(minutes: list[float], values: list[float]) -> float:
